@@ -1,0 +1,236 @@
+"""FaceDataModule: the one LightningDataModule that every facetorch task shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+
+from facetorch.data.datasets import (
+    FACE_CROP_CLASSES,
+    FaceImageDataset,
+    PredictDataset,
+    SampleIndex,
+    scan_face_crops,
+    scan_identity_folders,
+)
+from facetorch.data.splits import SplitIndices, identity_split, stratified_split
+from facetorch.data.transforms import Augmentation, Normalization, build_transform, normalization_stats
+
+Layout = Literal["face_crops", "identity_folders"]
+SPLITS = ("train", "val", "test")
+
+
+def builtin_face_crops() -> SampleIndex:
+    """scikit-image's ``lfw_subset()``: 100 real faces then 100 non-faces, 25x25 grey, offline."""
+    from skimage.data import lfw_subset
+
+    images = lfw_subset()  # (200, 25, 25) float64 in [0, 1]
+    labels = [1] * 100 + [0] * 100  # label 1 = face, as in FACE_CROP_CLASSES
+    sources = [np.round(image * 255).astype(np.uint8) for image in images]
+    return SampleIndex(sources, labels, list(FACE_CROP_CLASSES), "skimage.data.lfw_subset()")
+
+
+class FaceDataModule(pl.LightningDataModule):
+    """Loads any facetorch layout, splits it, and serves augmented / deterministic batches.
+
+    Args:
+        root: Data folder. ``None`` with ``layout="face_crops"`` uses scikit-image's
+            ``lfw_subset()`` (100 faces + 100 non-faces). A root holding ``train/`` (and ``val/``,
+            ``test/``) folders is used as already split.
+        layout: ``face_crops`` (``face/``, ``non_face/``) or ``identity_folders`` (a folder per person).
+        image_size: Model input (height, width).
+        channels: 1 (greyscale) or 3 (RGB).
+        normalization: ``unit`` ([-1, 1]) or ``imagenet`` (for ImageNet-pretrained backbones).
+        augmentation: Training augmentation; ``null`` turns it off.
+        batch_size: Batch size of every loader.
+        num_workers: Loader worker processes.
+        val_fraction: Share of each class (or of identities) for validation when splitting.
+        test_fraction: Share for test when splitting.
+        split_by: ``image`` (stratified by class) or ``identity`` (people disjoint across splits).
+        seed: Seed of the split.
+        min_images_per_class: Identities with fewer images are dropped (and reported).
+        cache_images: Keep decoded images in memory after the first epoch.
+        eval_all: Use every image under ``root`` as the test split (to evaluate a held-out folder).
+        predict_dir: Folder (or file) of images for ``predict``.
+    """
+
+    def __init__(
+        self,
+        root: Optional[str] = None,
+        layout: Layout = "face_crops",
+        image_size: tuple[int, int] = (120, 80),
+        channels: Literal[1, 3] = 1,
+        normalization: Normalization = "unit",
+        augmentation: Optional[Augmentation] = Augmentation(),
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_by: Literal["image", "identity"] = "image",
+        seed: int = 0,
+        min_images_per_class: int = 1,
+        cache_images: bool = True,
+        eval_all: bool = False,
+        predict_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        if len(image_size) != 2 or min(image_size) < 8:
+            raise ValueError(f"data.image_size must be (height, width) of at least 8 pixels, got {image_size}")
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 or 3, got {channels}")
+        if root is None and layout != "face_crops":
+            raise ValueError(f"data.root is required for layout {layout!r} (only face_crops has a built-in source)")
+        # The augmentation dataclass stays out of the checkpoint so it holds only plain values.
+        self.save_hyperparameters(ignore=["augmentation"])
+        self.root = root
+        self.layout = layout
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.channels = channels
+        self.mean, self.std = normalization_stats(normalization, channels)
+        self.augmentation = augmentation
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_by = split_by
+        self.seed = seed
+        self.min_images_per_class = min_images_per_class
+        self.cache_images = cache_images
+        self.eval_all = eval_all
+        self.predict_dir = predict_dir
+        self._splits: Optional[dict[str, SampleIndex]] = None
+        self.datasets: dict[str, torch.utils.data.Dataset] = {}
+
+    # ------------------------------------------------------------------ indexing and splitting
+    def _scan(self, folder: Path, class_names: Optional[list[str]] = None) -> SampleIndex:
+        if self.layout == "face_crops":
+            return scan_face_crops(folder)
+        return scan_identity_folders(folder, self.min_images_per_class, class_names)
+
+    def _has_split_folders(self) -> bool:
+        root = Path(self.root) if self.root else None
+        if root is None or not (root / "train").is_dir():
+            return False
+        return self.layout == "face_crops" or (root / "val").is_dir() or (root / "test").is_dir()
+
+    def _split(self, index: SampleIndex) -> SplitIndices:
+        split = identity_split if self.split_by == "identity" else stratified_split
+        return split(index.labels, self.val_fraction, self.test_fraction, self.seed)
+
+    def _build_splits(self) -> dict[str, SampleIndex]:
+        if self.root is None:
+            full = builtin_face_crops()
+        elif self._has_split_folders() and not self.eval_all:
+            return self._read_split_folders()
+        else:
+            full = self._scan(Path(self.root))
+        if full.dropped:
+            rank_zero_info(
+                f"Dropped {len(full.dropped)} identities with fewer than {self.min_images_per_class} images "
+                f"from {full.root}: {dict(list(full.dropped.items())[:10])}"
+            )
+        if self.eval_all:
+            empty = full.subset([])
+            return {"train": empty, "val": empty, "test": full}
+        parts = self._split(full)
+        return {name: full.subset(getattr(parts, name)) for name in SPLITS}
+
+    def _read_split_folders(self) -> dict[str, SampleIndex]:
+        root = Path(self.root)
+        train = self._scan(root / "train")
+        class_names = None if self.split_by == "identity" else train.class_names
+        splits = {"train": train}
+        for name in ("val", "test"):
+            folder = root / name
+            splits[name] = self._scan(folder, class_names) if folder.is_dir() else train.subset([])
+        if len(splits["val"]) == 0:  # carve validation out of train/ when there is no val/
+            parts = self._split(train)
+            splits["train"], splits["val"] = train.subset(parts.train), train.subset(np.sort(np.r_[parts.val, parts.test]))
+        return splits
+
+    @property
+    def splits(self) -> dict[str, SampleIndex]:
+        """The samples of each split (``train``, ``val``, ``test``), indexed on first use."""
+        if self._splits is None:
+            self._splits = self._build_splits()
+            sizes = ", ".join(f"{name} {len(self._splits[name])}" for name in SPLITS)
+            rank_zero_info(f"FaceDataModule: {self.layout} from {self._splits['test'].root or self.root}: {sizes}")
+        return self._splits
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order (linked into the model, stored in its checkpoint)."""
+        for name in SPLITS:
+            if len(self.splits[name]):
+                return list(self.splits[name].class_names)
+        return list(self.splits["train"].class_names)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (2 for face_crops, the number of identities otherwise)."""
+        return len(self.class_names)
+
+    # ------------------------------------------------------------------ datasets and loaders
+    def transform(self, train: bool):
+        """The training (augmented) or evaluation (deterministic) transform."""
+        augmentation = self.augmentation if train else None
+        return build_transform(self.image_size, self.mean, self.std, augmentation)
+
+    def _dataset(self, split: str, train: bool) -> FaceImageDataset:
+        index = self.splits[split]
+        if len(index) == 0:
+            raise ValueError(
+                f"The {split} split of {self.root or 'the built-in data'} is empty "
+                f"(val_fraction={self.val_fraction}, test_fraction={self.test_fraction}, eval_all={self.eval_all})"
+            )
+        return FaceImageDataset(index, self.transform(train), self.channels, self.cache_images)
+
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` holds any sample."""
+        return len(self.splits[split]) > 0
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            if self.eval_all:
+                raise ValueError("data.eval_all=true uses every image for testing; it cannot be used to fit")
+            self.datasets["train"] = self._dataset("train", train=True)
+            self.datasets["val"] = self._dataset("val", train=False)
+        elif stage == "validate":
+            self.datasets["val"] = self._dataset("val", train=False)
+        elif stage == "test":
+            self.datasets["test"] = self._dataset("test", train=False)
+        elif stage == "predict":
+            if self.predict_dir is None:
+                raise ValueError("predict needs data.predict_dir: a folder (or file) of images")
+            self.datasets["predict"] = PredictDataset(self.predict_dir, self.transform(False), self.channels, self.image_size)
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        dataset = self.datasets[split]
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            # A last batch of one sample breaks BatchNorm in training; drop it when there is more.
+            drop_last=shuffle and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

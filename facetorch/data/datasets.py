@@ -1,0 +1,233 @@
+"""On-disk layouts and the dataset that reads their images.
+
+A layout scanner turns a folder into a :class:`SampleIndex` (what each sample is and its label);
+:class:`FaceImageDataset` reads and transforms the samples. Layouts (see DESIGN.md, section 3):
+
+- ``face_crops``: ``root/face/<images>`` and ``root/non_face/<images>``;
+- ``identity_folders``: ``root/<identity>/<images>``; loose files beside the folders are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp"})
+FACE_CROP_CLASSES = ("non_face", "face")  # label 1 = face, so the face probability is column 1
+
+ImageSource = Union[Path, np.ndarray]
+"""A sample is a file on disk or an image already in memory (H, W) or (H, W, 3), uint8."""
+
+
+class ImageReadError(OSError):
+    """An image file could not be decoded (missing, truncated, or not an image)."""
+
+
+@dataclass
+class SampleIndex:
+    """The samples of one folder (or built-in source): what to read and the label of each."""
+
+    sources: list[ImageSource]
+    labels: list[int]
+    class_names: list[str]
+    root: str = "<built-in>"
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.sources) != len(self.labels):
+            raise ValueError(f"Expected one label per source, got {len(self.sources)} sources and {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def subset(self, indices: Sequence[int]) -> "SampleIndex":
+        """The samples at ``indices``, with the same class names."""
+        return SampleIndex(
+            [self.sources[i] for i in indices], [self.labels[i] for i in indices], self.class_names, self.root
+        )
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` is a file with a known image extension (hidden files excluded)."""
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
+
+
+def _require_dir(root: Path, what: str) -> None:
+    if not root.exists():
+        raise FileNotFoundError(f"{what} {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{what} {str(root)!r} is not a folder")
+
+
+def scan_face_crops(root: str | Path) -> SampleIndex:
+    """Index the ``face_crops`` layout: ``root/face/*`` (label 1) and ``root/non_face/*`` (label 0).
+
+    Raises:
+        FileNotFoundError: ``root`` or one of its two class folders is missing.
+        ValueError: a class folder holds no image.
+    """
+    root = Path(root)
+    _require_dir(root, "data.root (layout face_crops)")
+    sources: list[ImageSource] = []
+    labels: list[int] = []
+    for label, name in enumerate(FACE_CROP_CLASSES):
+        folder = root / name
+        if not folder.is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise FileNotFoundError(
+                f"Layout face_crops expects folders 'face/' and 'non_face/' in {str(root)!r}; "
+                f"{name + '/'!r} is missing (found folders: {found or 'none'})"
+            )
+        images = list_images(folder)
+        if not images:
+            raise ValueError(
+                f"Class folder {str(folder)!r} holds no image (expected files ending in {sorted(IMAGE_EXTENSIONS)})"
+            )
+        sources.extend(images)
+        labels.extend([label] * len(images))
+    return SampleIndex(sources, labels, list(FACE_CROP_CLASSES), str(root))
+
+
+def scan_identity_folders(root: str | Path, min_images: int = 1, class_names: Sequence[str] | None = None) -> SampleIndex:
+    """Index the ``identity_folders`` layout: one sub-folder of images per person.
+
+    Sub-folders with fewer than ``min_images`` images are dropped and counted in ``dropped``.
+    Loose files beside the folders (e.g. ORL's README) and non-image files are ignored.
+
+    Args:
+        root: The folder that holds one folder per identity.
+        min_images: Minimum number of images an identity needs to be kept.
+        class_names: When given (e.g. the training classes), labels follow this order and any
+            folder not in it is an error.
+
+    Raises:
+        FileNotFoundError: ``root`` is missing.
+        ValueError: no identity is left, or a folder is not among ``class_names``.
+    """
+    root = Path(root)
+    _require_dir(root, "data.root (layout identity_folders)")
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    per_identity = {folder.name: list_images(folder) for folder in folders}
+    dropped = {name: len(imgs) for name, imgs in per_identity.items() if len(imgs) < min_images}
+    kept = {name: imgs for name, imgs in per_identity.items() if len(imgs) >= min_images}
+    if not kept:
+        raise ValueError(
+            f"No identity folder in {str(root)!r} holds at least {min_images} image(s) "
+            f"(found {len(per_identity)} folder(s){': ' + ', '.join(list(per_identity)[:5]) if per_identity else ''})"
+        )
+    names = list(class_names) if class_names is not None else sorted(kept)
+    unknown = sorted(set(kept) - set(names))
+    if unknown:
+        raise ValueError(
+            f"Identity folders {unknown[:10]} in {str(root)!r} are not among the model's {len(names)} classes"
+        )
+    label_of = {name: i for i, name in enumerate(names)}
+    sources: list[ImageSource] = []
+    labels: list[int] = []
+    for name, imgs in kept.items():
+        sources.extend(imgs)
+        labels.extend([label_of[name]] * len(imgs))
+    return SampleIndex(sources, labels, names, str(root), dropped)
+
+
+def read_image(path: Path, channels: Literal[1, 3]) -> np.ndarray:
+    """Decode an image file fully, as uint8 (H, W) for 1 channel or (H, W, 3) RGB for 3.
+
+    Raises:
+        ImageReadError: the file is missing, truncated or not an image; the message names it.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes everything now, so a truncated file fails here, not later
+            converted = image.convert("L" if channels == 1 else "RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ImageReadError(f"Cannot read image {str(path)!r}: {error}") from error
+    return np.asarray(converted, dtype=np.uint8)
+
+
+def to_uint8(image: np.ndarray, channels: Literal[1, 3]) -> np.ndarray:
+    """An in-memory image as uint8 with the requested channels (floats in [0, 1] are scaled)."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = np.clip(np.round(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    if channels == 1 and array.ndim == 3:
+        array = np.round(array[..., :3] @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    elif channels == 3 and array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    return array
+
+
+class FaceImageDataset(Dataset):
+    """Images with integer labels, read lazily (and optionally kept decoded in memory).
+
+    Each item is ``(image, label)`` with ``image`` a float tensor (C, H, W) after ``transform``.
+    """
+
+    def __init__(
+        self,
+        index: SampleIndex,
+        transform: Callable[[np.ndarray], torch.Tensor],
+        channels: Literal[1, 3] = 1,
+        cache: bool = False,
+    ) -> None:
+        self.index = index
+        self.transform = transform
+        self.channels = channels
+        self.cache = cache
+        self._decoded: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def load(self, i: int) -> np.ndarray:
+        """The i-th image as uint8, before any transform."""
+        if i in self._decoded:
+            return self._decoded[i]
+        source = self.index.sources[i]
+        image = to_uint8(source, self.channels) if isinstance(source, np.ndarray) else read_image(source, self.channels)
+        if self.cache:
+            self._decoded[i] = image
+        return image
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.load(i)), self.index.labels[i]
+
+
+class PredictDataset(Dataset):
+    """Every image file in a folder (or one file) for prediction; unreadable files do not crash.
+
+    Items are ``(image, path, error)``: an unreadable file gives a zero image and the error text,
+    so a prediction CSV can report it.
+    """
+
+    def __init__(self, source: str | Path, transform: Callable[[np.ndarray], torch.Tensor], channels: Literal[1, 3], image_size: tuple[int, int]) -> None:
+        source = Path(source)
+        if not source.exists():
+            raise FileNotFoundError(f"data.predict_dir {str(source)!r} does not exist")
+        self.paths = [source] if source.is_file() else sorted(p for p in source.rglob("*") if is_image_file(p))
+        if not self.paths:
+            raise ValueError(f"data.predict_dir {str(source)!r} holds no image (expected {sorted(IMAGE_EXTENSIONS)})")
+        self.transform = transform
+        self.channels = channels
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, str]:
+        path = self.paths[i]
+        try:
+            return self.transform(read_image(path, self.channels)), str(path), ""
+        except ImageReadError as error:
+            return torch.zeros(self.channels, *self.image_size), str(path), str(error)

@@ -1,0 +1,115 @@
+"""Image transforms (albumentations): random augmentation for training, deterministic for eval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+Normalization = Literal["unit", "imagenet"]
+
+
+@dataclass
+class Augmentation:
+    """Training augmentation. Set a probability or range to 0 to turn that part off.
+
+    Attributes:
+        hflip: Probability of a horizontal flip.
+        brightness: Brightness change limit (fraction of the range).
+        contrast: Contrast change limit.
+        color_p: Probability of the brightness / contrast change.
+        shift: Largest shift, as a fraction of the image size.
+        scale: Largest zoom in or out (0.1 means 0.9x to 1.1x).
+        rotate: Largest rotation in degrees.
+        affine_p: Probability of the shift-scale-rotate.
+    """
+
+    hflip: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    color_p: float = 0.5
+    shift: float = 0.05
+    scale: float = 0.1
+    rotate: float = 10.0
+    affine_p: float = 0.5
+
+
+def normalization_stats(kind: Normalization, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std for ``kind``: ``unit`` maps [0, 255] to [-1, 1]; ``imagenet`` for pretrained nets."""
+    if kind == "imagenet":
+        if channels != 3:
+            return (float(np.mean(IMAGENET_MEAN)),), (float(np.mean(IMAGENET_STD)),)
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (0.5,) * channels, (0.5,) * channels
+
+
+class ToTensor:
+    """uint8 (H, W) or (H, W, C) array -> float tensor (C, H, W), contiguous."""
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        if image.ndim == 2:
+            image = image[..., None]
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class AlbumentationsTransform:
+    """Wraps an albumentations pipeline so it maps one array to one tensor (C, H, W)."""
+
+    def __init__(self, pipeline: A.Compose) -> None:
+        self.pipeline = pipeline
+        self.to_tensor = ToTensor()
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self.to_tensor(self.pipeline(image=image)["image"])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.pipeline!r})"
+
+
+def _augmentations(aug: Augmentation) -> list[A.BasicTransform]:
+    steps: list[A.BasicTransform] = []
+    if aug.affine_p > 0 and (aug.shift or aug.scale or aug.rotate):
+        steps.append(
+            A.Affine(
+                scale=(1.0 - aug.scale, 1.0 + aug.scale),
+                translate_percent=(-aug.shift, aug.shift),
+                rotate=(-aug.rotate, aug.rotate),
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=aug.affine_p,
+            )
+        )
+    if aug.hflip > 0:
+        steps.append(A.HorizontalFlip(p=aug.hflip))
+    if aug.color_p > 0 and (aug.brightness or aug.contrast):
+        steps.append(
+            A.RandomBrightnessContrast(brightness_limit=aug.brightness, contrast_limit=aug.contrast, p=aug.color_p)
+        )
+    return steps
+
+
+def build_transform(
+    image_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    augmentation: Augmentation | None = None,
+) -> AlbumentationsTransform:
+    """Resize to ``image_size`` (height, width), augment if asked, normalise, and make a tensor.
+
+    Args:
+        image_size: Output (height, width).
+        mean: Per-channel mean in [0, 1] units.
+        std: Per-channel std in [0, 1] units.
+        augmentation: Random training augmentation; ``None`` gives the deterministic eval transform.
+    """
+    height, width = int(image_size[0]), int(image_size[1])
+    steps: list[A.BasicTransform] = [A.Resize(height, width, interpolation=cv2.INTER_AREA)]
+    if augmentation is not None:
+        steps.extend(_augmentations(augmentation))
+    steps.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
+    return AlbumentationsTransform(A.Compose(steps))

@@ -1,0 +1,153 @@
+"""FaceTask: what every facetorch LightningModule shares (optimiser, schedule, memory format, run outputs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from facetorch import io
+
+OptimizerName = Literal["sgd", "adam", "adamw", "adamax"]
+SchedulerName = Literal["none", "cosine", "plateau"]
+
+
+class FaceTask(pl.LightningModule):
+    """Base of every facetorch task.
+
+    Subclasses build ``self.model`` in their ``__init__``, set ``monitor`` / ``monitor_mode``
+    (what the checkpoint and the plateau schedule follow), and fill ``self.test_report`` (a flat
+    dict of final numbers) at the end of testing; this class writes it to ``metrics.json``.
+
+    Args:
+        optimizer: ``sgd`` (with momentum), ``adam``, ``adamw`` or ``adamax``.
+        lr: Learning rate.
+        weight_decay: Weight decay (decoupled for adamw).
+        momentum: SGD momentum.
+        scheduler: ``none``, ``cosine`` (over ``max_epochs``, after ``warmup_epochs``) or
+            ``plateau`` (multiply by ``plateau_factor`` when the monitored metric stalls).
+        warmup_epochs: Linear warm-up epochs for the cosine schedule.
+        plateau_factor: Factor of the plateau schedule.
+        plateau_patience: Epochs without improvement before the plateau schedule steps.
+        channels_last: Keep weights and inputs in channels-last memory format (faster convs with
+            bf16 on CPUs with AMX and on tensor-core GPUs).
+    """
+
+    monitor: str = "val_loss"
+    monitor_mode: Literal["min", "max"] = "min"
+
+    def __init__(
+        self,
+        optimizer: OptimizerName = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        scheduler: SchedulerName = "cosine",
+        warmup_epochs: int = 0,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 2,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.scheduler_name = scheduler
+        self.warmup_epochs = warmup_epochs
+        self.plateau_factor = plateau_factor
+        self.plateau_patience = plateau_patience
+        self.channels_last = channels_last
+        self.test_report: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ memory format
+    def on_fit_start(self) -> None:
+        self._apply_memory_format()
+
+    def on_validation_start(self) -> None:
+        self._apply_memory_format()
+
+    def on_test_start(self) -> None:
+        self._apply_memory_format()
+
+    def on_predict_start(self) -> None:
+        self._apply_memory_format()
+
+    def _apply_memory_format(self) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def to_memory_format(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in the task's memory format (a no-op unless ``channels_last``)."""
+        if self.channels_last and images.ndim == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    # ------------------------------------------------------------------ optimisation
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates (all of them; override to exclude some)."""
+        return list(self.parameters())
+
+    def build_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """The configured optimiser over ``params`` (parameters or parameter groups)."""
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.optimizer_name == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer_name == "adamax":
+            return torch.optim.Adamax(params, lr=self.lr, weight_decay=self.weight_decay)
+        raise ValueError(f"model.optimizer must be one of sgd, adam, adamw, adamax; got {self.optimizer_name!r}")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.build_optimizer(self.trainable_parameters())
+        if self.scheduler_name == "none":
+            return optimizer
+        if self.scheduler_name == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=self.monitor_mode, factor=self.plateau_factor, patience=self.plateau_patience
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+        if self.scheduler_name == "cosine":
+            epochs = max(1, int(self.trainer.max_epochs or 1) if self.trainer.max_epochs not in (None, -1) else 1)
+            warmup = min(self.warmup_epochs, epochs - 1)
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warmup))
+            if warmup <= 0:
+                return {"optimizer": optimizer, "lr_scheduler": cosine}
+            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
+            chained = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+            return {"optimizer": optimizer, "lr_scheduler": chained}
+        raise ValueError(f"model.scheduler must be one of none, cosine, plateau; got {self.scheduler_name!r}")
+
+    # ------------------------------------------------------------------ run outputs
+    @property
+    def run_dir(self) -> Optional[Path]:
+        """Where plots and metrics of this run go (the logger's version folder), or ``None``.
+
+        ``None`` under ``fast_dev_run`` (which writes nothing, as in Lightning) or without a trainer.
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.fast_dev_run:
+            return None
+        log_dir = trainer.log_dir
+        return Path(log_dir) if log_dir else Path(trainer.default_root_dir)
+
+    def write_report(self, report: dict[str, Any], filename: str = "metrics.json") -> None:
+        """Keep ``report`` as ``self.test_report`` and write it to the run folder (rank 0 only)."""
+        self.test_report = report
+        run_dir = self.run_dir
+        if run_dir is not None and self.trainer.is_global_zero:
+            io.write_json(run_dir / filename, report)
+
+    def artifact_path(self, name: str) -> Optional[Path]:
+        """Path for a plot or table in the run folder, or ``None`` when nothing should be written."""
+        run_dir = self.run_dir
+        if run_dir is None or not self.trainer.is_global_zero:
+            return None
+        os.makedirs(run_dir, exist_ok=True)
+        return run_dir / name

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny generated image folders in tmp dirs (no real data, nothing downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Keep CPU tests predictable on a 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def face_like(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """A bright ellipse with two dark 'eyes' on a dark, noisy background (uint8, H x W)."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx = h / 2 + rng.uniform(-1, 1), w / 2 + rng.uniform(-1, 1)
+    image = ((yy - cy) / (0.4 * h)) ** 2 + ((xx - cx) / (0.35 * w)) ** 2 < 1
+    out = np.where(image, 200, 40).astype(np.float64)
+    for ex in (cx - w * 0.15, cx + w * 0.15):
+        out[(yy - (cy - h * 0.1)) ** 2 + (xx - ex) ** 2 < (0.06 * w) ** 2 + 1] = 30
+    out += rng.normal(0, 10, size)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def non_face(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """Smooth random texture (uint8, H x W)."""
+    coarse = rng.uniform(0, 255, (4, 4))
+    image = np.kron(coarse, np.ones((size[0] // 4 + 1, size[1] // 4 + 1)))[: size[0], : size[1]]
+    return np.clip(image + rng.normal(0, 20, size), 0, 255).astype(np.uint8)
+
+
+def write_face_crops(root: Path, per_class: int = 12, size: tuple[int, int] = (30, 20), seed: int = 0) -> Path:
+    """Write the face_crops layout (PNG faces, JPEG non-faces) under ``root``."""
+    rng = np.random.default_rng(seed)
+    (root / "face").mkdir(parents=True, exist_ok=True)
+    (root / "non_face").mkdir(parents=True, exist_ok=True)
+    for i in range(per_class):
+        Image.fromarray(face_like(rng, size)).save(root / "face" / f"f{i:03d}.png")
+        Image.fromarray(non_face(rng, size)).save(root / "non_face" / f"n{i:03d}.jpg", quality=95)
+    return root
+
+
+def write_identity_folders(root: Path, identities: int = 6, per_identity: int = 5, size: tuple[int, int] = (28, 24), seed: int = 0) -> Path:
+    """Write the identity_folders layout: each identity a distinct pattern plus noise (PGM and PNG)."""
+    rng = np.random.default_rng(seed)
+    for k in range(identities):
+        folder = root / f"person_{k:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = rng.uniform(0, 255, (4, 4))
+        for i in range(per_identity):
+            image = np.kron(base, np.ones((size[0] // 4 + 1, size[1] // 4 + 1)))[: size[0], : size[1]]
+            image = np.clip(image + rng.normal(0, 15, size), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(folder / (f"{i}.pgm" if i % 2 else f"{i}.png"))
+    (root / "README").write_text("loose files beside the identity folders are ignored\n")
+    return root
+
+
+@pytest.fixture
+def face_crops_dir(tmp_path: Path) -> Path:
+    return write_face_crops(tmp_path / "crops")
+
+
+@pytest.fixture
+def identity_dir(tmp_path: Path) -> Path:
+    return write_identity_folders(tmp_path / "ids")
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a fresh folder, so ``runs/`` lands in the tmp dir."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
