@@ -1,0 +1,187 @@
+"""Throughput measurements as ratios against a baseline run in the same process.
+
+This machine (and most shared machines) is noisy, so absolute images/s mean little across runs;
+each measurement alternates the compared variants several times and reports medians and ratios.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from facetorch.data import FaceDataModule
+from facetorch.tasks import ClassificationTask, FaceClassifierTask
+
+
+@dataclass
+class BenchmarkSetup:
+    """What one task's benchmark trains: a task, the plain model inside it, and fixed batches."""
+
+    name: str
+    make_task: Callable[[bool], pl.LightningModule]  # channels_last -> task
+    plain_model: Callable[[pl.LightningModule], nn.Module]
+    plain_loss: Callable[[nn.Module, Any], torch.Tensor]
+    batches: list[Any]
+    data: FaceDataModule
+
+
+def device_name(accelerator: str) -> str:
+    """A human name of the device that ran the benchmark."""
+    if accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _fixed_batches(data: FaceDataModule, batch_size: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` augmented training batches, made once so every variant sees the same tensors."""
+    data.batch_size = batch_size
+    data.setup("fit")
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+    while len(batches) < count:
+        for batch in data.train_dataloader():
+            batches.append((batch[0].clone(), batch[1].clone()))
+            if len(batches) == count:
+                break
+    return batches
+
+
+def face_vgg_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
+    """FaceVGG with the defaults of ``configs/face_vgg.yaml`` on 120x80 greyscale crops."""
+    data = FaceDataModule(root=data_root, image_size=(120, 80), channels=1)
+
+    def make_task(channels_last: bool) -> ClassificationTask:
+        return FaceClassifierTask(num_classes=2, class_names=data.class_names, channels_last=channels_last, scheduler="none")
+
+    def plain_loss(model: nn.Module, batch: Any) -> torch.Tensor:
+        images, labels = batch
+        return F.cross_entropy(model(images).float(), labels)
+
+    return BenchmarkSetup("face_vgg", make_task, lambda task: task.model, plain_loss,
+                          _fixed_batches(data, batch_size, steps), data)
+
+
+SETUPS: dict[str, Callable[[int, int, Optional[str]], BenchmarkSetup]] = {"face_vgg": face_vgg_setup}
+
+
+class _StepTimer(pl.Callback):
+    """Wall time of training steps after ``warmup`` steps (synchronising CUDA before reading the clock)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start: Optional[float] = None
+        self.end: Optional[float] = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            _sync()
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        _sync()
+        self.end = time.perf_counter()
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _loader(batches: list[Any]) -> DataLoader:
+    images = torch.cat([b[0] for b in batches])
+    labels = torch.cat([b[1] for b in batches])
+    return DataLoader(TensorDataset(images, labels), batch_size=len(batches[0][1]), shuffle=False)
+
+
+def trainer_throughput(setup: BenchmarkSetup, accelerator: str, precision: str, channels_last: bool, warmup: int) -> float:
+    """Images/s of ``Trainer.fit`` on the fixed batches (no logging, checkpoints or progress bar)."""
+    torch.manual_seed(0)
+    task = setup.make_task(channels_last)
+    timer = _StepTimer(warmup)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, precision=precision, max_epochs=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer],
+    )
+    trainer.fit(task, train_dataloaders=_loader(setup.batches))
+    timed = len(setup.batches) - warmup
+    return timed * len(setup.batches[0][1]) / (timer.end - timer.start)
+
+
+def plain_throughput(setup: BenchmarkSetup, device: torch.device, warmup: int) -> float:
+    """Images/s of a plain PyTorch loop (forward, loss, backward, step) on the same model and batches."""
+    torch.manual_seed(0)
+    task = setup.make_task(False)
+    model = setup.plain_model(task).to(device).train()
+    optimizer = task.build_optimizer(model.parameters())
+    start = 0.0
+    for i, batch in enumerate(setup.batches):
+        if i == warmup:
+            _sync()
+            start = time.perf_counter()
+        batch = [t.to(device, non_blocking=True) for t in batch]
+        loss = setup.plain_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _sync()
+    timed = len(setup.batches) - warmup
+    return timed * len(setup.batches[0][1]) / (time.perf_counter() - start)
+
+
+def loader_throughput(data: FaceDataModule, batches: int) -> float:
+    """Images/s the training DataLoader delivers (decode, augment, collate), without a model."""
+    loader = data.train_dataloader()
+    seen, start, iterator = 0, time.perf_counter(), _cycle(loader)
+    for _ in range(batches):
+        seen += len(next(iterator)[1])
+    return seen / (time.perf_counter() - start)
+
+
+def _cycle(loader: DataLoader) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+def run(task: str, batch_size: int = 32, steps: int = 12, warmup: int = 2, repeats: int = 3,
+        accelerator: str = "cpu", data_root: Optional[str] = None) -> dict[str, Any]:
+    """Measure one task; every ratio compares variants measured alternately in this process.
+
+    Returns:
+        A flat dict: ``trainer_vs_plain`` (Lightning overhead; 1.0 means none), ``bf16_speedup``
+        (bf16-mixed + channels_last over fp32, both through the Trainer), ``loader_vs_model``
+        (> 1 means the loader outpaces training), the medians in images/s, and the device.
+    """
+    if task not in SETUPS:
+        raise ValueError(f"--task must be one of {sorted(SETUPS)}, got {task!r}")
+    setup = SETUPS[task](batch_size, steps, data_root)
+    device = torch.device("cuda" if accelerator in ("gpu", "cuda") else "cpu")
+    samples: dict[str, list[float]] = {"plain_fp32": [], "trainer_fp32": [], "trainer_bf16_cl": []}
+    for _ in range(repeats):  # alternate, so slow phases of a noisy machine hit every variant
+        samples["plain_fp32"].append(plain_throughput(setup, device, warmup))
+        samples["trainer_fp32"].append(trainer_throughput(setup, accelerator, "32-true", False, warmup))
+        samples["trainer_bf16_cl"].append(trainer_throughput(setup, accelerator, "bf16-mixed", True, warmup))
+    medians = {key: statistics.median(values) for key, values in samples.items()}
+    loader = loader_throughput(setup.data, max(4, steps))
+    return {
+        "task": task,
+        "device": device_name(accelerator),
+        "batch_size": batch_size,
+        "timed_steps": steps - warmup,
+        "repeats": repeats,
+        "plain_fp32_img_s": round(medians["plain_fp32"], 2),
+        "trainer_fp32_img_s": round(medians["trainer_fp32"], 2),
+        "trainer_bf16_channels_last_img_s": round(medians["trainer_bf16_cl"], 2),
+        "trainer_vs_plain": round(medians["trainer_fp32"] / medians["plain_fp32"], 3),
+        "bf16_speedup": round(medians["trainer_bf16_cl"] / medians["trainer_fp32"], 3),
+        "loader_img_s": round(loader, 1),
+        "loader_vs_model": round(loader / max(medians.values()), 2),
+    }
