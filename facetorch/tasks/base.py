@@ -124,6 +124,16 @@ class FaceTask(pl.LightningModule):
             return {"optimizer": optimizer, "lr_scheduler": chained}
         raise ValueError(f"model.scheduler must be one of none, cosine, plateau; got {self.scheduler_name!r}")
 
+    # ------------------------------------------------------------------ explanations
+    @property
+    def cam_layer(self) -> str:
+        """Name (in ``self.named_modules()``) of the layer Grad-CAM explains for this task."""
+        raise NotImplementedError(f"{type(self).__name__} does not name a Grad-CAM layer")
+
+    def explain_target(self, spec: Optional[str] = None) -> Any:
+        """A Grad-CAM target (model output -> one score per sample) from a user's ``--target`` string."""
+        raise NotImplementedError(f"{type(self).__name__} does not define explanation targets")
+
     # ------------------------------------------------------------------ run outputs
     @property
     def run_dir(self) -> Optional[Path]:

@@ -12,7 +12,7 @@ from sklearn.metrics import confusion_matrix
 from torch import nn
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
-from facetorch import evaluation, io, reports
+from facetorch import evaluation, gradcam, io, reports
 from facetorch.models.vgg import ORIGINAL_CFG, FaceVGG, LayerSpec
 from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName
 
@@ -127,6 +127,20 @@ class ClassificationTask(FaceTask):
         reports.plot_roc_curves(curves, roc_path, title=f"ROC ({len(labels)} test images)")
         matrix = confusion_matrix(labels, probs.argmax(axis=1), labels=np.arange(self.num_classes))
         reports.plot_confusion_matrix(matrix, self.class_names, self.artifact_path("confusion_matrix.png"))
+
+    # ------------------------------------------------------------------ explain
+    def explain_target(self, spec: Optional[str] = None) -> gradcam.ClassTarget:
+        """``None`` explains the predicted class; a class name or index explains that class's logit."""
+        if spec is None or spec in ("", "predicted"):
+            return gradcam.ClassTarget(None)
+        if spec in self.class_names:
+            return gradcam.ClassTarget(self.class_names.index(spec))
+        if spec.isdigit() and int(spec) < self.num_classes:
+            return gradcam.ClassTarget(int(spec))
+        raise ValueError(
+            f"--target must be 'predicted', a class index below {self.num_classes} or a class name "
+            f"({', '.join(self.class_names[:10])}{', ...' if self.num_classes > 10 else ''}); got {spec!r}"
+        )
 
     # ------------------------------------------------------------------ predict
     def on_predict_epoch_start(self) -> None:
