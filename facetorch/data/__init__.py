@@ -1,6 +1,23 @@
-"""Data layer: layouts, splits, transforms and the shared FaceDataModule."""
+"""Data layer: layouts, splits, transforms and the shared FaceDataModule.
 
-from facetorch.data.datamodule import FaceDataModule
-from facetorch.data.transforms import Augmentation
+``FaceDataModule`` and ``Augmentation`` are imported on first use, so light modules such as
+``facetorch.data.annotations`` load without Lightning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Augmentation", "FaceDataModule"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FaceDataModule":
+        from facetorch.data.datamodule import FaceDataModule
+
+        return FaceDataModule
+    if name == "Augmentation":
+        from facetorch.data.transforms import Augmentation
+
+        return Augmentation
+    raise AttributeError(f"module 'facetorch.data' has no attribute {name!r}")

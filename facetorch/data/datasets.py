@@ -18,7 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp"})
+from facetorch.data.files import IMAGE_EXTENSIONS, is_image_file, list_images
+
 FACE_CROP_CLASSES = ("non_face", "face")  # label 1 = face, so the face probability is column 1
 
 ImageSource = Union[Path, np.ndarray]
@@ -51,16 +52,6 @@ class SampleIndex:
         return SampleIndex(
             [self.sources[i] for i in indices], [self.labels[i] for i in indices], self.class_names, self.root
         )
-
-
-def is_image_file(path: Path) -> bool:
-    """Whether ``path`` is a file with a known image extension (hidden files excluded)."""
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def _require_dir(root: Path, what: str) -> None:

@@ -1,0 +1,422 @@
+"""Face / non-face crop preparation from face boxes (annotations or the Haar cascade).
+
+Writes the ``face_crops`` layout (``output/face/*``, ``output/non_face/*``) or, for identity
+photos, the ``identity_folders`` layout (``output/<identity>/<stem>.png``) of square face crops.
+Negatives are random boxes of a face-like shape that barely overlap any face (IoU <= 0.1).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from facetorch.data.annotations import Box, FaceAnnotation
+from facetorch.data.files import list_images
+
+__all__ = [
+    "CropSummary",
+    "box_iou",
+    "check_output_folder",
+    "expand_box",
+    "haar_annotations",
+    "list_layout_images",
+    "sample_negative_boxes",
+    "write_crops",
+    "write_identity_crops",
+    "write_no_face_list",
+]
+
+FACE_DIR = "face"
+NON_FACE_DIR = "non_face"
+NO_FACE_FILE = "no_face.txt"
+NEGATIVE_ASPECT = 1.5  # height / width of a negative box, about that of a face box
+
+
+class _Detector(Protocol):
+    def largest(self, image: np.ndarray) -> tuple[float, float, float, float] | None: ...
+
+
+@dataclass(frozen=True)
+class CropSummary:
+    """Counts of one crop run.
+
+    Attributes:
+        output: The output folder.
+        images: Images read.
+        faces: Face crops written.
+        negatives: Non-face crops written.
+        missing_negatives: Negatives asked for but not placeable away from the faces.
+    """
+
+    output: Path
+    images: int
+    faces: int
+    negatives: int = 0
+    missing_negatives: int = 0
+
+    def __str__(self) -> str:
+        text = f"{self.images} images -> {self.faces} face crops"
+        if self.negatives or self.missing_negatives:
+            text += f", {self.negatives} non-face crops"
+        if self.missing_negatives:
+            text += f" ({self.missing_negatives} negatives could not be placed away from faces)"
+        return f"{text} in {self.output}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Boxes
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes; 0 when both are empty."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(iw, 0.0) * max(ih, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def sample_negative_boxes(
+    width: int,
+    height: int,
+    faces: Sequence[Sequence[float]],
+    count: int,
+    rng: np.random.Generator,
+    max_iou: float = 0.1,
+    max_tries: int = 1000,
+) -> list[Box]:
+    """Random non-face boxes away from the faces.
+
+    A box's height is uniform in ``[height / 5, height / 2]``, its width ``box height / 1.5``, its
+    position uniform inside the image; it is kept only if its IoU with every face is ``<= max_iou``.
+
+    Args:
+        width: Image width.
+        height: Image height.
+        faces: Face boxes ``(x1, y1, x2, y2)``.
+        count: Boxes wanted.
+        rng: Random generator (the only source of randomness).
+        max_iou: Largest IoU allowed with any face.
+        max_tries: Draws allowed per box before giving up.
+
+    Returns:
+        Up to ``count`` boxes; fewer when one cannot be placed in ``max_tries`` draws (then the
+        rest would not fit either, so the search stops rather than burn ``count * max_tries``).
+    """
+    boxes: list[Box] = []
+    for _ in range(count):
+        box = _draw_negative(width, height, faces, rng, max_iou, max_tries)
+        if box is None:
+            break
+        boxes.append(box)
+    return boxes
+
+
+def _draw_negative(
+    width: int, height: int, faces: Sequence[Sequence[float]], rng: np.random.Generator, max_iou: float, tries: int
+) -> Box | None:
+    for _ in range(tries):
+        h = rng.uniform(height / 5, height / 2)
+        w = h / NEGATIVE_ASPECT
+        if w > width:  # a very narrow image cannot hold this box anywhere
+            continue
+        x1 = rng.uniform(0, width - w)
+        y1 = rng.uniform(0, height - h)
+        box = (x1, y1, x1 + w, y1 + h)
+        if all(box_iou(box, face) <= max_iou for face in faces):
+            return box
+    return None
+
+
+def expand_box(box: Sequence[float], margin: float, width: int, height: int) -> Box:
+    """Grow each side of a box by ``margin`` times its width / height, clipped to the image.
+
+    ``margin=0.2`` makes an unclipped box 1.4 times as wide and as high.
+    """
+    if margin < 0:
+        raise ValueError(f"expected margin >= 0 (a fraction of the box size), got {margin}")
+    x1, y1, x2, y2 = box
+    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
+    return (max(x1 - dx, 0.0), max(y1 - dy, 0.0), min(x2 + dx, float(width)), min(y2 + dy, float(height)))
+
+
+def _pixel_rect(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    # floor / ceil so that no pixel of the box is lost and a sub-pixel box still gives one pixel.
+    x1, y1 = max(math.floor(box[0]), 0), max(math.floor(box[1]), 0)
+    x2, y2 = min(math.ceil(box[2]), width), min(math.ceil(box[3]), height)
+    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
+
+def _crop(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    x1, y1, x2, y2 = _pixel_rect(box, image.shape[1], image.shape[0])
+    return image[y1:y2, x1:x2]
+
+
+# ----------------------------------------------------------------------------------------------
+# Output folder and files
+
+
+def check_output_folder(output: Path, overwrite: bool, *, source: Path | None = None) -> None:
+    """Refuse a non-empty output folder unless ``overwrite``, and an output holding the input.
+
+    Args:
+        output: The output folder.
+        overwrite: Allow a non-empty folder.
+        source: The input folder, if any: ``output`` may not be it or a folder above it, since
+            ``overwrite`` deletes PNG files one level down and a rerun would read the crops back.
+
+    Raises:
+        FileExistsError: If ``output`` is a file, or a non-empty folder and ``overwrite`` is false.
+        ValueError: If ``output`` is ``source`` or one of its parents.
+    """
+    output = Path(output)
+    if source is not None:
+        resolved = Path(source).resolve()
+        if output.resolve() in (resolved, *resolved.parents):
+            raise ValueError(
+                f"output folder {str(output)!r} holds the input folder {str(source)!r}; expected a separate folder"
+            )
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"output {str(output)!r} is a file; expected a folder (new or empty)")
+    if not overwrite and output.is_dir() and any(output.iterdir()):
+        raise FileExistsError(
+            f"output folder {str(output)!r} is not empty; pass --overwrite (overwrite=True) to replace "
+            "its crops, or choose a new folder"
+        )
+
+
+def _clear_previous_crops(output: Path) -> None:
+    """Delete PNG crops and the no-face list of an earlier run.
+
+    Stale crops (say, from a run with more negatives per image) would otherwise mix into the new
+    data set. Only files this module writes are removed: ``*.png`` one folder down, ``no_face.txt``.
+    """
+    if not output.is_dir():
+        return
+    for folder in (p for p in output.iterdir() if p.is_dir()):
+        for png in folder.glob("*.png"):
+            png.unlink()
+    (output / NO_FACE_FILE).unlink(missing_ok=True)
+
+
+def _prepare_output(output: Path, overwrite: bool) -> None:
+    check_output_folder(output, overwrite)
+    if overwrite:
+        _clear_previous_crops(output)
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    # A hidden temp name in the same folder: dataset scanners skip it, and os.replace is atomic
+    # on one file system, so a reader never sees a half-written crop.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode a PNG for {path} (image shape {image.shape}, dtype {image.dtype})")
+    _write_atomic(path, encoded.tobytes())
+
+
+def _read_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image as uint8 grey or BGR (alpha dropped), checking its size when given."""
+    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise OSError(f"could not read image {path}: expected a file OpenCV can decode")
+    if image.dtype == np.uint16:  # 16-bit PNG: keep the high byte
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise OSError(f"could not read image {path}: expected 8- or 16-bit pixels, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if expected_size is not None and (image.shape[1], image.shape[0]) != expected_size:
+        raise ValueError(
+            f"{path}: expected image size {expected_size[0]}x{expected_size[1]} (from its annotation), "
+            f"got {image.shape[1]}x{image.shape[0]}"
+        )
+    return image
+
+
+def _crop_names(paths: Sequence[Path]) -> list[str]:
+    """A unique output name per image: its stem, or ``<folder>_<stem>`` where stems repeat."""
+    repeated = {s for s, n in Counter(p.stem for p in paths).items() if n > 1}
+    names = [f"{p.parent.name}_{p.stem}" if p.stem in repeated else p.stem for p in paths]
+    clashes = sorted(s for s, n in Counter(names).items() if n > 1)
+    if clashes:
+        raise ValueError(f"expected unique image names, got repeated names {clashes[:5]} (same folder and stem)")
+    return names
+
+
+def _image_rng(seed: int, name: str) -> np.random.Generator:
+    # One stream per image, keyed by its name: an image's negatives do not depend on which other
+    # images are in the run or their order. crc32 is stable across runs (hash() is salted).
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+
+
+# ----------------------------------------------------------------------------------------------
+# Writers
+
+
+def write_crops(
+    annotations: Iterable[FaceAnnotation],
+    output: Path,
+    *,
+    negatives_per_image: int = 5,
+    seed: int = 0,
+    margin: float = 0.0,
+    overwrite: bool = False,
+) -> CropSummary:
+    """Write the ``face_crops`` layout from face boxes.
+
+    Files: ``output/face/<stem>_face<i>.png`` per face (grown by ``margin``) and
+    ``output/non_face/<stem>_neg<j>.png`` per negative (see :func:`sample_negative_boxes`). Images
+    without a face give negatives only. Each file is written atomically.
+
+    Args:
+        annotations: Face boxes per image.
+        output: Output folder; must be new or empty unless ``overwrite``.
+        negatives_per_image: Negatives wanted per image.
+        seed: Seed of the negatives; the same seed gives the same files.
+        margin: Face box growth per side, as a fraction of the box size.
+        overwrite: Write into a non-empty folder, deleting earlier PNG crops first.
+
+    Raises:
+        FileExistsError: If ``output`` is not empty and ``overwrite`` is false.
+    """
+    if negatives_per_image < 0:
+        raise ValueError(f"expected negatives_per_image >= 0, got {negatives_per_image}")
+    annotations = list(annotations)
+    output = Path(output)
+    _prepare_output(output, overwrite)
+    for sub in (FACE_DIR, NON_FACE_DIR):
+        (output / sub).mkdir(exist_ok=True)
+    faces = negatives = missing = 0
+    for annotation, name in zip(annotations, _crop_names([a.image_path for a in annotations]), strict=True):
+        image = _read_image(annotation.image_path, (annotation.width, annotation.height))
+        for i, box in enumerate(annotation.boxes):
+            box = expand_box(box, margin, annotation.width, annotation.height)
+            _write_png(output / FACE_DIR / f"{name}_face{i}.png", _crop(image, box))
+            faces += 1
+        boxes = sample_negative_boxes(
+            annotation.width, annotation.height, annotation.boxes, negatives_per_image, _image_rng(seed, name)
+        )
+        for j, box in enumerate(boxes):
+            _write_png(output / NON_FACE_DIR / f"{name}_neg{j}.png", _crop(image, box))
+        negatives += len(boxes)
+        missing += negatives_per_image - len(boxes)
+    return CropSummary(output, len(annotations), faces, negatives, missing)
+
+
+def write_identity_crops(
+    annotations: Iterable[FaceAnnotation],
+    output: Path,
+    *,
+    root: Path,
+    size: int = 112,
+    margin: float = 0.0,
+    overwrite: bool = False,
+) -> CropSummary:
+    """Write ``output/<identity>/<stem>.png``: the first face of each image, square ``size`` pixels.
+
+    The identity is the image's folder under ``root`` (layout ``root/<identity>/<image>``). The
+    box is grown by ``margin`` then resized to ``size x size`` (Haar boxes are square already).
+
+    Raises:
+        ValueError: If an image lies directly in ``root`` (no identity folder).
+        FileExistsError: If ``output`` is not empty and ``overwrite`` is false.
+    """
+    if size < 1:
+        raise ValueError(f"expected a crop size >= 1 pixel, got {size}")
+    annotations = [a for a in annotations if a.boxes]
+    output, root = Path(output), Path(root)
+    flat = [a.image_path.name for a in annotations if a.image_path.parent == root]
+    if flat:
+        raise ValueError(
+            f"expected the layout {root}/<identity>/<image> for identity crops, got images directly in "
+            f"{root}: {', '.join(flat[:5])}"
+        )
+    targets = [Path(a.image_path.parent.name, f"{a.image_path.stem}.png") for a in annotations]
+    clashes = sorted({t.as_posix() for t in targets if targets.count(t) > 1})
+    if clashes:
+        raise ValueError(f"expected one image per identity and stem, got several for {', '.join(clashes[:5])}")
+    _prepare_output(output, overwrite)
+    for annotation, target in zip(annotations, targets, strict=True):
+        image = _read_image(annotation.image_path, (annotation.width, annotation.height))
+        box = expand_box(annotation.boxes[0], margin, annotation.width, annotation.height)
+        crop = _crop(image, box)
+        # INTER_AREA averages when shrinking (no aliasing); it is nearest-like when enlarging.
+        interpolation = cv2.INTER_AREA if min(crop.shape[:2]) >= size else cv2.INTER_LINEAR
+        (output / target).parent.mkdir(exist_ok=True)
+        _write_png(output / target, cv2.resize(crop, (size, size), interpolation=interpolation))
+    return CropSummary(output, len(annotations), len(annotations))
+
+
+def write_no_face_list(output: Path, images: Sequence[Path], root: Path) -> Path:
+    """Write ``output/no_face.txt``: one image path per line, relative to ``root``."""
+    lines = [Path(p).relative_to(root).as_posix() for p in images]
+    path = Path(output) / NO_FACE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Haar
+
+
+def list_layout_images(root: Path) -> list[Path]:
+    """Images of ``root/<identity>/<image>`` and ``root/<image>`` (flat), sorted.
+
+    Raises:
+        FileNotFoundError: If ``root`` is not a folder or holds no image at either level.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"expected a folder of images, got {str(root)!r} (not a folder)")
+    images = list_images(root)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images += list_images(folder)
+    if not images:
+        raise FileNotFoundError(f"{root}: expected images in it or in its sub-folders, found none")
+    return images
+
+
+def haar_annotations(images_root: Path, detector: _Detector) -> tuple[list[FaceAnnotation], list[Path]]:
+    """Find the largest face of every image under ``images_root`` with a detector.
+
+    Args:
+        images_root: ``root/<identity>/<image>`` or a flat folder of images.
+        detector: Anything with ``largest(image) -> box | None``, e.g. :class:`~facetorch.haar.HaarFaceDetector`.
+
+    Returns:
+        ``(annotations, without_face)``: one single-box annotation per image with a face, and the
+        images where none was found. Those are not turned into face-free annotations: a missed face
+        is still in the picture, so negatives must not be sampled from it.
+    """
+    annotations: list[FaceAnnotation] = []
+    without_face: list[Path] = []
+    for path in list_layout_images(images_root):
+        image = _read_image(path)
+        box = detector.largest(image)
+        if box is None:
+            without_face.append(path)
+            continue
+        height, width = image.shape[:2]
+        annotations.append(FaceAnnotation(path, width, height, [expand_box(box, 0.0, width, height)]))
+    return annotations, without_face
