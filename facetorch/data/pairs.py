@@ -1,0 +1,186 @@
+"""Reader for LFW ``pairs.txt`` files (face verification pairs).
+
+Two headers are accepted:
+
+- ``N`` (View 1, e.g. ``pairsDevTest.txt``): N matched lines ``name i j`` then N mismatched
+  lines ``name1 i name2 j``.
+- ``F N`` (View 2, ``pairs.txt``): F folds, each N matched then N mismatched lines.
+
+Images live at ``images/<name>/<name>_<iiii>.jpg`` beside the pairs file (index zero padded to
+4 digits). Fields are tab-separated in LFW; any whitespace is accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Pair", "lfw_image_path", "pair_fold_ids", "read_lfw_pairs"]
+
+_MAX_LISTED_MISSING = 10
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two face images and whether they show the same person.
+
+    ``fold`` is the fold (block) index for a View 2 file (``F N`` header) and None for a
+    single-block file, whose folds follow from the order (see :func:`pair_fold_ids`).
+    """
+
+    path1: Path
+    path2: Path
+    same: bool
+    fold: int | None = None
+
+
+def lfw_image_path(images_dir: Path, name: str, index: int) -> Path:
+    """Path of image ``index`` of person ``name``: ``images_dir/name/name_0001.jpg``."""
+    return Path(images_dir) / name / f"{name}_{index:04d}.jpg"
+
+
+def _parse_header(line: str, where: str) -> tuple[int, int]:
+    """Return (folds, pairs of each kind per fold) from the first line."""
+    fields = line.split()
+    try:
+        numbers = [int(f) for f in fields]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1 and numbers[0] > 0:
+        return 1, numbers[0]
+    if len(numbers) == 2 and min(numbers) > 0:
+        return numbers[0], numbers[1]
+    raise ValueError(
+        f"{where}: expected a header 'N' or 'FOLDS N' with positive integers, got {line.strip()!r}"
+    )
+
+
+def _index(field: str, where: str) -> int:
+    try:
+        value = int(field)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{where}: expected a positive image index, got {field!r}")
+    return value
+
+
+def _parse_pair(line: str, same: bool, images_dir: Path, fold: int | None, where: str) -> Pair:
+    """One pair line: ``name i j`` when ``same``, else ``name1 i name2 j``."""
+    fields = line.split()
+    expected = "a matched pair 'name i j'" if same else "a mismatched pair 'name1 i name2 j'"
+    if len(fields) != (3 if same else 4):
+        raise ValueError(
+            f"{where}: expected {expected}, got {len(fields)} fields: {line.strip()!r}"
+        )
+    name1, i, name2, j = (fields[0], fields[1], fields[0], fields[2]) if same else fields
+    return Pair(
+        path1=lfw_image_path(images_dir, name1, _index(i, where)),
+        path2=lfw_image_path(images_dir, name2, _index(j, where)),
+        same=same,
+        fold=fold,
+    )
+
+
+def read_lfw_pairs(
+    pairs_file: str | Path, images_dir: str | Path | None = None, check_files: bool = True
+) -> list[Pair]:
+    """Read an LFW pairs file.
+
+    Args:
+        pairs_file: the ``pairs.txt``.
+        images_dir: folder of ``<name>/<name>_<iiii>.jpg``; default ``images/`` beside the file.
+        check_files: raise if an image does not exist.
+
+    Returns:
+        The pairs in file order (matched then mismatched, per fold).
+
+    Raises:
+        FileNotFoundError: the pairs file or (with ``check_files``) an image is missing.
+        ValueError: a malformed header or line, or a line count that does not match the header;
+            the message names the file and line number.
+    """
+    pairs_file = Path(pairs_file)
+    if not pairs_file.is_file():
+        raise FileNotFoundError(f"LFW pairs file not found: {pairs_file}")
+    images_dir = pairs_file.parent / "images" if images_dir is None else Path(images_dir)
+    # Keep original line numbers; blank lines (e.g. a trailing newline) carry no pair.
+    lines = [
+        (n, text)
+        for n, text in enumerate(pairs_file.read_text().splitlines(), start=1)
+        if text.strip()
+    ]
+    if not lines:
+        raise ValueError(
+            f"{pairs_file}: expected a header line 'N' or 'FOLDS N', got an empty file"
+        )
+
+    header_no, header = lines[0]
+    folds, per_kind = _parse_header(header, f"{pairs_file}:{header_no}")
+    body = lines[1:]
+    expected = folds * 2 * per_kind
+    if len(body) != expected:
+        raise ValueError(
+            f"{pairs_file}: header {header.strip()!r} announces {expected} pair lines "
+            f"({folds} fold(s) x {per_kind} matched + {per_kind} mismatched), got {len(body)}"
+        )
+
+    pairs: list[Pair] = []
+    for k, (line_no, text) in enumerate(body):
+        fold, offset = divmod(k, 2 * per_kind)
+        pairs.append(
+            _parse_pair(
+                text,
+                same=offset < per_kind,
+                images_dir=images_dir,
+                fold=fold if folds > 1 else None,
+                where=f"{pairs_file}:{line_no}",
+            )
+        )
+    if check_files:
+        _check_images_exist(pairs, [line_no for line_no, _ in body], pairs_file)
+    return pairs
+
+
+def _check_images_exist(pairs: list[Pair], line_numbers: list[int], pairs_file: Path) -> None:
+    """Raise FileNotFoundError listing each missing image with the first line that names it."""
+    missing: dict[Path, int] = {}
+    for pair, line_no in zip(pairs, line_numbers, strict=True):
+        for path in (pair.path1, pair.path2):
+            if path not in missing and not path.is_file():
+                missing[path] = line_no
+    if missing:
+        listed = "\n  ".join(
+            f"line {n}: {p}" for p, n in list(missing.items())[:_MAX_LISTED_MISSING]
+        )
+        more = (
+            f"\n  ... and {len(missing) - _MAX_LISTED_MISSING} more"
+            if len(missing) > _MAX_LISTED_MISSING
+            else ""
+        )
+        raise FileNotFoundError(
+            f"{pairs_file}: {len(missing)} image(s) listed but not found:\n  {listed}{more}"
+        )
+
+
+def pair_fold_ids(pairs: list[Pair], n_folds: int = 10) -> np.ndarray:
+    """Fold index per pair for :func:`facetorch.evaluation.verification_metrics`.
+
+    The file's own folds for a View 2 file; otherwise the LFW convention of
+    :func:`facetorch.evaluation.lfw_fold_ids` (``n_folds`` contiguous chunks of the matched and of
+    the mismatched pairs), which needs the pairs in file order.
+    """
+    # Imported here: keeps this reader light to import (evaluation pulls in scikit-learn).
+    from facetorch.evaluation import lfw_fold_ids
+
+    if pairs and all(p.fold is not None for p in pairs):
+        return np.array([p.fold for p in pairs], dtype=np.int64)
+    same = np.array([p.same for p in pairs], dtype=bool)
+    num_matched = int(same.sum())
+    if not (same[:num_matched].all() and not same[num_matched:].any()):
+        raise ValueError(
+            "pairs: expected all matched pairs before all mismatched pairs (file order)"
+        )
+    return lfw_fold_ids(num_matched, len(pairs) - num_matched, n_folds)
