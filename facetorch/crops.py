@@ -323,6 +323,28 @@ def write_crops(
     return CropSummary(output, len(annotations), faces, negatives, missing)
 
 
+def split_by_image(
+    annotations: Sequence[FaceAnnotation], fractions: Sequence[float], seed: int = 0
+) -> dict[str, list[FaceAnnotation]]:
+    """Split annotated images (not crops) into ``train`` / ``val`` / ``test``, seeded.
+
+    Every crop of one photo (its faces and its negatives) lands in the same split, so a model is
+    never tested on the other half of a photo it trained on.
+
+    Args:
+        annotations: One entry per image.
+        fractions: ``(train, val, test)`` shares, summing to 1 (a zero share gives no folder).
+        seed: Seed of the shuffle.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] <= 0:
+        raise ValueError(f"expected --split TRAIN,VAL,TEST shares >= 0 summing to 1 with TRAIN > 0, got {list(fractions)}")
+    order = np.random.default_rng(seed).permutation(len(annotations))
+    n_val = int(round(fractions[1] * len(order)))
+    n_test = int(round(fractions[2] * len(order)))
+    parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    return {name: [annotations[i] for i in sorted(idx)] for name, idx in parts.items() if len(idx)}
+
+
 def write_identity_crops(
     annotations: Iterable[FaceAnnotation],
     output: Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 from pathlib import Path
@@ -334,3 +335,36 @@ def test_tool_refuses_output_over_its_input(tool, tmp_path, capsys):
 def test_tool_identity_layout_needs_haar(tool, tmp_path):
     with pytest.raises(SystemExit):
         tool.main(["--labelme", str(tmp_path), "--output", str(tmp_path / "o"), "--identity-layout"])
+
+
+def test_tool_split_keeps_each_photo_in_one_split(tool, tmp_path):
+    faces = {f"p{i}": [(10, 10, 50, 60)] for i in range(10)}
+    data = make_labelme_folder(tmp_path / "data", faces)
+    out = tmp_path / "crops"
+    args = ["--labelme", str(data), "--output", str(out), "--negatives-per-image", "2", "--split", "0.6,0.2,0.2"]
+    assert tool.main(args) == 0
+    photo_split = {}
+    for path in out.rglob("*.png"):
+        split, photo = path.relative_to(out).parts[0], path.stem.split("_")[0]
+        assert photo_split.setdefault(photo, split) == split, f"{photo} straddles splits"
+    assert sorted(collections.Counter(photo_split.values()).items()) == [("test", 2), ("train", 6), ("val", 2)]
+    from facetorch.data import FaceDataModule
+
+    sizes = {name: len(index) for name, index in FaceDataModule(root=str(out)).splits.items()}
+    assert sizes == {"train": 18, "val": 6, "test": 6}  # the split folders are used as they are
+
+
+def test_tool_split_rejects_bad_shares(tool, tmp_path, capsys):
+    data = make_labelme_folder(tmp_path / "data", {"a": [(10, 10, 50, 60)]})
+    assert tool.main(["--labelme", str(data), "--output", str(tmp_path / "o"), "--split", "0.5,0.1"]) == 1
+    assert "TRAIN,VAL,TEST" in capsys.readouterr().err
+
+
+def test_tool_combines_sources(tool, tmp_path):
+    first = make_labelme_folder(tmp_path / "one", {"a": [(10, 10, 50, 60)]})
+    second = make_labelme_folder(tmp_path / "two", {"b": [(10, 10, 50, 60)], "c": []})
+    out = tmp_path / "crops"
+    assert tool.main(["--labelme", str(first), "--labelme", str(second), "--output", str(out),
+                      "--negatives-per-image", "1"]) == 0
+    assert sorted(read_tree(out)) == ["face/a_face0.png", "face/b_face0.png",
+                                      "non_face/a_neg0.png", "non_face/b_neg0.png", "non_face/c_neg0.png"]
