@@ -9,17 +9,21 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from facetorch.data import FaceDataModule
 from facetorch.tasks import ClassificationTask, FaceClassifierTask
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass
@@ -54,12 +58,22 @@ def _fixed_batches(data: FaceDataModule, batch_size: int, count: int) -> list[tu
     return batches
 
 
+def config_section(config: str, section: str) -> dict[str, Any]:
+    """``init_args`` of the model (or the data section) of a YAML config, to benchmark its defaults."""
+    with open(config, encoding="utf-8") as handle:
+        values = yaml.safe_load(handle)[section]
+    return dict(values.get("init_args", values)) if section == "model" else dict(values)
+
+
 def face_vgg_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
-    """FaceVGG with the defaults of ``configs/face_vgg.yaml`` on 120x80 greyscale crops."""
-    data = FaceDataModule(root=data_root, image_size=(120, 80), channels=1)
+    """FaceVGG and data settings as in ``configs/face_vgg.yaml``."""
+    model_args = config_section(CONFIGS / "face_vgg.yaml", "model")
+    data_args = config_section(CONFIGS / "face_vgg.yaml", "data")
+    data = FaceDataModule(root=data_root, image_size=tuple(data_args["image_size"]), channels=data_args["channels"])
+    model_args.update(num_classes=2, class_names=data.class_names, scheduler="none")
 
     def make_task(channels_last: bool) -> ClassificationTask:
-        return FaceClassifierTask(num_classes=2, class_names=data.class_names, channels_last=channels_last, scheduler="none")
+        return FaceClassifierTask(**{**model_args, "channels_last": channels_last})
 
     def plain_loss(model: nn.Module, batch: Any) -> torch.Tensor:
         images, labels = batch
