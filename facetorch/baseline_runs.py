@@ -7,7 +7,7 @@ the same flat metric keys as the deep models (``acc``, ``auc``, ``top5_acc``, ``
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Optional
 
 import cv2
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 from facetorch import evaluation
 from facetorch.baselines import EigenfacesSvm, HogSvmClassifier, LbpNearestNeighbour
 from facetorch.data.datamodule import FaceDataModule
-from facetorch.data.datasets import SampleIndex, read_image, to_uint8
+from facetorch.data.datasets import SampleIndex, read_image, scan_face_crops, scan_identity_folders, to_uint8
 from facetorch.haar import HaarFaceDetector
 
 Method = Literal["hog_svm", "haar", "eigenfaces_svm", "lbp_nn"]
@@ -54,6 +54,13 @@ class HaarCropClassifier:
         return np.asarray(scores)
 
 
+def _held_out(data: FaceDataModule, root: str) -> SampleIndex:
+    """Every image of ``root``, labelled with the training data's class order."""
+    if data.layout == "face_crops":
+        return scan_face_crops(root)
+    return scan_identity_folders(root, 1, data.class_names)
+
+
 def _builders(data: FaceDataModule) -> dict[str, Callable[[], Any]]:
     # Baselines see the same input size as the model (e.g. 120x80 crops).
     size = tuple(data.image_size)
@@ -65,8 +72,13 @@ def _builders(data: FaceDataModule) -> dict[str, Callable[[], Any]]:
     }
 
 
-def run_baseline(method: Method, data: FaceDataModule) -> dict[str, Any]:
+def run_baseline(method: Method, data: FaceDataModule, test_root: Optional[str] = None) -> dict[str, Any]:
     """Fit ``method`` on the train + val splits of ``data`` and score it on the test split.
+
+    Args:
+        method: The baseline.
+        data: Gives the training images and the split (the same as the model's).
+        test_root: Score on every image of this folder (same layout) instead of the test split.
 
     Returns:
         ``{"method", "acc", "auc" (face_crops) or "top5_acc" (identities), "num_samples"}``.
@@ -77,7 +89,8 @@ def run_baseline(method: Method, data: FaceDataModule) -> dict[str, Any]:
     splits = data.splits
     train_images = load_grey(splits["train"]) + load_grey(splits["val"])
     train_labels = np.asarray(splits["train"].labels + splits["val"].labels)
-    test_images, test_labels = load_grey(splits["test"]), np.asarray(splits["test"].labels)
+    test_index = splits["test"] if test_root is None else _held_out(data, test_root)
+    test_images, test_labels = load_grey(test_index), np.asarray(test_index.labels)
     model = _builders(data)[method]().fit(train_images, train_labels)
     scores = model.decision_function(test_images)
     report: dict[str, Any] = {"method": method}

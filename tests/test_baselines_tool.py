@@ -40,3 +40,11 @@ def test_identity_baselines(tmp_path: Path) -> None:
 def test_a_method_that_does_not_fit_the_layout_is_refused(face_crops_dir: Path) -> None:
     with pytest.raises(ValueError, match="does not apply to layout 'face_crops'"):
         load_tool().main(["--data.root", str(face_crops_dir), "--method", "lbp_nn"])
+
+
+def test_baselines_score_a_held_out_folder(face_crops_dir: Path, tmp_path: Path) -> None:
+    from tests.conftest import write_face_crops
+
+    other = write_face_crops(tmp_path / "other", per_class=5, seed=7)
+    (report,) = load_tool().main(["--data.root", str(face_crops_dir), "--method", "hog_svm", "--test_root", str(other)])
+    assert report["num_samples"] == 10

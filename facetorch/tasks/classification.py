@@ -67,11 +67,11 @@ class ClassificationTask(FaceTask):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.val_acc(logits, labels)
+        self.val_acc.update(logits, labels)  # update only: the epoch value is computed once, at the end
         self.log("val_loss", self._loss(logits, labels), prog_bar=True, batch_size=len(labels), sync_dist=True)
         self.log("val_acc", self.val_acc, prog_bar=True, batch_size=len(labels))
         if self.val_auc is not None:
-            self.val_auc(logits.float().softmax(dim=1)[:, 1], labels)
+            self.val_auc.update(logits.float().softmax(dim=1)[:, 1], labels)
             self.log("val_auc", self.val_auc, batch_size=len(labels))
 
     # ------------------------------------------------------------------ test
