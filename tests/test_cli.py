@@ -61,6 +61,13 @@ def test_a_second_run_never_overwrites_the_first(face_crops_dir: Path, in_tmp: P
     assert (run_dir(in_tmp, version=1) / "metrics.json").is_file()
 
 
+def test_same_seed_same_run(face_crops_dir: Path, in_tmp: Path) -> None:
+    args = ["--config", TINY_FACE_VGG, "--data.root", str(face_crops_dir), "--trainer.max_epochs=2"]
+    assert cli.train(args) == cli.train(args)
+    first, second = (run_dir(in_tmp, version=v) / "metrics.csv" for v in (0, 1))
+    assert first.read_text() == second.read_text()
+
+
 def test_resume_from_checkpoint_continues_training(face_crops_dir: Path, in_tmp: Path) -> None:
     cli.train(["--config", TINY_FACE_VGG, "--data.root", str(face_crops_dir), "--trainer.max_epochs=1"])
     last = run_dir(in_tmp) / "checkpoints" / "last.ckpt"

@@ -59,13 +59,24 @@ class ToTensor:
 
 
 class AlbumentationsTransform:
-    """Wraps an albumentations pipeline so it maps one array to one tensor (C, H, W)."""
+    """Wraps an albumentations pipeline so it maps one array to one tensor (C, H, W).
+
+    albumentations 2 draws from its own generator, which ``seed_everything`` does not reach. The
+    pipeline is re-seeded from ``torch.initial_seed()`` whenever that changes: in the main process
+    it is the run's seed, and in each DataLoader worker it is the worker's own seed (distinct per
+    worker, reproducible per run), so augmentation is reproducible and workers do not repeat it.
+    """
 
     def __init__(self, pipeline: A.Compose) -> None:
         self.pipeline = pipeline
         self.to_tensor = ToTensor()
+        self._seed: int | None = None
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
+        seed = torch.initial_seed() % 2**32
+        if seed != self._seed:
+            self.pipeline.set_random_seed(seed)
+            self._seed = seed
         return self.to_tensor(self.pipeline(image=image)["image"])
 
     def __repr__(self) -> str:
