@@ -70,7 +70,8 @@ class ClassificationTask(FaceTask):
         self.val_acc.update(logits, labels)  # update only: the epoch value is computed once, at the end
         self.log("val_loss", self._loss(logits, labels), prog_bar=True, batch_size=len(labels), sync_dist=True)
         self.log("val_acc", self.val_acc, prog_bar=True, batch_size=len(labels))
-        if self.val_auc is not None:
+        # The sanity check sees only the first (one-class) batches of the unshuffled val set: no AUC.
+        if self.val_auc is not None and not self.trainer.sanity_checking:
             self.val_auc.update(logits.float().softmax(dim=1)[:, 1], labels)
             self.log("val_auc", self.val_auc, batch_size=len(labels))
 
