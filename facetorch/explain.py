@@ -12,10 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
@@ -37,6 +36,7 @@ from facetorch.gradcam import (  # noqa: E402
     GuidedBackprop,
     SimilarityTarget,
     Target,
+    eval_mode,
     normalize_guided,
     overlay_heatmap,
 )
@@ -148,7 +148,7 @@ def reference_target(task: nn.Module, data: FaceDataModule, reference: str | Pat
         )
     picture = read_image(Path(reference), data.channels)
     batch = data.transform(train=False)(picture)[None].to(_device_of(task))
-    with torch.no_grad(), _eval_mode(task):
+    with torch.no_grad(), eval_mode(task):
         embedding = task(batch)  # (1, D)
     return SimilarityTarget(embedding[0].detach())
 
@@ -260,7 +260,7 @@ def render_explanations(
 
 def describe_predictions(task: nn.Module, images: Tensor, target: Target | int | None = None) -> list[str]:
     """One caption per image: predicted class and probability for classifiers, else the target score."""
-    with torch.no_grad(), _eval_mode(task):
+    with torch.no_grad(), eval_mode(task):
         output = task(images)
     names = getattr(task, "class_names", None)
     if isinstance(output, Tensor) and output.ndim == 2 and names is not None and output.shape[1] == len(names):
@@ -469,15 +469,3 @@ def _device_of(module: nn.Module) -> torch.device:
         return device
     first = next(module.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    # Per module, like facetorch.gradcam: restores e.g. a frozen BatchNorm left in eval mode.
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training

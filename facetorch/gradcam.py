@@ -333,7 +333,7 @@ class GradCAM(_Explainer):
         """
         self._require_entered()
         score_fn = _as_target(target)
-        with _grad_enabled(), _eval_mode(self.model):
+        with _grad_enabled(), eval_mode(self.model):
             inputs = _prepare_input(images)  # (B, C, H, W), a leaf that requires grad
             activation, grads = self._activation_and_grad(inputs, score_fn)  # (B, C', h, w) each
             cam = _weighted_cam(activation, grads)  # (B, h, w)
@@ -386,7 +386,7 @@ class GuidedBackprop(_Explainer):
         """
         self._require_entered()
         score_fn = _as_target(target)
-        with _grad_enabled(), _eval_mode(self.model):
+        with _grad_enabled(), eval_mode(self.model):
             inputs = _prepare_input(images)  # (B, C, H, W)
             with _GuidedReLUMode():
                 output = self.model(inputs)
@@ -502,7 +502,8 @@ def _grad_enabled() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode for the block; restore every module's own flag afterwards."""
     # Per module: a model may be in train mode with, e.g., a frozen BatchNorm in eval mode.
     flags = [(module, module.training) for module in model.modules()]
     model.eval()

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facetorch.data.files import IMAGE_EXTENSIONS, is_image_file, list_images
+from facetorch.data.files import IMAGE_EXTENSIONS, list_images
 
 __all__ = [
     "AnnotationError",

@@ -2,5 +2,6 @@
 
 from facetorch.tasks.base import FaceTask
 from facetorch.tasks.classification import ClassificationTask, FaceClassifierTask
+from facetorch.tasks.identity import IdentityTask
 
-__all__ = ["ClassificationTask", "FaceClassifierTask", "FaceTask"]
+__all__ = ["ClassificationTask", "FaceClassifierTask", "FaceTask", "IdentityTask"]

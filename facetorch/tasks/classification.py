@@ -97,7 +97,7 @@ class ClassificationTask(FaceTask):
         self._test_outputs = []
         report = self.classification_report(probs, labels)
         for key, value in report.items():
-            if isinstance(value, float):
+            if isinstance(value, float) and "/" not in key:  # per-class keys (precision/<class>) stay in metrics.json
                 self.log(f"test_{key}", value, rank_zero_only=True)
         self.write_test_plots(probs, labels)
         self.write_report(report)
@@ -126,8 +126,11 @@ class ClassificationTask(FaceTask):
         if self.num_classes > 10:  # one line per identity is unreadable; keep the averages
             curves = {k: v for k, v in curves.items() if k in ("micro", "macro")}
         reports.plot_roc_curves(curves, roc_path, title=f"ROC ({len(labels)} test images)")
-        matrix = confusion_matrix(labels, probs.argmax(axis=1), labels=np.arange(self.num_classes))
-        reports.plot_confusion_matrix(matrix, self.class_names, self.artifact_path("confusion_matrix.png"))
+        reports.plot_confusion_matrix(self.confusion_matrix(probs, labels), self.class_names, self.artifact_path("confusion_matrix.png"))
+
+    def confusion_matrix(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Counts (num_classes, num_classes): true labels on rows, predicted labels on columns."""
+        return confusion_matrix(labels, probs.argmax(axis=1), labels=np.arange(self.num_classes))
 
     # ------------------------------------------------------------------ explain
     def explain_target(self, spec: Optional[str] = None) -> gradcam.ClassTarget:
