@@ -1,0 +1,272 @@
+"""Metric-learning losses on embeddings: triplet (FaceNet) and contrastive (pairs).
+
+Both take embeddings of shape (B, D), meant to be L2-normalised (the losses do not normalise
+them); distances are computed in float32 or better, even under autocast. A batch without any
+valid triplet or pair gives a zero loss that is still connected to the embeddings (no NaN, and
+``loss.backward()`` works).
+
+Distances, for embeddings x_i:
+
+- squared Euclidean  ``d²(i, j) = ||x_i - x_j||²``  (range [0, 4] for unit vectors);
+- Euclidean          ``d(i, j)  = ||x_i - x_j||``    (range [0, 2]).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ContrastiveLoss", "TripletLoss", "pairwise_distances"]
+
+# sqrt'(x) = 1 / (2 sqrt(x)) is infinite at 0: sqrt is taken of max(x, _EPS) and exact zeros put back
+_EPS = 1e-12
+
+TripletMining = Literal["batch_all", "batch_hard", "semi_hard"]
+PairDistance = Literal["euclidean", "squared", "mean_squared"]
+
+
+# --------------------------------------------------------------------------------------------
+# distances
+# --------------------------------------------------------------------------------------------
+
+
+def _check_embeddings(embeddings: Tensor, name: str = "embeddings") -> None:
+    if not isinstance(embeddings, Tensor) or embeddings.ndim != 2:
+        shape = tuple(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
+        raise ValueError(f"Expected {name} to be a tensor of shape (B, D), got {shape}")
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _safe_sqrt(squared: Tensor) -> Tensor:
+    """sqrt with a finite gradient everywhere: 0 (value and gradient) where ``squared`` <= _EPS."""
+    zero = squared <= _EPS
+    return torch.sqrt(squared.clamp_min(_EPS)).masked_fill(zero, 0.0)
+
+
+def pairwise_distances(embeddings: Tensor, squared: bool) -> Tensor:
+    """All pairwise Euclidean distances of a batch, numerically safe.
+
+    ``d²(i, j) = ||x_i||² - 2 x_i·x_j + ||x_j||²``, clamped at 0 (rounding can make it slightly
+    negative) with an exact 0 diagonal; ``d = sqrt(d²)`` with a zero gradient where d² = 0.
+
+    Args:
+        embeddings: (B, D).
+        squared: return d² instead of d.
+
+    Returns:
+        (B, B) distances, float32 (or float64 for float64 input).
+    """
+    _check_embeddings(embeddings)
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):  # half precision cancels badly here
+        x = _at_least_float32(embeddings)
+        dot = x @ x.T  # (B, B)
+        norms = dot.diagonal()  # (B,) squared norms
+        d2 = (norms[:, None] - 2.0 * dot + norms[None, :]).clamp_min(0.0)  # (B, B)
+        eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+        d2 = d2.masked_fill(eye, 0.0)
+        return d2 if squared else _safe_sqrt(d2)
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` where ``mask``; 0 (still connected to ``values``) when the mask is empty."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# triplet loss
+# --------------------------------------------------------------------------------------------
+
+
+class TripletLoss(nn.Module):
+    """FaceNet triplet loss with online mining inside the batch.
+
+    For an anchor a, a positive p (same label, p != a) and a negative n (other label)::
+
+        l(a, p, n) = max(d(a, p) - d(a, n) + margin, 0)
+
+    with d the squared Euclidean distance (``squared=True``, as in FaceNet, margin alpha = 0.1)
+    or the Euclidean distance. Mining modes:
+
+    - ``batch_all``: mean of l over the *active* triplets (l > 0) among all valid (a, p, n).
+    - ``batch_hard`` (Hermans et al. 2017): per anchor, the hardest positive and the hardest
+      negative, ``max(max_p d(a, p) - min_n d(a, n) + margin, 0)``; mean over anchors that have
+      a positive and a negative.
+    - ``semi_hard`` (FaceNet; same rule as TF-addons ``triplet_semihard_loss``): every
+      anchor-positive pair (a, p) takes the negative with the smallest d(a, n) among those with
+      ``d(a, n) > d(a, p)``, which is the hardest semi-hard one when some n has
+      ``d(a, p) < d(a, n) < d(a, p) + margin``. **Fallback** when no negative is farther than the
+      positive: the *easiest* negative, the largest d(a, n) (FaceNet notes that the hardest negatives
+      early in training can collapse the embedding). Mean over all (a, p) pairs that have a negative,
+      zero losses included.
+
+    After each forward, ``last_stats`` holds detached 0-d tensors (no GPU sync; log them as is):
+    ``num_triplets`` (batch_all: valid triplets; batch_hard: anchors with a positive and a negative;
+    semi_hard: such (a, p) pairs) and ``active_fraction`` (the share of those with l > 0).
+
+    Args:
+        margin: alpha, >= 0.
+        mining: ``"batch_all"``, ``"batch_hard"`` or ``"semi_hard"``.
+        squared: squared Euclidean distances (default, as FaceNet) or Euclidean ones.
+    """
+
+    def __init__(self, margin: float = 0.1, mining: TripletMining = "semi_hard", squared: bool = True) -> None:
+        super().__init__()
+        if margin < 0:
+            raise ValueError(f"TripletLoss: expected margin >= 0, got {margin}")
+        if mining not in ("batch_all", "batch_hard", "semi_hard"):
+            raise ValueError(
+                f"TripletLoss: expected mining in ('batch_all', 'batch_hard', 'semi_hard'), got {mining!r}"
+            )
+        self.margin = float(margin)
+        self.mining = mining
+        self.squared = squared
+        self.last_stats: dict[str, Tensor] = {}
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, mining={self.mining!r}, squared={self.squared}"
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """Loss of a batch: embeddings (B, D), integer labels (B,) -> scalar."""
+        _check_embeddings(embeddings)
+        if labels.ndim != 1 or len(labels) != len(embeddings):
+            raise ValueError(
+                f"Expected labels of shape ({len(embeddings)},) for embeddings {tuple(embeddings.shape)}, "
+                f"got {tuple(labels.shape)}"
+            )
+        dist = pairwise_distances(embeddings, squared=self.squared)  # (B, B)
+        same = labels[:, None] == labels[None, :]  # (B, B)
+        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        positive, negative = same & ~eye, ~same  # (B, B) masks over (anchor, other)
+        mine = {"batch_all": self._batch_all, "batch_hard": self._batch_hard, "semi_hard": self._semi_hard}
+        loss, losses, valid = mine[self.mining](dist, positive, negative)
+        num = valid.sum()
+        self.last_stats = {
+            "num_triplets": num.detach(),
+            "active_fraction": ((losses > 0) & valid).sum().detach() / num.clamp_min(1),
+        }
+        return loss
+
+    def _batch_all(self, dist: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # (B, B, B) indexed [a, p, n]
+        losses = (dist[:, :, None] - dist[:, None, :] + self.margin).clamp_min(0.0)
+        valid = positive[:, :, None] & negative[:, None, :]
+        return _masked_mean(losses, valid & (losses > 0)), losses, valid
+
+    def _batch_hard(self, dist: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # a finite stand-in for "no candidate", so no inf reaches the gradient
+        far = dist.detach().max() + self.margin + 1.0
+        hardest_positive = dist.masked_fill(~positive, 0.0).amax(dim=1)  # (B,)
+        hardest_negative = dist.masked_fill(~negative, far).amin(dim=1)  # (B,)
+        losses = (hardest_positive - hardest_negative + self.margin).clamp_min(0.0)  # (B,)
+        valid = positive.any(dim=1) & negative.any(dim=1)  # (B,)
+        return _masked_mean(losses, valid), losses, valid
+
+    def _semi_hard(self, dist: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        far = dist.detach().max() + self.margin + 1.0
+        d_ap, d_an = dist[:, :, None], dist[:, None, :]  # (B, B, 1) [a, p], (B, 1, B) [a, n]
+        farther = negative[:, None, :] & (d_an > d_ap)  # (B, B, B) [a, p, n]: n farther than p
+        nearest_farther = d_an.expand_as(farther).masked_fill(~farther, far).amin(dim=2)  # (B, B)
+        easiest = dist.masked_fill(~negative, 0.0).amax(dim=1)  # (B,) fallback: largest d(a, n)
+        chosen = torch.where(farther.any(dim=2), nearest_farther, easiest[:, None])  # (B, B)
+        losses = (dist - chosen + self.margin).clamp_min(0.0)  # (B, B) [a, p]
+        valid = positive & negative.any(dim=1, keepdim=True)  # (B, B)
+        return _masked_mean(losses, valid), losses, valid
+
+
+# --------------------------------------------------------------------------------------------
+# contrastive loss
+# --------------------------------------------------------------------------------------------
+
+
+def _pair_distance(x1: Tensor, x2: Tensor, distance: PairDistance) -> Tensor:
+    """(B,) distance of each pair: Euclidean, squared Euclidean, or mean squared difference."""
+    with torch.autocast(device_type=x1.device.type, enabled=False):
+        diff = _at_least_float32(x1) - _at_least_float32(x2)  # (B, D)
+        squared = (diff * diff).sum(dim=1)  # (B,)
+        if distance == "euclidean":
+            return _safe_sqrt(squared)
+        if distance == "squared":
+            return squared
+        return squared / x1.shape[1]  # mean over the D features
+
+
+class ContrastiveLoss(nn.Module):
+    """Contrastive loss on pairs (x1, x2, same), balanced between same and different pairs.
+
+    With d the pair distance and s = 2 if ``squared_terms`` else 1::
+
+        L = 0.5 * mean_{same pairs} d^s + 0.5 * mean_{different pairs} max(0, margin - d)^s
+
+    Each mean is over its own pairs (0 when a batch has none), so same and different pairs
+    weigh half each whatever their count. The distance ``d`` is
+
+    - ``"euclidean"``: ||x1 - x2||;
+    - ``"squared"``: ||x1 - x2||²;
+    - ``"mean_squared"``: ||x1 - x2||² / D, the mean squared difference over the D features.
+
+    ``squared_terms=None`` (default) squares the terms for ``"euclidean"`` only, since squaring an
+    already squared distance gives quartic terms that no reference uses.
+
+    Defaults: ``distance="euclidean"`` (so squared terms), ``margin=1.0`` is the classic
+    Hadsell, Chopra & LeCun (2006) form, ``0.5 d²`` and ``0.5 max(0, m - d)²``, whose gradient
+    vanishes smoothly at d = 0 and at the margin; margin 1 suits unit embeddings (d in [0, 2]).
+    On half-same/half-different batches it equals Hadsell's per-pair mean times 2. The original
+    project's form is ``distance="mean_squared", squared_terms=False, margin=5.0`` (it had 4096-d
+    unnormalised features; on unit embeddings the mean squared difference is at most 4 / D, so the
+    margin must shrink accordingly).
+
+    After each forward, ``last_stats`` holds detached 0-d tensors: ``num_same``, ``num_different``
+    and ``active_fraction`` (the share of different pairs closer than the margin).
+
+    Args:
+        margin: m > 0, in units of the chosen distance.
+        distance: ``"euclidean"``, ``"squared"`` or ``"mean_squared"``.
+        squared_terms: square both terms (Hadsell) or keep them linear in d; None: square them
+            for ``"euclidean"`` only.
+    """
+
+    def __init__(
+        self, margin: float = 1.0, distance: PairDistance = "euclidean", squared_terms: bool | None = None
+    ) -> None:
+        super().__init__()
+        if margin <= 0:
+            raise ValueError(f"ContrastiveLoss: expected margin > 0, got {margin}")
+        if distance not in ("euclidean", "squared", "mean_squared"):
+            raise ValueError(
+                f"ContrastiveLoss: expected distance in ('euclidean', 'squared', 'mean_squared'), got {distance!r}"
+            )
+        self.margin = float(margin)
+        self.distance = distance
+        self.squared_terms = distance == "euclidean" if squared_terms is None else squared_terms
+        self.last_stats: dict[str, Tensor] = {}
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, distance={self.distance!r}, squared_terms={self.squared_terms}"
+
+    def forward(self, x1: Tensor, x2: Tensor, same: Tensor) -> Tensor:
+        """Loss of a batch of pairs: x1, x2 (B, D), same (B,) in {0, 1} (bool or float) -> scalar."""
+        _check_embeddings(x1, "x1")
+        if x2.shape != x1.shape:
+            raise ValueError(f"Expected x2 of the same shape as x1 {tuple(x1.shape)}, got {tuple(x2.shape)}")
+        if same.shape != (len(x1),):
+            raise ValueError(f"Expected same of shape ({len(x1)},), got {tuple(same.shape)}")
+        if not same.dtype == torch.bool and not ((same == 0) | (same == 1)).all():
+            raise ValueError("Expected same to hold only 0 (different) and 1 (same identity) values")
+        is_same = same.bool()  # (B,)
+        dist = _pair_distance(x1, x2, self.distance)  # (B,)
+        hinge = (self.margin - dist).clamp_min(0.0)  # (B,)
+        power = 2 if self.squared_terms else 1
+        loss = 0.5 * _masked_mean(dist**power, is_same) + 0.5 * _masked_mean(hinge**power, ~is_same)
+        num_different = (~is_same).sum()
+        self.last_stats = {
+            "num_same": is_same.sum().detach(),
+            "num_different": num_different.detach(),
+            "active_fraction": ((hinge > 0) & ~is_same).sum().detach() / num_different.clamp_min(1),
+        }
+        return loss
