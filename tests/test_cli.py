@@ -20,6 +20,7 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 # Overrides that shrink each real config to a CPU-test size and point it at generated data.
 SHRINK = {
     "face_vgg.yaml": ["--data.image_size=[32,24]", "--data.batch_size=4"],
+    "face_vgg_original.yaml": ["--data.image_size=[32,24]", "--data.batch_size=4"],
 }
 
 
