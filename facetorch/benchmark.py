@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from facetorch.data import FaceDataModule
-from facetorch.tasks import ClassificationTask, FaceClassifierTask
+from facetorch.tasks import ClassificationTask, FaceClassifierTask, IdentityTask
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -83,7 +83,37 @@ def face_vgg_setup(batch_size: int, steps: int, data_root: Optional[str]) -> Ben
                           _fixed_batches(data, batch_size, steps), data)
 
 
-SETUPS: dict[str, Callable[[int, int, Optional[str]], BenchmarkSetup]] = {"face_vgg": face_vgg_setup}
+def identity_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
+    """IdentityTask (ResNet50) and data settings as in ``configs/identity_resnet50.yaml``, on the
+    identities under ``data_root`` (a folder per person, e.g. ORL)."""
+    if data_root is None:
+        raise ValueError("--task identity needs --data-root DIR: a folder per person (e.g. ../shared/data/orl_faces)")
+    from facetorch.data.transforms import Augmentation
+
+    model_args = config_section(CONFIGS / "identity_resnet50.yaml", "model")
+    data_args = config_section(CONFIGS / "identity_resnet50.yaml", "data")
+    augmentation = data_args.pop("augmentation", None)
+    data_args.pop("batch_size", None)
+    data = FaceDataModule(root=data_root, **{**data_args, "image_size": tuple(data_args["image_size"])},
+                          augmentation=Augmentation(**augmentation) if augmentation else None)
+    model_args.update(num_classes=data.num_classes, class_names=data.class_names, in_channels=data.channels,
+                      scheduler="none")
+
+    def make_task(channels_last: bool) -> ClassificationTask:
+        return IdentityTask(**{**model_args, "channels_last": channels_last})
+
+    def plain_loss(model: nn.Module, batch: Any) -> torch.Tensor:
+        images, labels = batch
+        return F.cross_entropy(model(images).float(), labels)
+
+    return BenchmarkSetup("identity", make_task, lambda task: task.model, plain_loss,
+                          _fixed_batches(data, batch_size, steps), data)
+
+
+SETUPS: dict[str, Callable[[int, int, Optional[str]], BenchmarkSetup]] = {
+    "face_vgg": face_vgg_setup,
+    "identity": identity_setup,
+}
 
 
 class _StepTimer(pl.Callback):

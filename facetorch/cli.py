@@ -78,7 +78,10 @@ class EvaluateCLI(FaceCLI):
         parser.add_argument("--ckpt_path", type=str, required=True, help="Checkpoint to evaluate.")
         parser.add_argument("--output", type=Optional[str], default=None, help="Also write the metrics JSON here.")
         parser.add_argument("--overwrite", type=bool, default=False, help="Replace an existing non-empty --output.")
-        parser.set_defaults({"data.eval_all": True})
+
+    def before_instantiate_classes(self) -> None:
+        # Always every image of --data.root, even with a run's saved config.yaml (eval_all: false).
+        self.config["data"]["eval_all"] = True
 
 
 def main(args: Optional[list[str]] = None) -> None:

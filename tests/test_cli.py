@@ -21,7 +21,15 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 SHRINK = {
     "face_vgg.yaml": ["--data.image_size=[32,24]", "--data.batch_size=4"],
     "face_vgg_original.yaml": ["--data.image_size=[32,24]", "--data.batch_size=4"],
+    # Generated identities have 5 images each: 1 val + 1 test image per person needs fractions of 0.2.
+    "identity_resnet50.yaml": ["--data.image_size=[32,32]", "--data.batch_size=4",
+                               "--data.val_fraction=0.2", "--data.test_fraction=0.2"],
+    "identity_resnet50_original.yaml": ["--data.image_size=[32,32]", "--data.batch_size=4",
+                                        "--data.val_fraction=0.2", "--data.test_fraction=0.2",
+                                        "--model.init_args.pretrained=false"],  # tests never read ImageNet weights
 }
+# The generated-data fixture for each layout a config can name.
+FIXTURE_FOR_LAYOUT = {"face_crops": "face_crops_dir", "identity_folders": "identity_dir"}
 
 
 def run_dir(work: Path, name: str = "face_vgg_tiny", version: int = 0) -> Path:
@@ -29,8 +37,10 @@ def run_dir(work: Path, name: str = "face_vgg_tiny", version: int = 0) -> Path:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
-def test_every_config_fast_dev_run(config: Path, face_crops_dir: Path, in_tmp: Path) -> None:
-    report = cli.train(["--config", str(config), "--data.root", str(face_crops_dir),
+def test_every_config_fast_dev_run(config: Path, request: pytest.FixtureRequest, in_tmp: Path) -> None:
+    layout = yaml.safe_load(config.read_text())["data"].get("layout", "face_crops")
+    data_root = request.getfixturevalue(FIXTURE_FOR_LAYOUT[layout])
+    report = cli.train(["--config", str(config), "--data.root", str(data_root),
                         "--trainer.fast_dev_run=1", *SHRINK.get(config.name, [])])
     assert report["num_samples"] > 0
     assert not (in_tmp / "runs").exists() or not any((in_tmp / "runs").rglob("metrics.json"))  # fast_dev_run writes nothing
@@ -113,10 +123,11 @@ def test_predict_writes_a_csv_and_reports_unreadable_images(face_crops_dir: Path
 def test_evaluate_prints_and_writes_flat_json(face_crops_dir: Path, in_tmp: Path, tmp_path: Path) -> None:
     cli.train(["--config", TINY_FACE_VGG, "--data.root", str(face_crops_dir), "--trainer.max_epochs=1"])
     ckpt = run_dir(in_tmp) / "checkpoints" / "best.ckpt"
+    saved_config = run_dir(in_tmp) / "config.yaml"  # pins every value, eval_all: false included
     other = write_face_crops(tmp_path / "other_photos", per_class=5, seed=9)
     output = tmp_path / "eval.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--config", TINY_FACE_VGG, "--ckpt_path", str(ckpt),
+        [sys.executable, str(REPO / "tools" / "evaluate.py"), "--config", str(saved_config), "--ckpt_path", str(ckpt),
          "--data.root", str(other), "--output", str(output), "--trainer.enable_progress_bar=false"],
         cwd=in_tmp, capture_output=True, text=True, timeout=240,
     )
