@@ -152,3 +152,16 @@ def test_identity_split_keeps_people_disjoint() -> None:
 def test_bad_split_fractions_are_rejected(fractions: tuple[float, float]) -> None:
     with pytest.raises(ValueError, match="val_fraction"):
         stratified_split([0, 1], *fractions)
+
+
+def test_small_training_sets_are_drawn_up_to_min_batches_per_epoch(face_crops_dir: Path) -> None:
+    data = FaceDataModule(root=str(face_crops_dir), batch_size=4, min_batches_per_epoch=10,
+                          val_fraction=0.25, test_fraction=0.25)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    assert len(loader) == 10
+    counts = np.bincount(list(loader.sampler), minlength=12)
+    assert counts.sum() == 40 and set(counts.tolist()) <= {3, 4}  # 12 images, each drawn 3 or 4 times
+    large = FaceDataModule(root=str(face_crops_dir), batch_size=4, min_batches_per_epoch=2)
+    large.setup("fit")
+    assert len(large.train_dataloader()) == len(large.splits["train"]) // 4  # already enough: unchanged

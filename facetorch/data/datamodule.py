@@ -9,7 +9,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from facetorch.data.datasets import (
     FACE_CROP_CLASSES,
@@ -58,6 +58,10 @@ class FaceDataModule(pl.LightningDataModule):
         cache_images: Keep decoded images in memory after the first epoch.
         eval_all: Use every image under ``root`` as the test split (to evaluate a held-out folder).
         predict_dir: Folder (or file) of images for ``predict``.
+        min_batches_per_epoch: A training set smaller than this many batches is drawn several
+            times per epoch (each image equally often), so that BatchNorm statistics and the
+            schedule see enough steps on tiny data sets. 1 turns it off. Under a distributed
+            strategy Lightning's own sampler replaces it.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class FaceDataModule(pl.LightningDataModule):
         cache_images: bool = True,
         eval_all: bool = False,
         predict_dir: Optional[str] = None,
+        min_batches_per_epoch: int = 1,
     ) -> None:
         super().__init__()
         if len(image_size) != 2 or min(image_size) < 8:
@@ -104,6 +109,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.cache_images = cache_images
         self.eval_all = eval_all
         self.predict_dir = predict_dir
+        self.min_batches_per_epoch = min_batches_per_epoch
         self._splits: Optional[dict[str, SampleIndex]] = None
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
 
@@ -212,10 +218,15 @@ class FaceDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         dataset = self.datasets[split]
+        sampler = None
+        if shuffle and len(dataset) < self.min_batches_per_epoch * self.batch_size:
+            # Without replacement and num_samples > len: whole permutations, every image equally often.
+            sampler = RandomSampler(dataset, num_samples=self.min_batches_per_epoch * self.batch_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             # A last batch of one sample breaks BatchNorm in training; drop it when there is more.
             drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
