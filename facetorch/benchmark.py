@@ -167,7 +167,7 @@ def plain_throughput(setup: BenchmarkSetup, device: torch.device, warmup: int) -
     model = setup.plain_model(task).to(device).train()
     optimizer = task.build_optimizer(model.parameters())
     start = 0.0
-    for i, batch in enumerate(setup.batches):
+    for i, batch in enumerate(_loader(setup.batches)):  # the same DataLoader the Trainer gets
         if i == warmup:
             _sync()
             start = time.perf_counter()
