@@ -1,0 +1,223 @@
+"""Backbones by name: each builder returns a feature extractor (images -> (B, C, h, w)) and C.
+
+``BACKBONES`` maps a name to a builder ``(in_channels, pretrained, weights_path) -> (module, width)``.
+Every feature extractor names the layer Grad-CAM explains in its ``cam_layer`` attribute.
+
+Pretrained weights are read from local files only and nothing here ever downloads: ImageNet
+weights come from torch hub's cache (``torch.hub.get_dir()/checkpoints/<file>``, where
+torchvision keeps what it downloads) or from an explicit ``weights_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+import torchvision
+from torch import nn
+
+BackboneBuilder = Callable[[int, bool, Optional[str]], tuple[nn.Module, int]]
+
+
+class PretrainedWeightsError(FileNotFoundError):
+    """Pretrained weights were asked for but no local file holds them."""
+
+
+class ResNetFeatures(nn.Module):
+    """A torchvision ResNet without its pooling and classifier: images -> (B, C, H/32, W/32).
+
+    The children keep torchvision's names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``), so a
+    torchvision state dict loads into it once its ``fc.*`` entries are dropped.
+    """
+
+    cam_layer = "layer4"
+
+    def __init__(self, resnet: torchvision.models.ResNet) -> None:
+        super().__init__()
+        self.conv1 = resnet.conv1
+        self.bn1 = resnet.bn1
+        self.relu = resnet.relu
+        self.maxpool = resnet.maxpool
+        self.layer1 = resnet.layer1
+        self.layer2 = resnet.layer2
+        self.layer3 = resnet.layer3
+        self.layer4 = resnet.layer4
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class TinyFeatures(nn.Module):
+    """Two small conv blocks (8 and 16 channels) for fast CPU tests: images -> (B, 16, H/4, W/4)."""
+
+    cam_layer = "layer2"
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.layer1 = _conv_block(in_channels, 8)
+        self.layer2 = _conv_block(8, 16)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layer2(self.layer1(images))
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+# ---------------------------------------------------------------------------- weight files
+IMAGENET_WEIGHTS: dict[str, Any] = {
+    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+}
+
+
+def hub_weights_file(name: str) -> Path:
+    """Where torch hub keeps the ImageNet weights of backbone ``name`` (the file may not exist)."""
+    url = IMAGENET_WEIGHTS[name].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a weights file: a plain state dict, or a dict holding one under
+    ``state_dict`` / ``model`` (as training scripts often save them).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Backbone weights file {str(path)!r} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"Expected a state dict (parameter name -> tensor) in {str(path)!r}, got {type(state).__name__}")
+    return dict(state)
+
+
+def _adapt_first_conv(state: dict[str, torch.Tensor], module: nn.Module, source: str) -> None:
+    """Fit RGB first-conv weights to a greyscale input (sum over colours), or grey to RGB (spread)."""
+    own = module.state_dict()
+    for key, value in state.items():
+        target = own.get(key)
+        if target is None or value.ndim != 4 or target.ndim != 4 or value.shape[1] == target.shape[1]:
+            continue
+        if value.shape[1] == 3 and target.shape[1] == 1:
+            state[key] = value.sum(dim=1, keepdim=True)  # a grey image is R = G = B
+        elif value.shape[1] == 1 and target.shape[1] == 3:
+            state[key] = value.repeat(1, 3, 1, 1) / 3
+        else:
+            raise ValueError(f"{key} in {source} takes {value.shape[1]} input channels; the model takes {target.shape[1]}")
+
+
+def load_backbone_weights(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into a feature extractor, ignoring a classifier (``fc.*``) and fitting the
+    first conv to the model's input channels.
+
+    Raises:
+        ValueError: keys or shapes do not match the backbone; the message names some of them.
+    """
+    own = set(module.state_dict())
+    state = {k: v for k, v in state.items() if k in own or not k.startswith("fc.")}
+    _adapt_first_conv(state, module, source)
+    missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
+    if missing or unexpected:
+        raise ValueError(
+            f"Weights in {source} do not fit backbone {type(module).__name__}: "
+            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)}), "
+            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} ({len(unexpected)})"
+        )
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"Weights in {source} do not fit backbone {type(module).__name__}: {error}") from error
+
+
+def _pretrained_state(name: str, weights_path: Optional[str]) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict to start from, and where it came from. Never downloads."""
+    if weights_path is not None:
+        return read_state_dict(weights_path), repr(str(weights_path))
+    if name not in IMAGENET_WEIGHTS:
+        raise PretrainedWeightsError(
+            f"Backbone {name!r} has no ImageNet weights; pass model.init_args.weights_path=FILE "
+            "or set pretrained: false"
+        )
+    cached = hub_weights_file(name)
+    if not cached.is_file():
+        # Check the cache ourselves: torchvision's own loader would try to download the file.
+        raise PretrainedWeightsError(
+            f"pretrained: true needs ImageNet weights for {name!r}, but {str(cached)!r} does not exist and "
+            f"facetorch never downloads. Put the file {IMAGENET_WEIGHTS[name].url} at that path "
+            "(torch hub's cache: $TORCH_HOME/hub/checkpoints), or pass model.init_args.weights_path=FILE "
+            "with a state dict, or set pretrained: false."
+        )
+    return read_state_dict(cached), repr(str(cached))
+
+
+def _resnet(name: str) -> BackboneBuilder:
+    def build(in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None) -> tuple[nn.Module, int]:
+        _check_channels(in_channels, name)
+        resnet = getattr(torchvision.models, name)(weights=None)
+        if in_channels != 3:
+            resnet.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        features = ResNetFeatures(resnet)
+        if pretrained or weights_path is not None:
+            state, source = _pretrained_state(name, weights_path)
+            load_backbone_weights(features, state, source)
+        return features, resnet.fc.in_features
+
+    build.__doc__ = f"torchvision {name} features (stride 32), optionally with local pretrained weights."
+    return build
+
+
+def tiny(in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None) -> tuple[nn.Module, int]:
+    """:class:`TinyFeatures` (16 channels); ``weights_path`` loads a saved state dict of it."""
+    _check_channels(in_channels, "tiny")
+    features = TinyFeatures(in_channels)
+    if pretrained or weights_path is not None:
+        state, source = _pretrained_state("tiny", weights_path)
+        load_backbone_weights(features, state, source)
+    return features, 16
+
+
+def _check_channels(in_channels: int, name: str) -> None:
+    if in_channels not in (1, 3):
+        raise ValueError(f"Backbone {name!r} takes in_channels 1 or 3, got {in_channels}")
+
+
+BACKBONES: dict[str, BackboneBuilder] = {
+    "resnet18": _resnet("resnet18"),
+    "resnet50": _resnet("resnet50"),
+    "tiny": tiny,
+}
+
+
+def build_backbone(name: str, in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None) -> tuple[nn.Module, int]:
+    """Build backbone ``name`` from :data:`BACKBONES`.
+
+    Args:
+        name: A key of :data:`BACKBONES`.
+        in_channels: 1 (greyscale) or 3 (RGB).
+        pretrained: Start from ImageNet weights in torch hub's local cache.
+        weights_path: Start from this state dict instead (implies pretrained).
+
+    Returns:
+        The feature extractor (images (B, C, H, W) -> (B, width, h, w)) and ``width``.
+
+    Raises:
+        ValueError: unknown name or channels, or weights that do not fit.
+        PretrainedWeightsError: pretrained weights were asked for and no local file holds them.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"model.backbone must be one of {sorted(BACKBONES)}, got {name!r}")
+    return BACKBONES[name](in_channels, pretrained, weights_path)
