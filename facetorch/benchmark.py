@@ -65,49 +65,43 @@ def config_section(config: str, section: str) -> dict[str, Any]:
     return dict(values.get("init_args", values)) if section == "model" else dict(values)
 
 
-def face_vgg_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
-    """FaceVGG and data settings as in ``configs/face_vgg.yaml``."""
-    model_args = config_section(CONFIGS / "face_vgg.yaml", "model")
-    data_args = config_section(CONFIGS / "face_vgg.yaml", "data")
-    data = FaceDataModule(root=data_root, image_size=tuple(data_args["image_size"]), channels=data_args["channels"])
-    model_args.update(num_classes=2, class_names=data.class_names, scheduler="none")
-
-    def make_task(channels_last: bool) -> ClassificationTask:
-        return FaceClassifierTask(**{**model_args, "channels_last": channels_last})
-
-    def plain_loss(model: nn.Module, batch: Any) -> torch.Tensor:
-        images, labels = batch
-        return F.cross_entropy(model(images).float(), labels)
-
-    return BenchmarkSetup("face_vgg", make_task, lambda task: task.model, plain_loss,
-                          _fixed_batches(data, batch_size, steps), data)
+def _cross_entropy(model: nn.Module, batch: Any) -> torch.Tensor:
+    images, labels = batch
+    return F.cross_entropy(model(images).float(), labels)
 
 
-def identity_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
-    """IdentityTask (ResNet50) and data settings as in ``configs/identity_resnet50.yaml``, on the
-    identities under ``data_root`` (a folder per person, e.g. ORL)."""
-    if data_root is None:
-        raise ValueError("--task identity needs --data-root DIR: a folder per person (e.g. ../shared/data/orl_faces)")
+def classification_setup(
+    name: str, config: str, task_class: type[ClassificationTask], batch_size: int, steps: int, data_root: Optional[str]
+) -> BenchmarkSetup:
+    """A classification task and its data, with the model and data settings of ``configs/<config>``."""
     from facetorch.data.transforms import Augmentation
 
-    model_args = config_section(CONFIGS / "identity_resnet50.yaml", "model")
-    data_args = config_section(CONFIGS / "identity_resnet50.yaml", "data")
-    augmentation = data_args.pop("augmentation", None)
-    data_args.pop("batch_size", None)
+    model_args = config_section(CONFIGS / config, "model")
+    data_args = config_section(CONFIGS / config, "data")
+    augmentation = data_args.pop("augmentation", {})
+    data_args.pop("batch_size", None)  # the benchmark's --batch-size decides
     data = FaceDataModule(root=data_root, **{**data_args, "image_size": tuple(data_args["image_size"])},
-                          augmentation=Augmentation(**augmentation) if augmentation else None)
+                          augmentation=Augmentation(**augmentation) if augmentation is not None else None)
     model_args.update(num_classes=data.num_classes, class_names=data.class_names, in_channels=data.channels,
                       scheduler="none")
 
     def make_task(channels_last: bool) -> ClassificationTask:
-        return IdentityTask(**{**model_args, "channels_last": channels_last})
+        return task_class(**{**model_args, "channels_last": channels_last})
 
-    def plain_loss(model: nn.Module, batch: Any) -> torch.Tensor:
-        images, labels = batch
-        return F.cross_entropy(model(images).float(), labels)
-
-    return BenchmarkSetup("identity", make_task, lambda task: task.model, plain_loss,
+    return BenchmarkSetup(name, make_task, lambda task: task.model, _cross_entropy,
                           _fixed_batches(data, batch_size, steps), data)
+
+
+def face_vgg_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
+    """FaceVGG as in ``configs/face_vgg.yaml`` (built-in data when no root is given)."""
+    return classification_setup("face_vgg", "face_vgg.yaml", FaceClassifierTask, batch_size, steps, data_root)
+
+
+def identity_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
+    """IdentityTask (ResNet50) as in ``configs/identity_resnet50.yaml``, on a folder per person (e.g. ORL)."""
+    if data_root is None:
+        raise ValueError("--task identity needs --data-root DIR: a folder per person (e.g. ../shared/data/orl_faces)")
+    return classification_setup("identity", "identity_resnet50.yaml", IdentityTask, batch_size, steps, data_root)
 
 
 SETUPS: dict[str, Callable[[int, int, Optional[str]], BenchmarkSetup]] = {
