@@ -2,7 +2,8 @@
 
 Each baseline is fitted on the train and val splits (classical methods need no validation set,
 so they get all the non-test data: a conservative comparison) and scored on the test split, with
-the same flat metric keys as the deep models (``acc``, ``auc``, ``top5_acc``, ``num_samples``).
+the same flat metric keys as the deep models (``acc``, ``auc``, ``top5_acc``, ``num_samples``;
+for the ``labelme`` layout the detector's ``cls_acc``, ``mean_iou``, ``iou50_rate``, ``ap50``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from facetorch import evaluation
 from facetorch.baselines import EigenfacesSvm, HogSvmClassifier, LbpNearestNeighbour
 from facetorch.data.datamodule import FaceDataModule
 from facetorch.data.datasets import SampleIndex, read_image, scan_face_crops, scan_identity_folders, to_uint8
+from facetorch.data.detection import BoxIndex, scan_labelme_index
 from facetorch.haar import HaarFaceDetector
 
-Method = Literal["hog_svm", "haar", "eigenfaces_svm", "lbp_nn"]
+Method = Literal["hog_svm", "haar", "eigenfaces_svm", "lbp_nn", "mean_box"]
 METHODS_BY_LAYOUT: dict[str, tuple[str, ...]] = {
     "face_crops": ("hog_svm", "haar"),
     "identity_folders": ("eigenfaces_svm", "lbp_nn"),
+    "labelme": ("haar", "mean_box"),
 }
 
 
@@ -86,6 +89,8 @@ def run_baseline(method: Method, data: FaceDataModule, test_root: Optional[str] 
     allowed = METHODS_BY_LAYOUT[data.layout]
     if method not in allowed:
         raise ValueError(f"baseline {method!r} does not apply to layout {data.layout!r}; expected one of {allowed}")
+    if data.layout == "labelme":
+        return run_detection_baseline(method, data, test_root)
     splits = data.splits
     train_images = load_grey(splits["train"]) + load_grey(splits["val"])
     train_labels = np.asarray(splits["train"].labels + splits["val"].labels)
@@ -107,3 +112,51 @@ def run_baseline(method: Method, data: FaceDataModule, test_root: Optional[str] 
         report["top5_acc"] = evaluation.top_k_accuracy(columns, test_labels, k=5)
     report["num_samples"] = int(len(test_labels))
     return report
+
+def largest_haar_boxes(index: SampleIndex, detector: Optional[HaarFaceDetector] = None) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's Haar cascade as a single-face detector: the largest detection per image.
+
+    Returns:
+        Boxes (N, 4) normalised to each image's size (zeros where none is found) and scores
+        (N,): 1.0 where the cascade found a face, 0.0 where it found none.
+    """
+    detector = detector or HaarFaceDetector()
+    boxes, scores = np.zeros((len(index), 4)), np.zeros(len(index))
+    for i, image in enumerate(load_grey(index)):
+        found = detector.largest(image)
+        if found is not None:
+            height, width = image.shape[:2]
+            boxes[i], scores[i] = np.asarray(found) / [width, height, width, height], 1.0
+    return boxes, scores
+
+
+def run_detection_baseline(method: Method, data: FaceDataModule, test_root: Optional[str] = None) -> dict[str, Any]:
+    """A single-face detection baseline scored like :class:`~facetorch.tasks.FaceDetectorTask`.
+
+    ``haar``: the largest Haar cascade detection per image (nothing to fit). ``mean_box``: always
+    "face", at the mean normalised box of the train + val images with a face.
+
+    Returns:
+        ``{"method", "cls_acc", "mean_iou", "iou50_rate", "ap50", "num_samples"}``.
+    """
+    splits = data.splits
+    test: BoxIndex = splits["test"] if test_root is None else scan_labelme_index(test_root)
+    if method == "haar":
+        boxes, scores = largest_haar_boxes(test)
+    elif method == "mean_box":
+        seen = np.concatenate([splits["train"].normalized_boxes(), splits["val"].normalized_boxes()])
+        labels = np.asarray(splits["train"].labels + splits["val"].labels) == 1
+        if not labels.any():
+            raise ValueError(f"baseline mean_box needs training images with a face; {data.root} has none outside the test split")
+        boxes, scores = np.tile(seen[labels].mean(axis=0), (len(test), 1)), np.ones(len(test))
+    else:
+        raise ValueError(f"baseline {method!r} does not apply to layout 'labelme'; expected one of {METHODS_BY_LAYOUT['labelme']}")
+    has_face = np.asarray(test.labels) == 1
+    return {"method": method, **evaluation.detection_summary(boxes, scores, test.normalized_boxes(), has_face)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Verification baselines (pairs): the classical face embeddings the deep embedding must beat
+# ----------------------------------------------------------------------------------------------
+
+VERIFICATION_METHODS = ("eigenfaces", "lbp")

@@ -11,6 +11,7 @@ trained or tested and no run folder is created.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -20,6 +21,7 @@ from pytorch_lightning.cli import LightningArgumentParser
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
+from facetorch import io
 from facetorch.cli import FaceCLI
 from facetorch.explain import (
     FILE_SUFFIX,
@@ -29,6 +31,7 @@ from facetorch.explain import (
     load_images,
     write_explanations,
 )
+from facetorch.explain_detector import peak_in_box_report
 
 
 class ExplainCLI(FaceCLI):
@@ -52,6 +55,11 @@ class ExplainCLI(FaceCLI):
         )  # fmt: skip
         parser.add_argument("--output", type=str, required=True, help="Folder for the PNGs (new or empty).")
         parser.add_argument("--overwrite", type=bool, default=False, help="Write into a non-empty --output.")
+        parser.add_argument(
+            "--peak_in_box", type=bool, default=False,
+            help="Detector: also score the Grad-CAM maps of the test split (every image of data.root with "
+            "--data.eval_all=true) against the annotated boxes; writes OUTPUT/peak_in_box.json.",
+        )  # fmt: skip
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # The trainer only picks the device; without a logger it can never create runs/.
@@ -108,7 +116,21 @@ def main(args: list[str] | None = None) -> list[Path]:
         batch_size=data.batch_size, reference=config.reference, overwrite=config.overwrite,
     )  # fmt: skip
     _print_summary(written, methods, Path(config.output))
+    if config.peak_in_box:
+        written.append(write_peak_in_box(task, data, config.target, Path(config.output)))
     return written
+
+
+def write_peak_in_box(task: nn.Module, data: Any, target_spec: Optional[str], output: Path) -> Path:
+    """Grad-CAM peak-in-box statistics of the data's test split, printed and written as JSON."""
+    if data.layout != "labelme":
+        raise ValueError(f"--peak_in_box needs a detector on data.layout labelme, got {data.layout!r}")
+    data.setup("test")
+    report = peak_in_box_report(task, data.test_dataloader(), task.cam_layer, task.explain_target(target_spec))
+    path = output / "peak_in_box.json"
+    io.write_json(path, report)
+    print(json.dumps(report))
+    return path
 
 
 def _print_summary(written: list[Path], methods: list[str], output: Path) -> None:

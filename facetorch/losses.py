@@ -18,7 +18,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ContrastiveLoss", "TripletLoss", "pairwise_distances"]
+__all__ = [
+    "ContrastiveLoss",
+    "DetectionLoss",
+    "TripletLoss",
+    "giou_loss",
+    "original_localization",
+    "pairwise_distances",
+]
 
 # sqrt'(x) = 1 / (2 sqrt(x)) is infinite at 0: sqrt is taken of max(x, _EPS) and exact zeros put back
 _EPS = 1e-12
@@ -270,3 +277,102 @@ class ContrastiveLoss(nn.Module):
             "active_fraction": ((hinge > 0) & ~is_same).sum().detach() / num_different.clamp_min(1),
         }
         return loss
+
+# --------------------------------------------------------------------------------------------
+# localisation (single-face detector)
+# --------------------------------------------------------------------------------------------
+
+BoxLossName = Literal["original", "giou", "smooth_l1"]
+
+
+def _check_boxes(boxes: Tensor, name: str) -> None:
+    if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"Expected {name} to be a tensor of shape (B, 4) as x1, y1, x2, y2, got {shape}")
+
+
+def original_localization(pred: Tensor, target: Tensor) -> Tensor:
+    """The original project's per-image localisation loss on ``x1, y1, x2, y2`` boxes.
+
+    ``(x1 - x1')² + (y1 - y1')² + (w - w')² + (h - h')²`` with ``w = x2 - x1``, ``h = y2 - y1``:
+    the top-left corner and the size. Returns shape (B,).
+    """
+    size, true_size = pred[:, 2:] - pred[:, :2], target[:, 2:] - target[:, :2]
+    return ((pred[:, :2] - target[:, :2]) ** 2).sum(dim=1) + ((size - true_size) ** 2).sum(dim=1)
+
+
+def _ordered(boxes: Tensor) -> Tensor:
+    """Corners sorted (min, max), so that a head's swapped outputs still form a box."""
+    return torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], dim=1)
+
+
+def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """``1 - GIoU`` per image (B,), after sorting each predicted box's corners."""
+    p, t = _ordered(pred), target
+    inter_wh = (torch.minimum(p[:, 2:], t[:, 2:]) - torch.maximum(p[:, :2], t[:, :2])).clamp_min(0)
+    inter = inter_wh[:, 0] * inter_wh[:, 1]
+    area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
+    area_t = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
+    union = area_p + area_t - inter
+    hull_wh = torch.maximum(p[:, 2:], t[:, 2:]) - torch.minimum(p[:, :2], t[:, :2])
+    hull = hull_wh[:, 0] * hull_wh[:, 1]
+    iou = inter / (union + eps)
+    return 1.0 - (iou - (hull - union) / (hull + eps))
+
+
+class DetectionLoss(nn.Module):
+    """``box_weight * localisation + cls_weight * BCE`` of a single-face detector.
+
+    The localisation term is averaged over the images that hold a face only: an image without a
+    face has no box to learn (the original summed it over every image and so pulled the boxes of
+    negatives towards its zero target). The BCE is averaged over every image.
+
+    Args:
+        box_loss: ``original`` (corner + size squared error), ``giou`` (1 - GIoU) or
+            ``smooth_l1`` (on the four coordinates).
+        box_weight: Weight of the localisation term.
+        cls_weight: Weight of the face / no-face binary cross-entropy (0.5 in the original).
+
+    Call:
+        ``loss(logits (B,) or (B, 1), boxes (B, 4), labels (B,) 0/1, true_boxes (B, 4))``; returns
+        the scalar total; ``self.last`` keeps the two terms (detached) for logging.
+    """
+
+    def __init__(self, box_loss: BoxLossName = "original", box_weight: float = 1.0, cls_weight: float = 0.5) -> None:
+        super().__init__()
+        if box_loss not in ("original", "giou", "smooth_l1"):
+            raise ValueError(f"box_loss must be one of original, giou, smooth_l1; got {box_loss!r}")
+        self.box_loss = box_loss
+        self.box_weight = box_weight
+        self.cls_weight = cls_weight
+        self.last: dict[str, Tensor] = {}
+
+    def per_image_box_loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The chosen localisation loss of each image, shape (B,)."""
+        if self.box_loss == "giou":
+            return giou_loss(pred, target)
+        if self.box_loss == "smooth_l1":
+            return torch.nn.functional.smooth_l1_loss(pred, target, reduction="none", beta=0.05).sum(dim=1)
+        return original_localization(pred, target)
+
+    def forward(self, logits: Tensor, boxes: Tensor, labels: Tensor, true_boxes: Tensor) -> Tensor:
+        _check_boxes(boxes, "boxes")
+        _check_boxes(true_boxes, "true_boxes")
+        logits = _at_least_float32(logits.reshape(-1))
+        boxes, true_boxes = _at_least_float32(boxes), true_boxes.to(torch.float32)
+        labels = labels.reshape(-1).to(logits.dtype)
+        if not (len(logits) == len(boxes) == len(labels) == len(true_boxes)):
+            raise ValueError(
+                f"Expected one logit, box, label and true box per image, got {len(logits)}, {len(boxes)}, "
+                f"{len(labels)} and {len(true_boxes)}"
+            )
+        has_face = labels > 0.5
+        # A negative's boxes are swapped for a fixed unit box before the loss: its term is then an
+        # exact 0 with a 0 gradient, whatever its target holds (zeros, or even NaN).
+        unit = torch.tensor([0.0, 0.0, 1.0, 1.0], device=boxes.device, dtype=boxes.dtype).expand_as(boxes)
+        keep = has_face[:, None]
+        per_image = self.per_image_box_loss(torch.where(keep, boxes, unit), torch.where(keep, true_boxes, unit))
+        box_term = per_image.sum() / has_face.sum().clamp_min(1)
+        cls_term = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        self.last = {"box_loss": box_term.detach(), "cls_loss": cls_term.detach()}
+        return self.box_weight * box_term + self.cls_weight * cls_term

@@ -62,6 +62,52 @@ def write_identity_folders(root: Path, identities: int = 6, per_identity: int = 
     return root
 
 
+def square_face_photo(rng: np.random.Generator, size: tuple[int, int], box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """An RGB photo (uint8, H x W x 3): dark noisy background, and a bright square "face" with
+    two dark "eyes" filling ``box`` = (x1, y1, x2, y2) pixels (none when ``box`` is None)."""
+    h, w = size
+    image = np.clip(rng.normal(50, 12, (h, w, 3)), 0, 255)
+    if box is not None:
+        x1, y1, x2, y2 = box
+        image[y1:y2, x1:x2] = (220, 190, 170)
+        eye = max(1, (x2 - x1) // 8)
+        for ex in (x1 + (x2 - x1) // 3, x1 + 2 * (x2 - x1) // 3):
+            ey = y1 + (y2 - y1) // 3
+            image[ey - eye : ey + eye, ex - eye : ex + eye] = 30
+    return image.astype(np.uint8)
+
+
+def write_labelme_folder(root: Path, count: int = 16, size: tuple[int, int] = (48, 64), negatives: int = 3, seed: int = 0) -> Path:
+    """Write the labelme layout: JPEG photos with a square face and a LabelMe 5 JSON beside each
+    (every other rectangle in reverse drag order), plus ``negatives`` photos without a face (the
+    first without a JSON file, the others with a JSON that has no shape)."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    for i in range(count + negatives):
+        has_face = i < count
+        side = int(rng.integers(min(h, w) // 3, min(h, w) // 2 + 1))
+        x1, y1 = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
+        box = (x1, y1, x1 + side, y1 + side) if has_face else None
+        Image.fromarray(square_face_photo(rng, size, box)).save(root / f"p{i:03d}.jpg", quality=95)
+        if i == count:
+            continue  # a negative without any JSON file
+        corners = [[x1, y1], [x1 + side, y1 + side]]
+        shapes = [{"label": "face", "points": corners[::-1] if i % 2 else corners, "group_id": None,
+                   "shape_type": "rectangle", "flags": {}}] if has_face else []
+        data = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": f"p{i:03d}.jpg",
+                "imageData": None, "imageHeight": h, "imageWidth": w}
+        (root / f"p{i:03d}.json").write_text(json.dumps(data))
+    return root
+
+
+@pytest.fixture
+def labelme_dir(tmp_path: Path) -> Path:
+    return write_labelme_folder(tmp_path / "boxes")
+
+
 @pytest.fixture
 def face_crops_dir(tmp_path: Path) -> Path:
     return write_face_crops(tmp_path / "crops")

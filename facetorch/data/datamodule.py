@@ -11,6 +11,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, RandomSampler
 
+from facetorch.data.box_transforms import BoxAugmentation, build_box_transform
 from facetorch.data.datasets import (
     FACE_CROP_CLASSES,
     FaceImageDataset,
@@ -19,10 +20,11 @@ from facetorch.data.datasets import (
     scan_face_crops,
     scan_identity_folders,
 )
+from facetorch.data.detection import FaceBoxDataset, scan_labelme_index
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
 from facetorch.data.transforms import Augmentation, Normalization, build_transform, normalization_stats
 
-Layout = Literal["face_crops", "identity_folders"]
+Layout = Literal["face_crops", "identity_folders", "labelme"]
 SPLITS = ("train", "val", "test")
 
 
@@ -43,7 +45,8 @@ class FaceDataModule(pl.LightningDataModule):
         root: Data folder. ``None`` with ``layout="face_crops"`` uses scikit-image's
             ``lfw_subset()`` (100 faces + 100 non-faces). A root holding ``train/`` (and ``val/``,
             ``test/``) folders is used as already split.
-        layout: ``face_crops`` (``face/``, ``non_face/``) or ``identity_folders`` (a folder per person).
+        layout: ``face_crops`` (``face/``, ``non_face/``), ``identity_folders`` (a folder per person)
+            or ``labelme`` (images with LabelMe JSON face boxes beside them, for the detector).
         image_size: Model input (height, width).
         channels: 1 (greyscale) or 3 (RGB).
         normalization: ``unit`` ([-1, 1]) or ``imagenet`` (for ImageNet-pretrained backbones).
@@ -62,6 +65,9 @@ class FaceDataModule(pl.LightningDataModule):
             times per epoch (each image equally often), so that BatchNorm statistics and the
             schedule see enough steps on tiny data sets. 1 turns it off. Under a distributed
             strategy Lightning's own sampler replaces it.
+        box_augmentation: Training augmentation of the ``labelme`` layout (box-aware crops that keep
+            the face or make a negative, flip, colour); ``null`` turns it off. ``augmentation`` is
+            not used by that layout.
     """
 
     def __init__(
@@ -83,6 +89,7 @@ class FaceDataModule(pl.LightningDataModule):
         eval_all: bool = False,
         predict_dir: Optional[str] = None,
         min_batches_per_epoch: int = 1,
+        box_augmentation: Optional[BoxAugmentation] = BoxAugmentation(),
     ) -> None:
         super().__init__()
         if len(image_size) != 2 or min(image_size) < 8:
@@ -92,13 +99,14 @@ class FaceDataModule(pl.LightningDataModule):
         if root is None and layout != "face_crops":
             raise ValueError(f"data.root is required for layout {layout!r} (only face_crops has a built-in source)")
         # The augmentation dataclass stays out of the checkpoint so it holds only plain values.
-        self.save_hyperparameters(ignore=["augmentation"])
+        self.save_hyperparameters(ignore=["augmentation", "box_augmentation"])
         self.root = root
         self.layout = layout
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.channels = channels
         self.mean, self.std = normalization_stats(normalization, channels)
         self.augmentation = augmentation
+        self.box_augmentation = box_augmentation
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_fraction = val_fraction
@@ -117,13 +125,16 @@ class FaceDataModule(pl.LightningDataModule):
     def _scan(self, folder: Path, class_names: Optional[list[str]] = None) -> SampleIndex:
         if self.layout == "face_crops":
             return scan_face_crops(folder)
+        if self.layout == "labelme":
+            return scan_labelme_index(folder)
         return scan_identity_folders(folder, self.min_images_per_class, class_names)
 
     def _has_split_folders(self) -> bool:
         root = Path(self.root) if self.root else None
         if root is None or not (root / "train").is_dir():
             return False
-        return self.layout == "face_crops" or (root / "val").is_dir() or (root / "test").is_dir()
+        # face_crops and labelme keep images elsewhere than in train/, so train/ alone marks a split.
+        return self.layout in ("face_crops", "labelme") or (root / "val").is_dir() or (root / "test").is_dir()
 
     def _split(self, index: SampleIndex) -> SplitIndices:
         split = identity_split if self.split_by == "identity" else stratified_split
@@ -188,13 +199,17 @@ class FaceDataModule(pl.LightningDataModule):
         augmentation = self.augmentation if train else None
         return build_transform(self.image_size, self.mean, self.std, augmentation)
 
-    def _dataset(self, split: str, train: bool) -> FaceImageDataset:
+    def _dataset(self, split: str, train: bool) -> FaceImageDataset | FaceBoxDataset:
         index = self.splits[split]
         if len(index) == 0:
             raise ValueError(
                 f"The {split} split of {self.root or 'the built-in data'} is empty "
                 f"(val_fraction={self.val_fraction}, test_fraction={self.test_fraction}, eval_all={self.eval_all})"
             )
+        if self.layout == "labelme":
+            augmentation = self.box_augmentation if train else None
+            transform = build_box_transform(self.image_size, self.mean, self.std, augmentation, self.channels)
+            return FaceBoxDataset(index, transform, self.channels, self.cache_images)
         return FaceImageDataset(index, self.transform(train), self.channels, self.cache_images)
 
     def has_split(self, split: str) -> bool:

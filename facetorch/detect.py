@@ -1,0 +1,373 @@
+"""Run a trained single-face detector on an image, a folder, a video file or a camera.
+
+The library side of ``tools/detect.py``. Images give annotated PNGs; a video or a camera gives
+an annotated video. Either way a CSV holds one row per frame (``source, frame, score, face,
+x1, y1, x2, y2`` with the box in the frame's pixels, empty when no face is found). Nothing is
+shown on screen (headless). A stream stops at its end, after ``max_frames``, or on Ctrl-C /
+SIGTERM: the frame in progress is finished and the video and CSV are closed properly. Outputs
+are written under temporary names and renamed when complete, and an existing non-empty output
+folder is refused unless ``overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from facetorch.data.files import is_image_file
+from facetorch.data.transforms import build_transform, normalization_stats
+from facetorch.tasks.detector import FaceDetectorTask
+
+__all__ = ["Detection", "DetectionRun", "Detector", "detect_source", "main"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
+CSV_NAME = "detections.csv"
+CSV_FIELDS = ["source", "frame", "score", "face", "x1", "y1", "x2", "y2"]
+GREEN = (0, 200, 0)  # BGR, for frames drawn with OpenCV
+GREY = (160, 160, 160)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The detector's answer for one frame: face probability and box in the frame's pixels."""
+
+    score: float
+    face: bool
+    box: Optional[tuple[float, float, float, float]]
+
+
+@dataclass
+class DetectionRun:
+    """What a run wrote and how fast it went (``fps``: frames per second of the whole loop at batch 1)."""
+
+    frames: int
+    faces: int
+    seconds: float
+    fps: float
+    model_fps: float
+    output: str
+    csv: str
+    stopped_early: bool
+
+
+class Detector:
+    """A checkpoint of :class:`~facetorch.tasks.FaceDetectorTask` with its evaluation transform.
+
+    The input size, channels and normalisation come from the data settings stored in the
+    checkpoint, so frames are prepared exactly as the test images were.
+
+    Args:
+        ckpt_path: A Lightning checkpoint of the detector.
+        threshold: A face score at or above this counts as a face.
+        device: ``cpu``, ``cuda`` or ``None`` for CUDA when available.
+    """
+
+    def __init__(self, ckpt_path: str | Path, threshold: float = 0.5, device: Optional[str] = None) -> None:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"--ckpt {str(path)!r} does not exist (expected a detector checkpoint, e.g. runs/.../checkpoints/best.ckpt)")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"--threshold must be in (0, 1), got {threshold}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        data = checkpoint.get("datamodule_hyper_parameters") or {}
+        self.image_size = tuple(data.get("image_size", (120, 120)))
+        self.channels = int(data.get("channels", 3))
+        mean, std = normalization_stats(data.get("normalization", "unit"), self.channels)
+        self.transform = build_transform(self.image_size, mean, std, None)
+        try:
+            self.task = FaceDetectorTask.load_from_checkpoint(path, map_location="cpu")
+        except (KeyError, TypeError, RuntimeError) as error:
+            raise ValueError(f"--ckpt {str(path)!r} is not a FaceDetectorTask checkpoint: {error}") from error
+        self.task.to(self.device).eval()
+        self.threshold = threshold
+        self.model_seconds = 0.0
+
+    def __call__(self, frame_bgr: np.ndarray) -> Detection:
+        """Detect the face in one BGR (or grey) uint8 frame, as OpenCV reads it."""
+        height, width = frame_bgr.shape[:2]
+        if frame_bgr.ndim == 2:
+            picture = frame_bgr if self.channels == 1 else cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2RGB)
+        else:
+            code = cv2.COLOR_BGR2GRAY if self.channels == 1 else cv2.COLOR_BGR2RGB
+            picture = cv2.cvtColor(frame_bgr, code)
+        start = time.perf_counter()
+        batch = self.transform(picture)[None].to(self.device)
+        with torch.inference_mode():
+            scores, boxes = self.task.detect(batch)
+        score, box = float(scores[0]), boxes[0].cpu().numpy()
+        self.model_seconds += time.perf_counter() - start
+        face = score >= self.threshold
+        pixels = tuple(float(v) for v in box * [width, height, width, height]) if face else None
+        return Detection(score, face, pixels)
+
+
+def draw(frame_bgr: np.ndarray, detection: Detection) -> np.ndarray:
+    """A copy of the frame with the face box and its score (green); no box when there is no face."""
+    out = frame_bgr.copy() if frame_bgr.ndim == 3 else cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)
+    thickness = max(1, round(max(out.shape[:2]) / 240))
+    if detection.box is not None:
+        x1, y1, x2, y2 = (int(round(v)) for v in detection.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), GREEN, thickness)
+        cv2.putText(out, f"face {detection.score:.2f}", (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, GREEN, thickness)
+    else:
+        cv2.putText(out, f"no face {detection.score:.2f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, GREY, thickness)
+    return out
+
+
+def _csv_row(source: str, frame: int, detection: Detection) -> dict[str, Any]:
+    box = [f"{v:.1f}" for v in detection.box] if detection.box is not None else ["", "", "", ""]
+    return {"source": source, "frame": frame, "score": f"{detection.score:.6f}", "face": int(detection.face),
+            **dict(zip(("x1", "y1", "x2", "y2"), box))}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Output safety
+# --------------------------------------------------------------------------------------------
+
+
+def check_output_folder(output: Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty folder unless ``overwrite``.
+
+    Raises:
+        FileExistsError: naming the path and how to proceed.
+    """
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"--output {str(output)!r} is a file; expected a folder (new, or empty)")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise FileExistsError(f"--output {str(output)!r} is not empty; pass --overwrite to write into it")
+
+
+def _partial(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` that keeps its extension (OpenCV picks the container by it)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """Turn Ctrl-C (SIGINT) and SIGTERM into a flag, so the loop finishes its frame and its files."""
+    stop = {"asked": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop["asked"] = True
+
+    installed: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                installed[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread: keep the default behaviour
+                pass
+        yield lambda: stop["asked"]
+    finally:
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+def _is_camera(source: str) -> bool:
+    return source.isdigit()
+
+
+def _image_files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if is_image_file(p))
+
+
+def detect_source(
+    detector: Detector,
+    source: str,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    max_frames: Optional[int] = None,
+    fourcc: str = "mp4v",
+) -> DetectionRun:
+    """Detect faces in ``source`` and write annotated outputs plus ``detections.csv`` to ``output``.
+
+    Args:
+        detector: The loaded detector.
+        source: An image file, a folder of images (searched recursively), a video file, or a
+            camera index (``"0"``).
+        output: Output folder (new or empty unless ``overwrite``).
+        overwrite: Write into a non-empty folder (files of the same name are replaced).
+        max_frames: Stop a video or camera after this many frames.
+        fourcc: Codec of the annotated video: ``mp4v`` (``.mp4``) or ``MJPG`` (``.avi``).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist (and is not a camera index).
+        FileExistsError: ``output`` is not empty and ``overwrite`` is false.
+        ValueError: no image in a folder, or a video / camera that cannot be opened.
+    """
+    output = Path(output)
+    check_output_folder(output, overwrite)
+    if _is_camera(source):
+        return _detect_stream(detector, cv2.VideoCapture(int(source)), f"camera{source}", f"camera {source}", output, max_frames, fourcc)
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"--source {source!r} does not exist (expected an image, a folder, a video file or a camera index)")
+    if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+        return _detect_stream(detector, cv2.VideoCapture(str(path)), path.stem, str(path), output, max_frames, fourcc)
+    return _detect_images(detector, path, output)
+
+
+def _detect_images(detector: Detector, path: Path, output: Path) -> DetectionRun:
+    files = _image_files(path)
+    if not files:
+        raise ValueError(f"--source {str(path)!r} holds no image and is not a video ({', '.join(VIDEO_EXTENSIONS)})")
+    root = path if path.is_dir() else path.parent
+    output.mkdir(parents=True, exist_ok=True)
+    csv_path = output / CSV_NAME
+    frames = faces = 0
+    start = time.perf_counter()
+    stopped = False
+    with _stop_on_signals() as stop_asked, _atomic_csv(csv_path) as writer:
+        for file in files:
+            if stop_asked():
+                stopped = True
+                break
+            frame = cv2.imdecode(np.fromfile(str(file), dtype=np.uint8), cv2.IMREAD_COLOR)
+            if frame is None:
+                writer.writerow({"source": str(file), "frame": frames, "score": "", "face": ""})
+                continue
+            detection = detector(frame)
+            relative = file.relative_to(root)
+            target = output / relative.parent / f"{relative.stem}_{relative.suffix[1:].lower()}.png"
+            _write_png(target, draw(frame, detection))
+            writer.writerow(_csv_row(str(file), frames, detection))
+            frames += 1
+            faces += int(detection.face)
+    return _summary(detector, frames, faces, start, output, csv_path, stopped)
+
+
+def _detect_stream(
+    detector: Detector,
+    capture: cv2.VideoCapture,
+    name: str,
+    label: str,
+    output: Path,
+    max_frames: Optional[int],
+    fourcc: str,
+) -> DetectionRun:
+    if not capture.isOpened():
+        raise ValueError(f"--source {label}: cannot be opened by OpenCV {cv2.__version__} (expected a readable video or camera)")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps < 1000 else 25.0
+    suffix = ".avi" if fourcc.upper() == "MJPG" else ".mp4"
+    output.mkdir(parents=True, exist_ok=True)
+    video_path, csv_path = output / f"{name}_detected{suffix}", output / CSV_NAME
+    partial = _partial(video_path)
+    writer: Optional[cv2.VideoWriter] = None
+    frames = faces = 0
+    stopped = False
+    start = time.perf_counter()
+    try:
+        with _stop_on_signals() as stop_asked, _atomic_csv(csv_path) as rows:
+            while max_frames is None or frames < max_frames:
+                if stop_asked():
+                    stopped = True
+                    break
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                detection = detector(frame)
+                annotated = draw(frame, detection)
+                if writer is None:
+                    height, width = annotated.shape[:2]
+                    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+                    if not writer.isOpened():
+                        raise ValueError(f"OpenCV cannot write {fourcc} video to {str(video_path)!r}; try --fourcc MJPG")
+                writer.write(annotated)
+                rows.writerow(_csv_row(label, frames, detection))
+                frames += 1
+                faces += int(detection.face)
+        if writer is not None:
+            writer.release()
+            writer = None
+            os.replace(partial, video_path)
+    finally:
+        capture.release()
+        if writer is not None:  # an error mid-stream: drop the partial video
+            writer.release()
+        if partial.exists():
+            partial.unlink()
+    return _summary(detector, frames, faces, start, video_path if frames else output, csv_path, stopped)
+
+
+@contextmanager
+def _atomic_csv(path: Path) -> Iterator[csv.DictWriter]:
+    """A CSV written under a temporary name and renamed when the block ends, also after Ctrl-C."""
+    partial = _partial(path)
+    handle = open(partial, "w", newline="", encoding="utf-8")
+    try:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, restval="")
+        writer.writeheader()
+        yield writer
+        handle.close()
+        os.replace(partial, path)
+    finally:
+        if not handle.closed:
+            handle.close()
+        if partial.exists():
+            partial.unlink()
+
+
+def _write_png(path: Path, picture_bgr: np.ndarray) -> None:
+    from facetorch.explain import save_png  # atomic; imported late (matplotlib)
+
+    save_png(cv2.cvtColor(picture_bgr, cv2.COLOR_BGR2RGB), path)
+
+
+def _summary(detector: Detector, frames: int, faces: int, start: float, output: Path, csv_path: Path, stopped: bool) -> DetectionRun:
+    seconds = time.perf_counter() - start
+    return DetectionRun(
+        frames=frames,
+        faces=faces,
+        seconds=round(seconds, 3),
+        fps=round(frames / seconds, 2) if seconds > 0 else 0.0,
+        model_fps=round(frames / detector.model_seconds, 2) if detector.model_seconds > 0 else 0.0,
+        output=str(output),
+        csv=str(csv_path),
+        stopped_early=stopped,
+    )
+
+
+def main(argv: Optional[list[str]] = None) -> DetectionRun:
+    """``tools/detect.py``: parse arguments, run, print the summary as one JSON line."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Detect the face in images, a video file or a camera with a trained FaceDetectorTask checkpoint."
+    )
+    parser.add_argument("--ckpt", required=True, help="detector checkpoint (runs/.../checkpoints/best.ckpt)")
+    parser.add_argument("--source", required=True, help="image file, folder of images, video file, or camera index (0)")
+    parser.add_argument("--output", default="detections", help="output folder, new or empty (default: detections)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="face score threshold (default 0.5)")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop a video or camera after this many frames")
+    parser.add_argument("--fourcc", default="mp4v", choices=["mp4v", "MJPG"], help="annotated video codec: mp4v (.mp4) or MJPG (.avi)")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output folder")
+    args = parser.parse_args(argv)
+    try:
+        check_output_folder(Path(args.output), args.overwrite)  # before loading the model
+        detector = Detector(args.ckpt, args.threshold, args.device)
+        run = detect_source(detector, args.source, args.output, overwrite=args.overwrite, max_frames=args.max_frames, fourcc=args.fourcc)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"detect.py: error: {error}\n")
+    print(json.dumps(asdict(run)), flush=True)
+    return run
