@@ -213,7 +213,11 @@ class FaceDetectorTask(FaceTask):
             face = outputs["score"][i] >= self.score_threshold
             pictures.append(draw_detection(image, outputs["box"][i] if face else None, true_box, mean, std))
             iou = evaluation.paired_iou(outputs["box"][i : i + 1], outputs["true_box"][i : i + 1])[0] if true_box is not None else float("nan")
-            titles.append(f"p={outputs['score'][i]:.2f} IoU={iou:.2f}" if true_box is not None else f"p={outputs['score'][i]:.2f} (no face)")
+            score = outputs["score"][i]
+            if true_box is None:
+                titles.append(f"p={score:.2f} (no face)")
+            else:  # a face the model missed counts IoU 0 in the metrics; its box is not drawn
+                titles.append(f"p={score:.2f} IoU={iou:.2f}" if face else f"p={score:.2f} missed")
         reports.plot_image_grid(pictures, titles, path)
         self._samples = []
 
