@@ -36,6 +36,7 @@ class BenchmarkSetup:
     plain_loss: Callable[[nn.Module, Any], torch.Tensor]
     batches: list[Any]
     data: FaceDataModule
+    batch1_inference: bool = False  # also time single-image inference (the detector's video path)
 
 
 def device_name(accelerator: str) -> str:
@@ -52,10 +53,21 @@ def _fixed_batches(data: FaceDataModule, batch_size: int, count: int) -> list[tu
     batches: list[tuple[torch.Tensor, torch.Tensor]] = []
     while len(batches) < count:
         for batch in data.train_dataloader():
-            batches.append((batch[0].clone(), batch[1].clone()))
+            batches.append((batch[0].clone(), _clone(batch[1])))
             if len(batches) == count:
                 break
     return batches
+
+
+def _clone(target: Any) -> Any:
+    """A copy of a batch's targets: a tensor, or a dict of tensors (the detector's label and box)."""
+    return {key: value.clone() for key, value in target.items()} if isinstance(target, dict) else target.clone()
+
+
+def _to(target: Any, device: torch.device) -> Any:
+    if isinstance(target, dict):
+        return {key: value.to(device, non_blocking=True) for key, value in target.items()}
+    return target.to(device, non_blocking=True)
 
 
 def config_section(config: str, section: str) -> dict[str, Any]:
@@ -104,7 +116,43 @@ def identity_setup(batch_size: int, steps: int, data_root: Optional[str]) -> Ben
     return classification_setup("identity", "identity_resnet50.yaml", IdentityTask, batch_size, steps, data_root)
 
 
+def _detection_loss(criterion: nn.Module) -> Callable[[nn.Module, Any], torch.Tensor]:
+    def loss(model: nn.Module, batch: Any) -> torch.Tensor:
+        images, target = batch
+        logits, boxes = model(images)
+        return criterion(logits, boxes, target["label"], target["box"])
+
+    return loss
+
+
+def detector_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
+    """FaceDetectorTask as in ``configs/detector_vgg16.yaml`` on a ``labelme`` folder (e.g. face_boxes_dev)."""
+    from facetorch.data.box_transforms import BoxAugmentation
+    from facetorch.tasks import FaceDetectorTask
+
+    if data_root is None:
+        raise ValueError("--task detector needs --data-root DIR: a labelme folder (e.g. ../shared/data/face_boxes_dev)")
+    model_args = config_section(CONFIGS / "detector_vgg16.yaml", "model")
+    data_args = config_section(CONFIGS / "detector_vgg16.yaml", "data")
+    box_augmentation = data_args.pop("box_augmentation", {})
+    data_args.pop("batch_size", None)  # the benchmark's --batch-size decides
+    if box_augmentation is not None:
+        box_augmentation = BoxAugmentation(**{**box_augmentation, "negative_scale": tuple(box_augmentation.get("negative_scale", (0.25, 0.6)))})
+    data = FaceDataModule(root=data_root, **{**data_args, "image_size": tuple(data_args["image_size"])},
+                          box_augmentation=box_augmentation)
+    model_args.update(num_classes=data.num_classes, class_names=data.class_names, in_channels=data.channels,
+                      scheduler="none")
+
+    def make_task(channels_last: bool) -> FaceDetectorTask:
+        return FaceDetectorTask(**{**model_args, "channels_last": channels_last})
+
+    criterion = make_task(False).criterion
+    return BenchmarkSetup("detector", make_task, lambda task: task.model, _detection_loss(criterion),
+                          _fixed_batches(data, batch_size, steps), data, batch1_inference=True)
+
+
 SETUPS: dict[str, Callable[[int, int, Optional[str]], BenchmarkSetup]] = {
+    "detector": detector_setup,
     "face_vgg": face_vgg_setup,
     "identity": identity_setup,
 }
@@ -135,8 +183,13 @@ def _sync() -> None:
 
 def _loader(batches: list[Any]) -> DataLoader:
     images = torch.cat([b[0] for b in batches])
+    if isinstance(batches[0][1], dict):  # the detector: (images, {"label", "box"})
+        keys = list(batches[0][1])
+        columns = [torch.cat([b[1][key] for b in batches]) for key in keys]
+        items = [(images[i], {key: column[i] for key, column in zip(keys, columns)}) for i in range(len(images))]
+        return DataLoader(items, batch_size=len(batches[0][0]), shuffle=False)
     labels = torch.cat([b[1] for b in batches])
-    return DataLoader(TensorDataset(images, labels), batch_size=len(batches[0][1]), shuffle=False)
+    return DataLoader(TensorDataset(images, labels), batch_size=len(batches[0][0]), shuffle=False)
 
 
 def trainer_throughput(setup: BenchmarkSetup, accelerator: str, precision: str, channels_last: bool, warmup: int) -> float:
@@ -151,7 +204,7 @@ def trainer_throughput(setup: BenchmarkSetup, accelerator: str, precision: str, 
     )
     trainer.fit(task, train_dataloaders=_loader(setup.batches))
     timed = len(setup.batches) - warmup
-    return timed * len(setup.batches[0][1]) / (timer.end - timer.start)
+    return timed * len(setup.batches[0][0]) / (timer.end - timer.start)
 
 
 def plain_throughput(setup: BenchmarkSetup, device: torch.device, warmup: int) -> float:
@@ -165,14 +218,14 @@ def plain_throughput(setup: BenchmarkSetup, device: torch.device, warmup: int) -
         if i == warmup:
             _sync()
             start = time.perf_counter()
-        batch = [t.to(device, non_blocking=True) for t in batch]
+        batch = [batch[0].to(device, non_blocking=True), _to(batch[1], device)]
         loss = setup.plain_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     _sync()
     timed = len(setup.batches) - warmup
-    return timed * len(setup.batches[0][1]) / (time.perf_counter() - start)
+    return timed * len(setup.batches[0][0]) / (time.perf_counter() - start)
 
 
 def loader_throughput(data: FaceDataModule, batches: int) -> float:
@@ -180,8 +233,23 @@ def loader_throughput(data: FaceDataModule, batches: int) -> float:
     loader = data.train_dataloader()
     seen, start, iterator = 0, time.perf_counter(), _cycle(loader)
     for _ in range(batches):
-        seen += len(next(iterator)[1])
+        seen += len(next(iterator)[0])
     return seen / (time.perf_counter() - start)
+
+
+def batch1_inference_fps(setup: BenchmarkSetup, device: torch.device, frames: int = 50, warmup: int = 5) -> float:
+    """Images/s of the plain model in eval mode, one image at a time (a video stream's case)."""
+    torch.manual_seed(0)
+    model = setup.plain_model(setup.make_task(False)).to(device).eval()
+    images = torch.cat([b[0] for b in setup.batches])
+    with torch.inference_mode():
+        for i in range(warmup + frames):
+            if i == warmup:
+                _sync()
+                start = time.perf_counter()
+            model(images[i % len(images)][None].to(device))
+    _sync()
+    return frames / (time.perf_counter() - start)
 
 
 def _cycle(loader: DataLoader) -> Iterator[Any]:
@@ -209,6 +277,7 @@ def run(task: str, batch_size: int = 32, steps: int = 12, warmup: int = 2, repea
         samples["trainer_bf16_cl"].append(trainer_throughput(setup, accelerator, "bf16-mixed", True, warmup))
     medians = {key: statistics.median(values) for key, values in samples.items()}
     loader = loader_throughput(setup.data, max(4, steps))
+    extra = {"inference_batch1_fps": round(batch1_inference_fps(setup, device), 2)} if setup.batch1_inference else {}
     return {
         "task": task,
         "device": device_name(accelerator),
@@ -222,4 +291,5 @@ def run(task: str, batch_size: int = 32, steps: int = 12, warmup: int = 2, repea
         "bf16_speedup": round(medians["trainer_bf16_cl"] / medians["trainer_fp32"], 3),
         "loader_img_s": round(loader, 1),
         "loader_vs_model": round(loader / max(medians.values()), 2),
+        **extra,
     }

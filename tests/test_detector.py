@@ -355,3 +355,11 @@ def test_detection_baselines_use_the_model_split(labelme_dir: Path) -> None:
         assert {"cls_acc", "mean_iou", "iou50_rate", "ap50"} <= set(report)
     mean_box = run_baseline("mean_box", data)
     assert mean_box["cls_acc"] == pytest.approx(np.mean(np.asarray(data.splits["test"].labels) == 1))
+
+
+def test_benchmark_detector_setup(labelme_dir: Path) -> None:
+    from facetorch.benchmark import run
+
+    result = run("detector", batch_size=4, steps=3, warmup=1, repeats=1, data_root=str(labelme_dir))
+    assert result["task"] == "detector" and result["inference_batch1_fps"] > 0
+    assert result["plain_fp32_img_s"] > 0 and result["trainer_bf16_channels_last_img_s"] > 0
