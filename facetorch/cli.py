@@ -78,10 +78,16 @@ class EvaluateCLI(FaceCLI):
         parser.add_argument("--ckpt_path", type=str, required=True, help="Checkpoint to evaluate.")
         parser.add_argument("--output", type=Optional[str], default=None, help="Also write the metrics JSON here.")
         parser.add_argument("--overwrite", type=bool, default=False, help="Replace an existing non-empty --output.")
+        parser.add_argument(
+            "--pairs", type=Optional[str], default=None,
+            help="Embedding tasks: verify the pairs of this LFW pairs.txt (images in images/ beside it, else --data.root).",
+        )
 
     def before_instantiate_classes(self) -> None:
         # Always every image of --data.root, even with a run's saved config.yaml (eval_all: false).
         self.config["data"]["eval_all"] = True
+        if self.config.get("pairs"):
+            self.config["data"]["pairs_file"] = self.config["pairs"]
 
 
 def main(args: Optional[list[str]] = None) -> None:

@@ -21,10 +21,13 @@ from facetorch.data.datasets import (
     scan_identity_folders,
 )
 from facetorch.data.detection import FaceBoxDataset, scan_labelme_index
+from facetorch.data.pairs import balanced_label_pairs, pair_fold_ids, read_lfw_pairs
+from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSampler
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
 from facetorch.data.transforms import Augmentation, Normalization, build_transform, normalization_stats
 
 Layout = Literal["face_crops", "identity_folders", "labelme"]
+TrainBatches = Literal["random", "pk", "pairs"]
 SPLITS = ("train", "val", "test")
 
 
@@ -68,6 +71,21 @@ class FaceDataModule(pl.LightningDataModule):
         box_augmentation: Training augmentation of the ``labelme`` layout (box-aware crops that keep
             the face or make a negative, flip, colour); ``null`` turns it off. ``augmentation`` is
             not used by that layout.
+        center_crop: Fractions (height, width) of each image kept around its centre before
+            resizing (e.g. ``[0.575, 0.5]`` for the face in a 250x250 LFW photo); ``null`` keeps all.
+        train_batches: How training batches are drawn: ``random`` (shuffled, ``batch_size``
+            images), ``pk`` (P identities x K images, for triplet losses) or ``pairs`` (``batch_size``
+            pairs, half same identity and half different, for contrastive losses). ``pk`` and
+            ``pairs`` split identities between ranks themselves: use them with
+            ``trainer.use_distributed_sampler: false`` under DDP.
+        identities_per_batch: P of ``pk`` batches.
+        images_per_identity: K of ``pk`` batches.
+        batches_per_epoch: Training batches per epoch for ``pk`` and ``pairs``; by default ``pk``
+            covers every identity once and ``pairs`` draws as many pairs as there are images.
+        pairs_file: An LFW ``pairs.txt``: the test split becomes its images, and embedding tasks
+            verify its pairs (images under ``images/`` beside the file, else under ``root``).
+        verification_pairs: Cap on each kind (same, different) of the pairs drawn among the
+            validation and test identities for verification.
     """
 
     def __init__(
@@ -90,13 +108,24 @@ class FaceDataModule(pl.LightningDataModule):
         predict_dir: Optional[str] = None,
         min_batches_per_epoch: int = 1,
         box_augmentation: Optional[BoxAugmentation] = BoxAugmentation(),
+        center_crop: Optional[tuple[float, float]] = None,
+        train_batches: TrainBatches = "random",
+        identities_per_batch: int = 16,
+        images_per_identity: int = 4,
+        batches_per_epoch: Optional[int] = None,
+        pairs_file: Optional[str] = None,
+        verification_pairs: int = 3000,
     ) -> None:
         super().__init__()
         if len(image_size) != 2 or min(image_size) < 8:
             raise ValueError(f"data.image_size must be (height, width) of at least 8 pixels, got {image_size}")
         if channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
-        if root is None and layout != "face_crops":
+        if train_batches != "random" and layout != "identity_folders":
+            raise ValueError(f"data.train_batches={train_batches!r} needs layout identity_folders, got {layout!r}")
+        if center_crop is not None and (len(center_crop) != 2 or not all(0 < f <= 1 for f in center_crop)):
+            raise ValueError(f"data.center_crop must be two fractions in (0, 1] (height, width), got {center_crop}")
+        if root is None and layout != "face_crops" and pairs_file is None:
             raise ValueError(f"data.root is required for layout {layout!r} (only face_crops has a built-in source)")
         # The augmentation dataclass stays out of the checkpoint so it holds only plain values.
         self.save_hyperparameters(ignore=["augmentation", "box_augmentation"])
@@ -118,6 +147,15 @@ class FaceDataModule(pl.LightningDataModule):
         self.eval_all = eval_all
         self.predict_dir = predict_dir
         self.min_batches_per_epoch = min_batches_per_epoch
+        self.center_crop = tuple(center_crop) if center_crop is not None else None
+        self.train_batches = train_batches
+        self.identities_per_batch = identities_per_batch
+        self.images_per_identity = images_per_identity
+        self.batches_per_epoch = batches_per_epoch
+        self.pairs_file = pairs_file
+        self.verification_pairs = verification_pairs
+        self._file_pairs: Optional[np.ndarray] = None
+        self._file_pair_folds: Optional[np.ndarray] = None
         self._splits: Optional[dict[str, SampleIndex]] = None
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
 
@@ -141,6 +179,32 @@ class FaceDataModule(pl.LightningDataModule):
         return split(index.labels, self.val_fraction, self.test_fraction, self.seed)
 
     def _build_splits(self) -> dict[str, SampleIndex]:
+        if self.pairs_file is not None:
+            pair_images = self._read_pairs_file()
+            if self.eval_all:
+                empty = pair_images.subset([])
+                return {"train": empty, "val": empty, "test": pair_images}
+            splits = self._build_splits_without_pairs()
+            splits["test"] = pair_images
+            return splits
+        return self._build_splits_without_pairs()
+
+    def _read_pairs_file(self) -> SampleIndex:
+        """The images of ``pairs_file`` as a test index; remembers the pairs as index rows."""
+        pairs_file = Path(self.pairs_file)
+        beside = pairs_file.parent / "images"
+        images_dir = beside if beside.is_dir() or self.root is None else Path(self.root)
+        pairs = read_lfw_pairs(pairs_file, images_dir)
+        paths = sorted({path for pair in pairs for path in (pair.path1, pair.path2)})
+        position = {path: i for i, path in enumerate(paths)}
+        names = sorted({path.parent.name for path in paths})
+        labels = [names.index(path.parent.name) for path in paths]
+        self._file_pairs = np.array([(position[p.path1], position[p.path2], int(p.same)) for p in pairs], dtype=np.int64)
+        matched = sum(pair.same for pair in pairs)
+        self._file_pair_folds = pair_fold_ids(pairs, n_folds=max(2, min(10, matched, len(pairs) - matched)))
+        return SampleIndex([str(p) for p in paths], labels, names, str(pairs_file))
+
+    def _build_splits_without_pairs(self) -> dict[str, SampleIndex]:
         if self.root is None:
             full = builtin_face_crops()
         elif self._has_split_folders() and not self.eval_all:
@@ -197,7 +261,25 @@ class FaceDataModule(pl.LightningDataModule):
     def transform(self, train: bool):
         """The training (augmented) or evaluation (deterministic) transform."""
         augmentation = self.augmentation if train else None
-        return build_transform(self.image_size, self.mean, self.std, augmentation)
+        return build_transform(self.image_size, self.mean, self.std, augmentation, self.center_crop)
+
+    def verification_pairs_of(self, split: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Pairs to verify on a split: (M, 3) rows ``(i, j, same)`` of dataset indices, and fold ids.
+
+        The test split of a ``pairs_file`` gives the file's pairs and LFW folds; otherwise the
+        pairs are drawn among the split's identities (:func:`balanced_label_pairs`, fixed by
+        ``seed``), in LFW order, so the folds are ``None`` (contiguous chunks).
+        """
+        if split == "test" and self.pairs_file is not None:
+            _ = self.splits  # reading the pairs file fills the pairs
+            return self._file_pairs, self._file_pair_folds
+        try:
+            return balanced_label_pairs(self.splits[split].labels, self.verification_pairs, self.seed), None
+        except ValueError as error:
+            raise ValueError(
+                f"The {split} split of {self.root} cannot be verified: {error}. Give it more people "
+                f"(data.val_fraction / data.test_fraction with data.split_by: identity)"
+            ) from error
 
     def _dataset(self, split: str, train: bool) -> FaceImageDataset | FaceBoxDataset:
         index = self.splits[split]
@@ -231,8 +313,30 @@ class FaceDataModule(pl.LightningDataModule):
                 raise ValueError("predict needs data.predict_dir: a folder (or file) of images")
             self.datasets["predict"] = PredictDataset(self.predict_dir, self.transform(False), self.channels, self.image_size)
 
+    def _train_batch_sampler(self) -> Optional[torch.utils.data.Sampler]:
+        labels = self.splits["train"].labels
+        if self.train_batches == "pk":
+            return PKBatchSampler(
+                labels, self.identities_per_batch, self.images_per_identity, self.batches_per_epoch, seed=self.seed
+            )
+        if self.train_batches == "pairs":
+            batches = self.batches_per_epoch or max(1, len(labels) // self.batch_size, self.min_batches_per_epoch)
+            return BalancedPairSampler(labels, self.batch_size, batches, seed=self.seed)
+        return None
+
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         dataset = self.datasets[split]
+        batch_sampler = self._train_batch_sampler() if split == "train" else None
+        if batch_sampler is not None:
+            if self.train_batches == "pairs":
+                dataset = PairDataset(dataset, with_labels=True)
+            return DataLoader(
+                dataset,
+                batch_sampler=batch_sampler,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+                pin_memory=torch.cuda.is_available(),
+            )
         sampler = None
         if shuffle and len(dataset) < self.min_batches_per_epoch * self.batch_size:
             # Without replacement and num_samples > len: whole permutations, every image equally often.

@@ -12,12 +12,13 @@ Images live at ``images/<name>/<name>_<iiii>.jpg`` beside the pairs file (index 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Pair", "lfw_image_path", "pair_fold_ids", "read_lfw_pairs"]
+__all__ = ["Pair", "balanced_label_pairs", "lfw_image_path", "pair_fold_ids", "read_lfw_pairs"]
 
 _MAX_LISTED_MISSING = 10
 
@@ -184,3 +185,52 @@ def pair_fold_ids(pairs: list[Pair], n_folds: int = 10) -> np.ndarray:
             "pairs: expected all matched pairs before all mismatched pairs (file order)"
         )
     return lfw_fold_ids(num_matched, len(pairs) - num_matched, n_folds)
+
+
+def balanced_label_pairs(labels: Sequence[int], max_per_kind: int = 3000, seed: int = 0) -> np.ndarray:
+    """Verification pairs among labelled images: as many "same" as "different" pairs, in LFW order.
+
+    Every same-identity pair is used (a seeded sample of ``max_per_kind`` when there are more),
+    then as many different-identity pairs drawn uniformly, without repeats. Used to verify on the
+    identity-disjoint validation and test splits.
+
+    Args:
+        labels: (N,) identity label per image.
+        max_per_kind: Cap on the pairs of each kind.
+        seed: Seed of the sampling (the same pairs every epoch).
+
+    Returns:
+        (M, 3) int64 rows ``(i, j, same)``: all matched pairs first, then the mismatched ones, so
+        :func:`facetorch.evaluation.lfw_fold_ids` gives their folds.
+
+    Raises:
+        ValueError: no identity has two images, or there is only one identity.
+    """
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    # Matched pairs: all index pairs inside each identity (i < j).
+    groups = [np.flatnonzero(y == label) for label in np.unique(y)]
+    matched = [np.stack(np.triu_indices(len(g), k=1)).T for g in groups]
+    matched = np.concatenate([g[m] for g, m in zip(groups, matched) if len(m)]) if any(len(m) for m in matched) else None
+    if matched is None or len(groups) < 2:
+        raise ValueError(
+            f"Verification pairs need an identity with two images and two identities; got {len(y)} images "
+            f"of {len(groups)} identities"
+        )
+    count = min(len(matched), max_per_kind)
+    matched = matched[np.sort(rng.choice(len(matched), count, replace=False))]
+    # Mismatched pairs: drawn at random (rejecting same-identity and repeated pairs); the pool of
+    # different-identity pairs is far larger than ``count`` whenever there are several identities.
+    pool = len(y) * (len(y) - 1) // 2 - sum(len(g) * (len(g) - 1) // 2 for g in groups)
+    count = min(count, pool)
+    seen: set[tuple[int, int]] = set()
+    while len(seen) < count:
+        a, b = rng.integers(len(y), size=(2, 2 * count))
+        for first, second in zip(a.tolist(), b.tolist()):
+            if y[first] != y[second] and len(seen) < count:
+                seen.add((min(first, second), max(first, second)))
+    mismatched = np.array(sorted(seen), dtype=np.int64).reshape(-1, 2)
+    matched = matched[: len(mismatched)]
+    rows = np.concatenate([matched, mismatched])
+    same = np.r_[np.ones(len(matched)), np.zeros(len(mismatched))].astype(np.int64)
+    return np.column_stack([rows, same]).astype(np.int64)

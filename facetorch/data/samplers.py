@@ -336,19 +336,28 @@ class PairDataset(Dataset):
     1.0 when the two labels are equal, else 0.0 (float32 so a default-collated batch is (B,) float32,
     ready for :class:`facetorch.losses.ContrastiveLoss`). Made for :class:`BalancedPairSampler`,
     whose batches are lists of such pairs.
+
+    Args:
+        base_dataset: The labelled images.
+        with_labels: Also return both identity labels, ``(img1, img2, same, label1, label2)``
+            (for a classification loss beside the pair loss).
     """
 
-    def __init__(self, base_dataset: Dataset) -> None:
+    def __init__(self, base_dataset: Dataset, with_labels: bool = False) -> None:
         self.base_dataset = base_dataset
+        self.with_labels = with_labels
 
     def __len__(self) -> int:
         return len(self.base_dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, pair: tuple[int, int]) -> tuple[Any, ...]:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise TypeError(
                 f"PairDataset expects an index pair (i, j), as BalancedPairSampler yields, got {pair!r}"
             )
         img1, label1 = self.base_dataset[pair[0]][:2]
         img2, label2 = self.base_dataset[pair[1]][:2]
-        return img1, img2, torch.tensor(float(label1 == label2), dtype=torch.float32)
+        same = torch.tensor(float(label1 == label2), dtype=torch.float32)
+        if self.with_labels:
+            return img1, img2, same, int(label1), int(label2)
+        return img1, img2, same

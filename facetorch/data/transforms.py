@@ -58,6 +58,30 @@ class ToTensor:
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
+class CenterCropFraction(A.ImageOnlyTransform):
+    """Keep the central ``fraction`` (of height, of width) of an image of any size.
+
+    LFW's 250x250 photos hold the face in their middle half; cropping by a fraction (not by
+    pixels) works for every photo size in a folder.
+    """
+
+    def __init__(self, fraction: tuple[float, float], p: float = 1.0) -> None:
+        super().__init__(p=p)
+        height, width = float(fraction[0]), float(fraction[1])
+        if not (0.0 < height <= 1.0 and 0.0 < width <= 1.0):
+            raise ValueError(f"data.center_crop must be two fractions in (0, 1] (height, width), got {fraction}")
+        self.fraction = (height, width)
+
+    def apply(self, img: np.ndarray, **params: object) -> np.ndarray:
+        h, w = img.shape[:2]
+        ch, cw = max(1, round(h * self.fraction[0])), max(1, round(w * self.fraction[1]))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return img[top : top + ch, left : left + cw]
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("fraction",)
+
+
 class AlbumentationsTransform:
     """Wraps an albumentations pipeline so it maps one array to one tensor (C, H, W).
 
@@ -109,6 +133,7 @@ def build_transform(
     mean: Sequence[float],
     std: Sequence[float],
     augmentation: Augmentation | None = None,
+    center_crop: Sequence[float] | None = None,
 ) -> AlbumentationsTransform:
     """Resize to ``image_size`` (height, width), augment if asked, normalise, and make a tensor.
 
@@ -117,9 +142,14 @@ def build_transform(
         mean: Per-channel mean in [0, 1] units.
         std: Per-channel std in [0, 1] units.
         augmentation: Random training augmentation; ``None`` gives the deterministic eval transform.
+        center_crop: Fractions (height, width) of the image kept around its centre before
+            resizing, in training and evaluation alike; ``None`` keeps the whole image.
     """
     height, width = int(image_size[0]), int(image_size[1])
-    steps: list[A.BasicTransform] = [A.Resize(height, width, interpolation=cv2.INTER_AREA)]
+    steps: list[A.BasicTransform] = []
+    if center_crop is not None:
+        steps.append(CenterCropFraction((center_crop[0], center_crop[1])))
+    steps.append(A.Resize(height, width, interpolation=cv2.INTER_AREA))
     if augmentation is not None:
         steps.extend(_augmentations(augmentation))
     steps.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
