@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from facetorch import evaluation
-from facetorch.baselines import EigenfacesSvm, HogSvmClassifier, LbpNearestNeighbour
+from facetorch.baselines import EigenfacesSvm, HogSvmClassifier, LbpNearestNeighbour, chi_square_distances
 from facetorch.data.datamodule import FaceDataModule
 from facetorch.data.datasets import SampleIndex, read_image, scan_face_crops, scan_identity_folders, to_uint8
 from facetorch.data.detection import BoxIndex, scan_labelme_index
@@ -113,6 +113,7 @@ def run_baseline(method: Method, data: FaceDataModule, test_root: Optional[str] 
     report["num_samples"] = int(len(test_labels))
     return report
 
+
 def largest_haar_boxes(index: SampleIndex, detector: Optional[HaarFaceDetector] = None) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV's Haar cascade as a single-face detector: the largest detection per image.
 
@@ -160,3 +161,45 @@ def run_detection_baseline(method: Method, data: FaceDataModule, test_root: Opti
 # ----------------------------------------------------------------------------------------------
 
 VERIFICATION_METHODS = ("eigenfaces", "lbp")
+
+
+def _cropped_grey(data: FaceDataModule, index: SampleIndex) -> list[np.ndarray]:
+    """Greyscale images of a split with the model's centre crop applied (so both see the same face)."""
+    images = load_grey(index)
+    if data.center_crop is None:
+        return images
+    from facetorch.data.transforms import CenterCropFraction
+
+    crop = CenterCropFraction(data.center_crop)
+    return [crop.apply(image) for image in images]
+
+
+def run_verification_baseline(method: str, data: FaceDataModule, pairs_file: str) -> dict[str, Any]:
+    """Verify the pairs of an LFW ``pairs_file`` with a classical embedding.
+
+    ``eigenfaces``: whitened PCA (100 components, 64x64) fitted on the train and val images of
+    ``data``; cosine similarity. ``lbp``: uniform LBP histograms on an 8x8 grid (96x96), no
+    training; minus the chi-square distance. Both see the model's ``center_crop``.
+
+    Returns:
+        ``method`` and the verification keys of :func:`facetorch.evaluation.verification_metrics`.
+    """
+    from facetorch.baselines import EigenfaceEmbedder
+    from facetorch.data.datamodule import FaceDataModule as DataModule
+
+    if method not in VERIFICATION_METHODS:
+        raise ValueError(f"verification baseline must be one of {VERIFICATION_METHODS}, got {method!r}")
+    probe = DataModule(**{**data.hparams, "pairs_file": pairs_file, "eval_all": True, "augmentation": None})
+    images = _cropped_grey(data, probe.splits["test"])
+    pairs, folds = probe.verification_pairs_of("test")
+    if method == "eigenfaces":
+        train = _cropped_grey(data, data.splits["train"]) + _cropped_grey(data, data.splits["val"])
+        embeddings = EigenfaceEmbedder(size=(64, 64)).fit(train).transform(images)
+        scores = np.sum(embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]], axis=1)
+    else:
+        lbp = LbpNearestNeighbour()
+        features = lbp._features(images)
+        scores = -np.array([chi_square_distances(features[i : i + 1], features[j : j + 1])[0, 0] for i, j in pairs[:, :2]])
+    report: dict[str, Any] = {"method": method}
+    report.update(evaluation.verification_metrics(scores, pairs[:, 2].astype(bool), fold_ids=folds))
+    return report

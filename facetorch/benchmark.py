@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from facetorch.data import FaceDataModule
-from facetorch.tasks import ClassificationTask, FaceClassifierTask, IdentityTask
+from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceTask, IdentityTask
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -83,9 +83,17 @@ def _cross_entropy(model: nn.Module, batch: Any) -> torch.Tensor:
 
 
 def classification_setup(
-    name: str, config: str, task_class: type[ClassificationTask], batch_size: int, steps: int, data_root: Optional[str]
+    name: str,
+    config: str,
+    task_class: type[FaceTask],
+    batch_size: int,
+    steps: int,
+    data_root: Optional[str],
+    plain_model: Callable[[pl.LightningModule], nn.Module] = lambda task: task.model,
+    plain_loss: Callable[[nn.Module, Any], torch.Tensor] = _cross_entropy,
 ) -> BenchmarkSetup:
-    """A classification task and its data, with the model and data settings of ``configs/<config>``."""
+    """A task and its data, with the model and data settings of ``configs/<config>``; the plain
+    loop trains ``plain_model(task)`` with ``plain_loss`` (by default the model and cross-entropy)."""
     from facetorch.data.transforms import Augmentation
 
     model_args = config_section(CONFIGS / config, "model")
@@ -97,11 +105,13 @@ def classification_setup(
     model_args.update(num_classes=data.num_classes, class_names=data.class_names, in_channels=data.channels,
                       scheduler="none")
 
-    def make_task(channels_last: bool) -> ClassificationTask:
+    if data.train_batches == "pk":  # P x K batches of --batch-size images
+        data.identities_per_batch = max(2, batch_size // data.images_per_identity)
+
+    def make_task(channels_last: bool) -> FaceTask:
         return task_class(**{**model_args, "channels_last": channels_last})
 
-    return BenchmarkSetup(name, make_task, lambda task: task.model, _cross_entropy,
-                          _fixed_batches(data, batch_size, steps), data)
+    return BenchmarkSetup(name, make_task, plain_model, plain_loss, _fixed_batches(data, batch_size, steps), data)
 
 
 def face_vgg_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
@@ -114,6 +124,32 @@ def identity_setup(batch_size: int, steps: int, data_root: Optional[str]) -> Ben
     if data_root is None:
         raise ValueError("--task identity needs --data-root DIR: a folder per person (e.g. ../shared/data/orl_faces)")
     return classification_setup("identity", "identity_resnet50.yaml", IdentityTask, batch_size, steps, data_root)
+
+
+class _PlainEmbedding(nn.Module):
+    """The embedding network and the classification head the triplet config trains beside it."""
+
+    def __init__(self, task: EmbeddingTask) -> None:
+        super().__init__()
+        self.net, self.classifier = task.model, task.classifier
+        self.triplet, self.classification_weight = task.triplet, task.classification_weight
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        images, labels = batch
+        embeddings = self.net(images)
+        loss = self.triplet(embeddings, labels)
+        if self.classifier is not None and self.classification_weight > 0:
+            loss = loss + self.classification_weight * F.cross_entropy(self.classifier(embeddings), labels)
+        return loss
+
+
+def embedding_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
+    """EmbeddingTask as in ``configs/embedding_triplet.yaml`` (ResNet18, P x K batches, triplet +
+    classification loss) on a folder per person (e.g. LFW DevTrain)."""
+    if data_root is None:
+        raise ValueError("--task embedding needs --data-root DIR: a folder per person (e.g. ../shared/data/lfw_devtrain/images)")
+    return classification_setup("embedding", "embedding_triplet.yaml", EmbeddingTask, batch_size, steps, data_root,
+                                plain_model=_PlainEmbedding, plain_loss=lambda model, batch: model.loss(batch))
 
 
 def _detection_loss(criterion: nn.Module) -> Callable[[nn.Module, Any], torch.Tensor]:
@@ -155,6 +191,7 @@ SETUPS: dict[str, Callable[[int, int, Optional[str]], BenchmarkSetup]] = {
     "detector": detector_setup,
     "face_vgg": face_vgg_setup,
     "identity": identity_setup,
+    "embedding": embedding_setup,
 }
 
 

@@ -74,12 +74,14 @@ class GradCAMLogger(pl.Callback):
         images = self._fixed_images(trainer).to(pl_module.device)
         self._images = images  # moved once, then reused on the module's device
         data = trainer.datamodule
+        target = pl_module.explain_target(None)
         rendered = render_explanations(
-            pl_module, images, [self.method], pl_module.explain_target(None),
+            pl_module, images, [self.method], target,
             getattr(data, "mean", None), getattr(data, "std", None),
         )  # fmt: skip
         rows = [[image, panel] for image, panel in zip(rendered.images, rendered.panels[self.method])]
-        title = f"epoch {trainer.current_epoch}: {COLUMN_TITLE[self.method]} of {pl_module.cam_layer}, predicted class"
+        explained = getattr(target, "description", "predicted class")
+        title = f"epoch {trainer.current_epoch}: {COLUMN_TITLE[self.method]} of {pl_module.cam_layer}, {explained}"
         plot_explanation_grid(rows, rendered.captions, ["input", COLUMN_TITLE[self.method]], title, path)
 
     def _due(self, trainer: pl.Trainer) -> bool:

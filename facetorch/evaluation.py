@@ -395,6 +395,47 @@ def verification_metrics(
     }
 
 
+def enrolled_classifier_accuracy(
+    embeddings: Any, labels: Any, enroll_fraction: float = 0.5, seed: int = 0
+) -> dict[str, float]:
+    """Closed-set identification from embeddings, as the original project did with an SVM.
+
+    Each identity's images are split (seeded) into an enrolled part (``enroll_fraction``, at
+    least one image) and probes (at least one image); identities with a single image are left
+    out. A linear SVM and a 1-nearest-neighbour classifier (cosine) are fit on the enrolled
+    embeddings and scored on the probes.
+
+    Returns:
+        ``svm_acc``, ``knn_acc`` and ``num_probes``; empty when no identity has two images.
+    """
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import LinearSVC
+
+    x = _to_numpy(embeddings, "embeddings").astype(np.float64)
+    y = _vector(labels, "labels", dtype=np.int64)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings: expected shape (N, D), got {x.shape}")
+    _same_length(embeddings=x, labels=y)
+    rng = np.random.default_rng(seed)
+    enrolled, probes = [], []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        if len(members) < 2:
+            continue
+        cut = min(len(members) - 1, max(1, round(len(members) * enroll_fraction)))
+        enrolled.extend(members[:cut])
+        probes.extend(members[cut:])
+    if not probes or len(np.unique(y[enrolled])) < 2:
+        return {}
+    svm = LinearSVC(C=1.0).fit(x[enrolled], y[enrolled])
+    knn = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(x[enrolled], y[enrolled])
+    return {
+        "svm_acc": float(np.mean(svm.predict(x[probes]) == y[probes])),
+        "knn_acc": float(np.mean(knn.predict(x[probes]) == y[probes])),
+        "num_probes": len(probes),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # open-set identification (gallery): each probe has its best gallery match and score
 # --------------------------------------------------------------------------------------------

@@ -173,6 +173,23 @@ class SimilarityTarget:
         return f"{type(self).__name__}(reference of shape {tuple(self.reference.shape)})"
 
 
+class NextSampleSimilarity:
+    """Cosine similarity of each embedding to the next one in the batch (the last to the first):
+    why neighbouring faces match, with no reference image. The neighbour is detached, so each map
+    explains its own image only."""
+
+    description = "similarity to the next image"
+
+    def __call__(self, output: Tensor) -> Tensor:
+        if not isinstance(output, Tensor) or output.ndim != 2:
+            raise ValueError(f"Expected an embedding output of shape (B, D), got {_describe(output)}")
+        neighbour = torch.roll(output.detach(), shifts=-1, dims=0).clone()
+        return F.cosine_similarity(output, neighbour, dim=1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
 class DissimilarityTarget(SimilarityTarget):
     """Negative cosine similarity to a reference: why a face was rejected as a match."""
 

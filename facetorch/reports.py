@@ -110,3 +110,16 @@ def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: P
         axis.imshow(image, cmap="gray" if image.ndim == 2 else None)
         axis.set_title(title, fontsize=7)
     io.save_figure(figure, path)
+
+
+def plot_score_histograms(scores: np.ndarray, same: np.ndarray, path: Path, threshold: float = float("nan")) -> None:
+    """Histograms of pair similarities, same-person pairs against different-person pairs."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(float(np.min(scores)), float(np.max(scores)), 41)
+    axis.hist(scores[same], bins=bins, alpha=0.6, label=f"same person ({int(same.sum())})")
+    axis.hist(scores[~same], bins=bins, alpha=0.6, label=f"different people ({int((~same).sum())})")
+    if np.isfinite(threshold):
+        axis.axvline(threshold, color="k", linestyle="--", label=f"calibrated threshold {threshold:.3f}")
+    axis.set(xlabel="Cosine similarity", ylabel="Pairs", title="Pair similarities")
+    axis.legend(fontsize=8)
+    io.save_figure(figure, path)

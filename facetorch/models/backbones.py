@@ -11,11 +11,16 @@ torchvision keeps what it downloads) or from an explicit ``weights_path``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torchvision
 from torch import nn
+
+from facetorch.models.vgg import LayerSpec, make_vgg_features
+
+# The face_vgg backbone: the face / non-face network's convolutions, one block wider (stride 16).
+FACE_VGG_CFG: tuple[LayerSpec, ...] = (32, "M", 64, "M", 128, "M", 256, "M")
 
 BackboneBuilder = Callable[[int, bool, Optional[str]], tuple[nn.Module, int]]
 
@@ -190,6 +195,29 @@ def tiny(in_channels: int = 3, pretrained: bool = False, weights_path: Optional[
     return features, 16
 
 
+class VGGFeatures(nn.Module):
+    """A small VGG feature stack (:func:`facetorch.models.vgg.make_vgg_features`, with BatchNorm)."""
+
+    def __init__(self, in_channels: int = 3, cfg: Sequence[LayerSpec] = FACE_VGG_CFG) -> None:
+        super().__init__()
+        self.features = make_vgg_features(cfg, in_channels, batch_norm=True)
+        last_relu = max(i for i, layer in enumerate(self.features) if isinstance(layer, nn.ReLU))
+        self.cam_layer = f"features.{last_relu}"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images)
+
+
+def face_vgg(in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None) -> tuple[nn.Module, int]:
+    """:class:`VGGFeatures` with :data:`FACE_VGG_CFG` (the face / non-face network's convolutions)."""
+    _check_channels(in_channels, "face_vgg")
+    features = VGGFeatures(in_channels)
+    if pretrained or weights_path is not None:
+        state, source = _pretrained_state("face_vgg", weights_path)
+        load_backbone_weights(features, state, source)
+    return features, int([c for c in FACE_VGG_CFG if c != "M"][-1])
+
+
 def _check_channels(in_channels: int, name: str) -> None:
     if in_channels not in (1, 3):
         raise ValueError(f"Backbone {name!r} takes in_channels 1 or 3, got {in_channels}")
@@ -198,6 +226,7 @@ def _check_channels(in_channels: int, name: str) -> None:
 BACKBONES: dict[str, BackboneBuilder] = {
     "resnet18": _resnet("resnet18"),
     "resnet50": _resnet("resnet50"),
+    "face_vgg": face_vgg,
     "tiny": tiny,
 }
 

@@ -1,0 +1,420 @@
+"""A gallery of enrolled faces: enrol people, identify faces (or answer "unknown"), verify pairs.
+
+The gallery file is a NumPy ``.npz`` written without pickle (arrays and one JSON string), so
+loading it never runs code: ``embeddings`` (N, D) float32, one row per enrolled image, and
+``meta``, the JSON of :class:`GalleryMeta` (names and files per row, the model fingerprint, the
+thresholds). A gallery belongs to the model that embedded it: loading it with another checkpoint
+is refused, since embeddings of two models are not comparable.
+
+Two thresholds: the checkpoint's pair threshold (calibrated on validation pairs: is this pair
+the same person?) decides ``verify``. Identification compares a face with *every* enrolled
+person and keeps the best match, so a stranger's best score is the maximum of many and passes a
+pair threshold far more often. ``identify`` therefore uses an open-set threshold that the
+gallery calibrates on its own people at each enrolment: each enrolled person in turn plays a
+stranger against the others, and the threshold lets through at most ``open_set_fpir`` of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as bytes_io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+
+from facetorch import evaluation, io
+from facetorch.data.datasets import ImageReadError, read_image
+from facetorch.data.files import is_image_file, list_images
+
+GALLERY_FORMAT = 1
+UNKNOWN = "unknown"
+
+
+class GalleryError(ValueError):
+    """A gallery file that cannot be used: malformed, or made by another model."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The embedding model of a checkpoint
+# ----------------------------------------------------------------------------------------------
+
+
+class Embedder:
+    """An :class:`~facetorch.tasks.EmbeddingTask` checkpoint with its evaluation transform.
+
+    The transform (size, centre crop, normalisation, channels) is rebuilt from the DataModule
+    settings saved in the checkpoint, so faces are embedded exactly as in validation.
+
+    Args:
+        ckpt_path: Checkpoint written by ``tools/train.py`` for an embedding config.
+        device: Torch device to run on.
+        batch_size: Images per forward pass.
+        faces: ``whole`` embeds each image as it is (face crops); ``haar`` first crops the largest
+            face found by OpenCV's Haar cascade, with ``margin`` added on each side.
+        margin: Margin around a Haar face, as a fraction of its size.
+    """
+
+    def __init__(
+        self,
+        ckpt_path: str | Path,
+        device: str = "cpu",
+        batch_size: int = 64,
+        faces: Literal["whole", "haar"] = "whole",
+        margin: float = 0.2,
+    ) -> None:
+        from facetorch.data import FaceDataModule
+        from facetorch.tasks import EmbeddingTask
+
+        ckpt_path = Path(ckpt_path)
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"--ckpt {str(ckpt_path)!r} does not exist")
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if "EmbeddingTask" not in str(checkpoint.get("hyper_parameters", {}).get("_class_path", "EmbeddingTask")):
+            raise ValueError(f"{ckpt_path} is not an EmbeddingTask checkpoint")
+        try:
+            self.task = EmbeddingTask.load_from_checkpoint(ckpt_path, map_location=device, weights_only=False)
+        except (TypeError, KeyError, RuntimeError) as error:
+            raise ValueError(f"{ckpt_path} does not hold an EmbeddingTask checkpoint: {error}") from error
+        self.task.eval()
+        data_args = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+        keep = ("image_size", "channels", "normalization", "center_crop", "layout")
+        self.data = FaceDataModule(**{k: v for k, v in data_args.items() if k in keep}, root=".", augmentation=None)
+        self.transform = self.data.transform(train=False)
+        self.channels = self.data.channels
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.fingerprint = model_fingerprint(self.task)
+        self.threshold = float(self.task.threshold)
+        self.faces = faces
+        self.margin = margin
+        self._detector = None
+        if faces == "haar":
+            from facetorch.haar import HaarFaceDetector
+
+            self._detector = HaarFaceDetector()
+        elif faces != "whole":
+            raise ValueError(f"faces must be 'whole' or 'haar', got {faces!r}")
+
+    def face_of(self, image: np.ndarray) -> Optional[np.ndarray]:
+        """The part of ``image`` to embed: all of it, or the largest Haar face with a margin (None: no face)."""
+        if self._detector is None:
+            return image
+        box = self._detector.largest(image)
+        if box is None:
+            return None
+        x1, y1, x2, y2 = box
+        dx, dy = (x2 - x1) * self.margin, (y2 - y1) * self.margin
+        h, w = image.shape[:2]
+        top, bottom = int(max(0, y1 - dy)), int(min(h, y2 + dy))
+        left, right = int(max(0, x1 - dx)), int(min(w, x2 + dx))
+        return image[top:bottom, left:right]
+
+    @torch.no_grad()
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Embeddings (N, D) float32 of decoded images (uint8 arrays, as ``read_image`` gives)."""
+        rows = []
+        for start in range(0, len(images), self.batch_size):
+            batch = torch.stack([self.transform(image) for image in images[start : start + self.batch_size]])
+            rows.append(self.task.embed(batch.to(self.device)).float().cpu())
+        if not rows:
+            return np.empty((0, self.task.embedding_dim), dtype=np.float32)
+        return torch.cat(rows).numpy().astype(np.float32)
+
+    def embed_files(self, paths: Sequence[Path]) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
+        """Embed image files; returns the embeddings, the files embedded, and the files skipped
+        (unreadable, or no face found) with the reason."""
+        faces, used, skipped = [], [], {}
+        for path in paths:
+            try:
+                face = self.face_of(read_image(Path(path), self.channels))
+            except ImageReadError as error:
+                skipped[Path(path)] = str(error)
+                continue
+            if face is None or min(face.shape[:2]) < 2:
+                skipped[Path(path)] = "no face found"
+                continue
+            faces.append(face)
+            used.append(Path(path))
+        return self.embed(faces), used, skipped
+
+
+def model_fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of a model's weights: galleries remember which model embedded them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        if name.startswith("classifier."):
+            continue  # the training-only classification head does not change embeddings
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# The gallery
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GalleryMeta:
+    """What a gallery file stores beside its embeddings."""
+
+    model_fingerprint: str
+    threshold: float
+    names: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    open_set_fpir: float = 0.05
+    open_set_threshold: float = float("nan")
+    format: int = GALLERY_FORMAT
+
+
+class Gallery:
+    """Enrolled embeddings, one row per image, each with the person's name."""
+
+    def __init__(self, embeddings: np.ndarray, meta: GalleryMeta) -> None:
+        if embeddings.ndim != 2 or len(embeddings) != len(meta.names) or len(meta.names) != len(meta.files):
+            raise GalleryError(
+                f"Expected one name and one file per embedding row, got {embeddings.shape} embeddings, "
+                f"{len(meta.names)} names and {len(meta.files)} files"
+            )
+        self.embeddings = embeddings.astype(np.float32)
+        self.meta = meta
+
+    @classmethod
+    def empty(cls, embedder: Embedder) -> "Gallery":
+        dim = embedder.task.embedding_dim
+        return cls(np.empty((0, dim), np.float32), GalleryMeta(embedder.fingerprint, embedder.threshold))
+
+    @property
+    def people(self) -> list[str]:
+        """Enrolled names, sorted."""
+        return sorted(set(self.meta.names))
+
+    def __len__(self) -> int:
+        return len(self.meta.names)
+
+    def add(self, name: str, embeddings: np.ndarray, files: Sequence[Path]) -> int:
+        """Enrol images of ``name`` (files already enrolled are skipped); returns how many were added."""
+        known = set(self.meta.files)
+        keep = [i for i, path in enumerate(files) if str(Path(path).resolve()) not in known]
+        if keep:
+            self.embeddings = np.concatenate([self.embeddings, embeddings[keep]])
+            self.meta.names += [name] * len(keep)
+            self.meta.files += [str(Path(files[i]).resolve()) for i in keep]
+        return len(keep)
+
+    def check_model(self, embedder: Embedder, source: str | Path) -> None:
+        """Refuse a gallery that another model embedded."""
+        if self.meta.model_fingerprint != embedder.fingerprint:
+            raise GalleryError(
+                f"Gallery {str(source)!r} was made by another model (fingerprint {self.meta.model_fingerprint}); "
+                f"this checkpoint's is {embedder.fingerprint}. Embeddings of different models cannot be "
+                "compared: enrol the people again into a new gallery with this checkpoint."
+            )
+
+    def best_matches(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """For each probe (N, D): the enrolled person most similar (the best of their images) and
+        that cosine similarity."""
+        if len(self) == 0:
+            raise GalleryError("The gallery is empty: enrol people first")
+        people = self.people
+        # float64 throughout: thresholds are float64 and sit one ulp above a calibration score.
+        similarity = embeddings.astype(np.float64) @ self.embeddings.T.astype(np.float64)  # (N, rows): cosine
+        per_person = np.full((len(embeddings), len(people)), -np.inf)
+        names = np.array(self.meta.names)
+        for k, person in enumerate(people):
+            per_person[:, k] = similarity[:, names == person].max(axis=1)
+        best = per_person.argmax(axis=1)
+        return [people[k] for k in best], per_person[np.arange(len(embeddings)), best]
+
+    def calibrate_open_set(self) -> float:
+        """Set ``meta.open_set_threshold`` from the enrolled people alone: each person's images are
+        matched against everyone else's, as a stranger's would be, and the threshold accepts at
+        most ``meta.open_set_fpir`` of these best matches. NaN with fewer than 3 people."""
+        people, names = self.people, np.array(self.meta.names)
+        if len(people) < 3:
+            self.meta.open_set_threshold = float("nan")
+            return self.meta.open_set_threshold
+        stranger_scores = []
+        for person in people:
+            own = names == person
+            rows = self.embeddings.astype(np.float64)
+            similarity = rows[own] @ rows[~own].T  # (own images, other rows)
+            stranger_scores.extend(similarity.max(axis=1).tolist())
+        self.meta.open_set_threshold = evaluation.fpir_threshold(stranger_scores, self.meta.open_set_fpir)
+        return self.meta.open_set_threshold
+
+    def default_threshold(self) -> float:
+        """The open-set threshold when calibrated, else the checkpoint's pair threshold."""
+        if np.isfinite(self.meta.open_set_threshold):
+            return self.meta.open_set_threshold
+        return self.meta.threshold
+
+    def identify(self, embeddings: np.ndarray, threshold: Optional[float] = None) -> list[tuple[str, float]]:
+        """(name, similarity) per probe; the name is ``"unknown"`` below the threshold (by default
+        :meth:`default_threshold`)."""
+        threshold = self.default_threshold() if threshold is None else threshold
+        if not np.isfinite(threshold):
+            raise GalleryError("The gallery has no calibrated threshold (the checkpoint never validated); pass --threshold")
+        names, scores = self.best_matches(embeddings)
+        return [(name if score >= threshold else UNKNOWN, float(score)) for name, score in zip(names, scores)]
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> None:
+        """Write atomically as ``.npz`` (no pickle)."""
+        buffer = bytes_io.BytesIO()
+        meta = np.frombuffer(json.dumps(asdict(self.meta)).encode("utf-8"), dtype=np.uint8)
+        np.savez(buffer, embeddings=self.embeddings, meta=meta)
+        with io.atomic_open(Path(path), "wb") as handle:
+            handle.write(buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Gallery":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Gallery file {str(path)!r} does not exist; create it with `gallery.py enroll`")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                embeddings = archive["embeddings"]
+                meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
+        except (OSError, ValueError, KeyError) as error:
+            raise GalleryError(f"{path} is not a facetorch gallery (.npz with embeddings and meta): {error}") from error
+        if meta.get("format") != GALLERY_FORMAT:
+            raise GalleryError(f"{path}: gallery format {meta.get('format')!r}, expected {GALLERY_FORMAT}")
+        return cls(embeddings, GalleryMeta(**meta))
+
+
+# ----------------------------------------------------------------------------------------------
+# Operations behind tools/gallery.py
+# ----------------------------------------------------------------------------------------------
+
+
+def person_folders(images: str | Path) -> dict[str, list[Path]]:
+    """``images/<person>/<images>`` -> {person: files}; people without images are left out."""
+    root = Path(images)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--images {str(root)!r} is not a folder of person folders")
+    people = {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir()}
+    people = {name: files for name, files in people.items() if files}
+    if not people:
+        raise ValueError(f"--images {str(root)!r} holds no person folder with images (expected {root}/<name>/<image>)")
+    return people
+
+
+def enroll(
+    embedder: Embedder, gallery_path: str | Path, images: str | Path, open_set_fpir: Optional[float] = None
+) -> dict[str, Any]:
+    """Enrol every person folder under ``images`` into the gallery (created if missing), then
+    recalibrate its open-set threshold (at ``open_set_fpir``, else the gallery's own setting).
+
+    Returns:
+        ``people`` (enrolled now), ``added`` images, ``skipped`` {file: reason}, ``total`` rows,
+        ``open_set_threshold``.
+    """
+    gallery_path = Path(gallery_path)
+    if gallery_path.exists():
+        gallery = Gallery.load(gallery_path)
+        gallery.check_model(embedder, gallery_path)
+    else:
+        gallery = Gallery.empty(embedder)
+    added, skipped = 0, {}
+    people = person_folders(images)
+    for name, files in people.items():
+        embeddings, used, missed = embedder.embed_files(files)
+        added += gallery.add(name, embeddings, used)
+        skipped.update({str(k): v for k, v in missed.items()})
+    if open_set_fpir is not None:
+        gallery.meta.open_set_fpir = open_set_fpir
+    threshold = gallery.calibrate_open_set()
+    gallery.save(gallery_path)
+    return {"people": sorted(people), "added": added, "skipped": skipped, "total": len(gallery),
+            "open_set_threshold": threshold}
+
+
+def probe_files(images: str | Path) -> list[Path]:
+    """One image file, or every image under a folder (recursively)."""
+    source = Path(images)
+    if source.is_file():
+        if not is_image_file(source):
+            raise ValueError(f"--images {str(source)!r} is not an image file")
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f"--images {str(source)!r} does not exist")
+    files = sorted(p for p in source.rglob("*") if is_image_file(p))
+    if not files:
+        raise ValueError(f"--images {str(source)!r} holds no image")
+    return files
+
+
+def identify(
+    embedder: Embedder, gallery: Gallery, images: str | Path, threshold: Optional[float] = None
+) -> list[dict[str, Any]]:
+    """Rows ``file, name, similarity, error`` for each probe image (name ``unknown`` below the threshold)."""
+    files = probe_files(images)
+    embeddings, used, skipped = embedder.embed_files(files)
+    answers = dict(zip(used, gallery.identify(embeddings, threshold))) if used else {}
+    rows = []
+    for path in files:
+        if path in answers:
+            name, score = answers[path]
+            rows.append({"file": str(path), "name": name, "similarity": f"{score:.4f}", "error": ""})
+        else:
+            rows.append({"file": str(path), "name": "", "similarity": "", "error": skipped[path]})
+    return rows
+
+
+def verify(embedder: Embedder, image1: str | Path, image2: str | Path, threshold: Optional[float] = None) -> dict[str, Any]:
+    """Whether two images show the same person: cosine similarity against the threshold."""
+    embeddings, used, skipped = embedder.embed_files([Path(image1), Path(image2)])
+    if skipped:
+        raise ValueError("; ".join(f"{path}: {reason}" for path, reason in skipped.items()))
+    threshold = embedder.threshold if threshold is None else threshold
+    similarity = float(embeddings[0] @ embeddings[1])
+    return {"similarity": similarity, "threshold": threshold, "same": bool(similarity >= threshold)}
+
+
+def evaluate_open_set(
+    embedder: Embedder,
+    gallery: Gallery,
+    known: str | Path,
+    unknown: str | Path,
+    threshold: Optional[float] = None,
+    fpirs: Sequence[float] = (0.01, 0.1),
+) -> dict[str, Any]:
+    """Open-set identification: probes of enrolled people (``known/<person>/*``) and of people
+    never enrolled (``unknown/<person>/*``).
+
+    Returns:
+        ``identification_rate`` and ``unknown_rejection_rate`` at the threshold (the gallery's
+        default unless given), the same two at the checkpoint's pair threshold
+        (``..._at_pair_threshold``), ``dir_at_fpir_<f>`` for each FPIR, ``rank1_acc`` (known probes,
+        no threshold), ``threshold``, ``pair_threshold``, ``num_known``, ``num_unknown``,
+        ``num_samples``.
+    """
+    threshold = gallery.default_threshold() if threshold is None else threshold
+    scores, predicted, truth = [], [], []
+    for folder, is_known in ((known, True), (unknown, False)):
+        for name, files in person_folders(folder).items():
+            if is_known and name not in gallery.people:
+                raise GalleryError(f"{folder}/{name}: a known probe of a person not in the gallery ({len(gallery.people)} enrolled)")
+            embeddings, used, _ = embedder.embed_files(files)
+            if not used:
+                continue
+            names, best = gallery.best_matches(embeddings)
+            scores.extend(best.tolist())
+            predicted.extend(names)
+            truth.extend([name if is_known else None] * len(used))
+    report: dict[str, Any] = evaluation.open_set_metrics(scores, predicted, truth, threshold)
+    at_pair = evaluation.open_set_metrics(scores, predicted, truth, gallery.meta.threshold)
+    report["identification_rate_at_pair_threshold"] = at_pair["identification_rate"]
+    report["unknown_rejection_rate_at_pair_threshold"] = at_pair["unknown_rejection_rate"]
+    for fpir in fpirs:
+        report[f"dir_at_fpir_{fpir:g}"] = evaluation.dir_at_fpir(scores, predicted, truth, fpir)
+    known_mask = np.array([t is not None for t in truth])
+    report["rank1_acc"] = float(np.mean(np.array(predicted)[known_mask] == np.array(truth, dtype=object)[known_mask]))
+    report["threshold"] = float(threshold)
+    report["pair_threshold"] = float(gallery.meta.threshold)
+    return report

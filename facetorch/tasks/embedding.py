@@ -1,0 +1,336 @@
+"""Face embeddings: triplet or contrastive training, verification, and classifiers on embeddings."""
+
+from __future__ import annotations
+
+import csv
+from typing import Any, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facetorch import evaluation, gradcam, io, reports
+from facetorch.losses import ContrastiveLoss, PairDistance, TripletLoss, TripletMining
+from facetorch.models.backbones import build_backbone
+from facetorch.models.embedding import CosineClassifier, EmbeddingNet
+from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName
+
+MetricLoss = Literal["triplet", "contrastive"]
+
+
+class EmbeddingTask(FaceTask):
+    """An L2-normalised face embedding: the same person close, different people far apart.
+
+    Training batches come from the DataModule's ``train_batches``: ``pk`` (images, labels) for the
+    triplet loss, ``pairs`` (img1, img2, same, label1, label2) for the contrastive loss. An
+    optional classification loss (a cosine softmax over the training identities) is added with
+    ``classification_weight``. The original two-stage schedule: ``classify_epochs`` epochs of the
+    classification loss alone, then the metric loss, with ``stage_two_trains: embedding`` training
+    only the embedding layer (the backbone frozen, its BatchNorm statistics fixed).
+
+    Validation verifies pairs drawn among the validation identities (people never trained on
+    when ``data.split_by: identity``): ``val_pair_acc`` (10-fold), ``val_auc``, ``val_eer``. The
+    best-accuracy cosine threshold of each validation is kept in the ``threshold`` buffer, so every
+    checkpoint carries the threshold calibrated with it. Testing reports the verification keys of
+    DESIGN.md on the test identities (or on ``data.pairs_file``), the accuracy at the calibrated
+    threshold, and a linear SVM and 1-NN fit on half the images of each test identity.
+
+    Args:
+        num_classes: Identities of the data set (the classification head's size); linked from the data.
+        class_names: Identity names; linked from the data.
+        in_channels: Image channels; linked from the data.
+        backbone: A name in :data:`facetorch.models.backbones.BACKBONES`.
+        pretrained: Start from ImageNet weights found in torch hub's local cache (never downloaded).
+        weights_path: Start the backbone from this state dict file instead.
+        embedding_dim: Length of the embedding.
+        dropout: Dropout before the embedding layer.
+        loss: ``triplet`` (needs ``pk`` batches) or ``contrastive`` (needs ``pairs`` batches).
+        margin: Triplet margin alpha on squared distances (the original: 0.1).
+        mining: Triplet mining: ``batch_all``, ``batch_hard`` or ``semi_hard``.
+        contrastive_margin: Contrastive margin, in units of ``contrastive_distance``.
+        contrastive_distance: ``euclidean``, ``squared`` or ``mean_squared`` (the original).
+        classification_weight: Weight of the classification loss beside the metric loss (0: off).
+        classifier_scale: Logit scale of the cosine classifier.
+        classify_epochs: Epochs of classification alone before the metric loss starts (stage one).
+        stage_two_trains: ``all`` or ``embedding`` (only the embedding layer, as the original).
+        flip_test: Embed each evaluation image and its mirror image and average (test-time flip).
+        optimizer, lr, weight_decay, momentum, scheduler, warmup_epochs, plateau_factor,
+        plateau_patience, channels_last: see :class:`~facetorch.tasks.base.FaceTask`.
+    """
+
+    monitor = "val_auc"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        class_names: Optional[Sequence[str]] = None,
+        in_channels: int = 3,
+        backbone: str = "resnet18",
+        pretrained: bool = False,
+        weights_path: Optional[str] = None,
+        embedding_dim: int = 128,
+        dropout: float = 0.2,
+        loss: MetricLoss = "triplet",
+        margin: float = 0.2,
+        mining: TripletMining = "semi_hard",
+        contrastive_margin: float = 1.0,
+        contrastive_distance: PairDistance = "euclidean",
+        classification_weight: float = 0.0,
+        classifier_scale: float = 16.0,
+        classify_epochs: int = 0,
+        stage_two_trains: Literal["all", "embedding"] = "all",
+        flip_test: bool = True,
+        optimizer: OptimizerName = "adamw",
+        lr: float = 2e-3,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        scheduler: SchedulerName = "cosine",
+        warmup_epochs: int = 0,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 2,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            scheduler=scheduler,
+            warmup_epochs=warmup_epochs,
+            plateau_factor=plateau_factor,
+            plateau_patience=plateau_patience,
+            channels_last=channels_last,
+        )
+        if loss not in ("triplet", "contrastive"):
+            raise ValueError(f"model.loss must be 'triplet' or 'contrastive', got {loss!r}")
+        if classify_epochs > 0 and classification_weight <= 0 and num_classes < 2:
+            raise ValueError("model.classify_epochs needs at least 2 identities to classify")
+        if stage_two_trains not in ("all", "embedding"):
+            raise ValueError(f"model.stage_two_trains must be 'all' or 'embedding', got {stage_two_trains!r}")
+        self.save_hyperparameters()
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        features, width = build_backbone(backbone, in_channels, pretrained, weights_path)
+        self.model = EmbeddingNet(features, width, embedding_dim, dropout)
+        self.embedding_dim = embedding_dim
+        self.loss_name = loss
+        self.triplet = TripletLoss(margin, mining)
+        self.contrastive = ContrastiveLoss(contrastive_margin, contrastive_distance)
+        self.classification_weight = classification_weight
+        self.classify_epochs = classify_epochs
+        self.stage_two_trains = stage_two_trains
+        self.flip_test = flip_test
+        needs_classifier = classification_weight > 0 or classify_epochs > 0
+        self.classifier = CosineClassifier(embedding_dim, num_classes, classifier_scale) if needs_classifier else None
+        # Cosine similarity at or above which two faces are the same person; set at each validation.
+        self.register_buffer("threshold", torch.tensor(float("nan")))
+        self._eval_embeddings: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, D) unit-length embeddings."""
+        return self.model(self.to_memory_format(images))
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Evaluation embeddings (B, D): with ``flip_test``, of the image and its mirror, averaged."""
+        embeddings = self(images)
+        if self.flip_test:
+            embeddings = F.normalize(embeddings + self(torch.flip(images, dims=[3])), dim=1)
+        return embeddings
+
+    # ------------------------------------------------------------------ training
+    @property
+    def in_classification_stage(self) -> bool:
+        return self.current_epoch < self.classify_epochs
+
+    def on_train_epoch_start(self) -> None:
+        if self.in_classification_stage or self.stage_two_trains == "all":
+            return
+        # Stage two: only the embedding layer learns. Lightning sets train mode every epoch, so the
+        # backbone's BatchNorm is put back to eval here each time.
+        for module in (self.model.backbone, self.model.pool):
+            module.eval()
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+        if self.classifier is not None and self.classification_weight <= 0:
+            self.classifier.requires_grad_(False)
+
+    def _classification_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.classifier is None:
+            raise RuntimeError("no classifier: set model.classification_weight or model.classify_epochs")
+        return F.cross_entropy(self.classifier(embeddings), labels)
+
+    def _unpack(self, batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Training batch -> (embeddings, labels, same); ``same`` only for pair batches."""
+        if self.loss_name == "triplet":
+            if len(batch) != 2:
+                raise ValueError(
+                    "model.loss=triplet expects (images, labels) batches: set data.train_batches: pk; "
+                    f"got a batch of {len(batch)} items"
+                )
+            images, labels = batch
+            return self(images), labels, None
+        if len(batch) != 5:
+            raise ValueError(
+                "model.loss=contrastive expects (img1, img2, same, label1, label2) batches: set "
+                f"data.train_batches: pairs; got a batch of {len(batch)} items"
+            )
+        x1, x2, same, label1, label2 = batch
+        embeddings = self(torch.cat([x1, x2]))  # one forward for both halves: (2B, D)
+        return embeddings, torch.cat([label1, label2]), same
+
+    def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
+        embeddings, labels, same = self._unpack(batch)
+        batch_size = len(labels)
+        if self.in_classification_stage:
+            loss = self._classification_loss(embeddings, labels)
+            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            return loss
+        if same is None:
+            metric_loss = self.triplet(embeddings, labels)
+            stats = self.triplet.last_stats
+        else:
+            half = len(embeddings) // 2
+            metric_loss = self.contrastive(embeddings[:half], embeddings[half:], same)
+            stats = self.contrastive.last_stats
+        loss = metric_loss
+        if self.classification_weight > 0:
+            loss = loss + self.classification_weight * self._classification_loss(embeddings, labels)
+        self.log(f"train_{self.loss_name}_loss", metric_loss, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("train_active_fraction", stats["active_fraction"], on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ validation and test
+    def on_validation_epoch_start(self) -> None:
+        self._eval_embeddings = []
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_embeddings = []
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_embeddings.append(self.embed(batch[0]).float())
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_embeddings.append(self.embed(batch[0]).float())
+
+    def _gathered_embeddings(self, num_samples: int) -> torch.Tensor:
+        """The split's embeddings (N, D) in dataset order, from every rank."""
+        embeddings = torch.cat(self._eval_embeddings) if self._eval_embeddings else torch.empty(0, self.embedding_dim)
+        self._eval_embeddings = []
+        if self.trainer.world_size > 1:
+            # Lightning's unshuffled DistributedSampler gives rank r the indices r, r + W, ...:
+            # (W, n, D) -> interleave -> (W * n, D), then drop the padding.
+            gathered = self.all_gather(embeddings)
+            embeddings = gathered.transpose(0, 1).flatten(0, 1)
+        return embeddings[:num_samples].cpu()
+
+    def _verify(self, split: str) -> Optional[tuple[dict[str, float], np.ndarray, np.ndarray]]:
+        """Verification metrics of a split, with the pair scores and labels; ``None`` when the
+        loop saw too few images to form both kinds of pair (sanity check, ``fast_dev_run``)."""
+        data = self.trainer.datamodule
+        embeddings = self._gathered_embeddings(len(data.splits[split]))
+        pairs, folds = data.verification_pairs_of(split)
+        seen = (pairs[:, 0] < len(embeddings)) & (pairs[:, 1] < len(embeddings))
+        pairs, folds = pairs[seen], (folds[seen] if folds is not None else None)
+        same = pairs[:, 2].astype(bool)
+        if same.sum() < 2 or (~same).sum() < 2 or (folds is None and not seen.all()):
+            return None
+        scores = (embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]]).sum(dim=1).numpy()  # cosine similarity
+        n_folds = min(10, int(same.sum()), int((~same).sum()))
+        metrics = evaluation.verification_metrics(scores, same, n_folds=n_folds, fold_ids=folds)
+        self._last_embeddings = embeddings
+        return metrics, scores, same
+
+    def on_validation_epoch_end(self) -> None:
+        result = self._verify("val")
+        if result is None:
+            return
+        metrics = result[0]
+        self.threshold.fill_(metrics["threshold"])
+        self.log("val_pair_acc", metrics["pair_acc"], prog_bar=True, rank_zero_only=True)
+        self.log("val_auc", metrics["auc"], prog_bar=True, rank_zero_only=True)
+        self.log("val_eer", metrics["eer"], rank_zero_only=True)
+
+    def on_test_epoch_end(self) -> None:
+        result = self._verify("test")
+        if result is None:
+            raise ValueError("The test split holds too few pairs to verify: it needs two identities with two images")
+        metrics, scores, same = result
+        report: dict[str, Any] = dict(metrics)
+        report["num_pairs"] = report["num_samples"]
+        threshold = float(self.threshold)
+        if np.isfinite(threshold):
+            report["calibrated_threshold"] = threshold
+            report["acc_at_calibrated_threshold"] = float(np.mean((scores >= threshold) == same))
+        if self.trainer.datamodule.pairs_file is None:
+            labels = np.asarray(self.trainer.datamodule.splits["test"].labels)
+            report.update(evaluation.enrolled_classifier_accuracy(self._last_embeddings.numpy(), labels, seed=0))
+        for key in ("pair_acc", "auc", "eer"):
+            self.log(f"test_{key}", report[key], rank_zero_only=True)
+        self.write_test_plots(scores, same)
+        self.write_report(report)
+
+    def write_test_plots(self, scores: np.ndarray, same: np.ndarray) -> None:
+        """The verification ROC and the similarity histograms of same / different pairs (PNGs)."""
+        roc_path = self.artifact_path("roc.png")
+        if roc_path is None:
+            return
+        curve = evaluation.roc_curves(np.stack([-scores, scores], axis=1), same.astype(int), ["different", "same"])["same"]
+        reports.plot_roc_curves({"verification": curve}, roc_path, title=f"Verification ROC ({len(scores)} pairs)")
+        reports.plot_score_histograms(
+            scores, same, self.artifact_path("similarities.png"), threshold=float(self.threshold)
+        )
+
+    # ------------------------------------------------------------------ predict
+    def on_predict_epoch_start(self) -> None:
+        self._predictions: list[dict[str, Any]] = []
+
+    def predict_step(self, batch: tuple[torch.Tensor, list[str], list[str]], batch_idx: int) -> torch.Tensor:
+        images, paths, errors = batch
+        embeddings = self.embed(images).float().cpu()
+        for path, error, embedding in zip(paths, errors, embeddings.tolist()):
+            self._predictions.append({"file": path, "error": error, "embedding": [] if error else embedding})
+        return embeddings
+
+    def on_predict_epoch_end(self) -> None:
+        """``embeddings.csv`` in the run folder: file, error, then the D embedding values."""
+        path = self.artifact_path("embeddings.csv")
+        if path is None:
+            return
+        header = ["file", "error"] + [f"e{i}" for i in range(self.embedding_dim)]
+        with io.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            for row in self._predictions:
+                writer.writerow([row["file"], row["error"], *(f"{v:.6f}" for v in row["embedding"])])
+
+    # ------------------------------------------------------------------ checkpoints and explanations
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Evaluating on other people links another identity count into num_classes; the classifier
+        # only serves training, so take its shape from the checkpoint.
+        weight = checkpoint.get("state_dict", {}).get("classifier.weight")
+        if weight is not None and (self.classifier is None or self.classifier.weight.shape != weight.shape):
+            scale = self.classifier.scale if self.classifier is not None else self.hparams.classifier_scale
+            self.classifier = CosineClassifier(weight.shape[1], weight.shape[0], scale).to(self.device)
+
+    @property
+    def cam_layer(self) -> str:
+        """Grad-CAM layer name, relative to the task (``model.backbone.layer4``)."""
+        return f"model.{self.model.cam_layer}"
+
+    def explain_target(self, spec: Optional[str] = None) -> gradcam.NextSampleSimilarity:
+        """``None`` or ``next``: each image's similarity to the next image of the batch (what the
+        Grad-CAM callback shows). ``tools/explain.py --reference IMG`` explains the similarity to
+        one reference face instead."""
+        if spec in (None, "", "predicted", "next"):
+            return gradcam.NextSampleSimilarity()
+        raise ValueError(
+            f"--target for an embedding must be 'next' (similarity to the next image); got {spec!r}. "
+            "Pass --reference IMG to explain the similarity of each image to that reference face"
+        )
