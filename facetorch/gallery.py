@@ -292,6 +292,43 @@ class Gallery:
 # ----------------------------------------------------------------------------------------------
 
 
+def _natural_key(path: Path) -> list[Any]:
+    """Sort ``s2`` before ``s10`` and ``2.pgm`` before ``10.pgm``."""
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def split_open_set(images: str | Path, output: str | Path, people: int, per_person: int) -> dict[str, int]:
+    """Copy a folder of people into an open-set protocol: ``enrol/`` (the first ``per_person``
+    images of the first ``people`` people, in natural name order), ``known/`` (their other images)
+    and ``unknown/`` (every image of the remaining people).
+
+    Raises:
+        FileExistsError: ``output`` exists and is not empty (nothing is overwritten).
+        ValueError: too few people, or an enrolled person without an image left to probe.
+    """
+    output = Path(output)
+    if output.exists() and any(output.iterdir()):
+        raise FileExistsError(f"--output {str(output)!r} exists and is not empty")
+    folders = sorted((Path(images) / name for name in person_folders(images)), key=_natural_key)
+    if not 0 < people < len(folders):
+        raise ValueError(f"--people must be between 1 and {len(folders) - 1} (of {len(folders)} people), got {people}")
+    counts = {"enrol": 0, "known": 0, "unknown": 0}
+    for rank, folder in enumerate(folders):
+        files = sorted(list_images(folder), key=_natural_key)
+        if rank < people and len(files) <= per_person:
+            raise ValueError(f"{folder}: {len(files)} images leave none to probe after enrolling {per_person}")
+        parts = {"unknown": files} if rank >= people else {"enrol": files[:per_person], "known": files[per_person:]}
+        for part, chosen in parts.items():
+            target = output / part / folder.name
+            target.mkdir(parents=True, exist_ok=True)
+            for path in chosen:
+                (target / path.name).write_bytes(path.read_bytes())
+            counts[part] += len(chosen)
+    return counts
+
+
 def person_folders(images: str | Path) -> dict[str, list[Path]]:
     """``images/<person>/<images>`` -> {person: files}; people without images are left out."""
     root = Path(images)

@@ -6,6 +6,7 @@ Examples::
     python tools/gallery.py identify --ckpt CKPT --gallery people.npz --images DIR_OR_FILE --output ids.csv
     python tools/gallery.py verify   --ckpt CKPT IMG1 IMG2
     python tools/gallery.py evaluate --ckpt CKPT --gallery people.npz --known DIR --unknown DIR
+    python tools/gallery.py split    --images PEOPLE_DIR --people 30 --per-person 5 --output DIR
 
 ``verify`` uses the pair threshold calibrated at validation and stored in the checkpoint;
 ``identify`` and ``evaluate`` use the gallery's open-set threshold, calibrated on the enrolled
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from facetorch import io
-from facetorch.gallery import Embedder, Gallery, enroll, evaluate_open_set, identify, verify
+from facetorch.gallery import Embedder, Gallery, enroll, evaluate_open_set, identify, split_open_set, verify
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--unknown", required=True, help="<person>/<images> probes of people never enrolled")
     ev.add_argument("--threshold", type=float, default=None)
     ev.add_argument("--output", default=None, help="also write the metrics JSON here (refuses to overwrite)")
+
+    split = commands.add_parser("split", help="copy people into enrol/, known/ and unknown/ for evaluate")
+    split.add_argument("--images", required=True, help="folder of <person>/<images>")
+    split.add_argument("--people", type=int, required=True, help="people to enrol (the first, in natural order)")
+    split.add_argument("--per-person", type=int, required=True, help="images enrolled per person (the rest probe)")
+    split.add_argument("--output", required=True, help="new or empty folder")
     return parser
 
 
@@ -70,6 +77,9 @@ def _refuse_existing(path: Optional[str]) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "split":
+        print(json.dumps(split_open_set(args.images, args.output, args.people, args.per_person)))
+        return
     if getattr(args, "output", None):
         _refuse_existing(args.output)
     embedder = Embedder(args.ckpt, device=args.device, faces=args.faces, margin=args.margin)

@@ -204,24 +204,16 @@ def test_explain_a_pair_with_a_reference(trained: tuple[Path, Path, dict], tmp_p
 # --------------------------------------------------------------------------------------------
 
 
-def split_people(root: Path, out: Path) -> tuple[Path, Path, Path]:
-    """person_00..05: images 0-2 enrolled, 3-4 probes; person_06..07 never enrolled."""
-    enrol, known, unknown = out / "enrol", out / "known", out / "unknown"
-    for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(person.iterdir())
-        index = int(person.name[-2:])
-        targets = [(unknown, files)] if index >= 6 else [(enrol, files[:3]), (known, files[3:])]
-        for folder, chosen in targets:
-            (folder / person.name).mkdir(parents=True, exist_ok=True)
-            for f in chosen:
-                (folder / person.name / f.name).write_bytes(f.read_bytes())
-    return enrol, known, unknown
-
-
 def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict], tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     work, ckpt, _ = trained
-    enrol, known, unknown = split_people(work / "ids", tmp_path / "split")
+    # person_00..05: images 0-2 enrolled, 3-4 probe; person_06..07 never enrolled.
+    gallery_cli.main(["split", "--images", str(work / "ids"), "--people", "6", "--per-person", "3", "--output", str(tmp_path / "split")])
+    assert json.loads(capsys.readouterr().out) == {"enrol": 18, "known": 12, "unknown": 10}
+    enrol, known, unknown = (tmp_path / "split" / part for part in ("enrol", "known", "unknown"))
+    assert sorted(p.name for p in (enrol / "person_00").iterdir()) == ["0.png", "1.pgm", "2.png"]
+    with pytest.raises(FileExistsError, match="not empty"):
+        gallery_cli.main(["split", "--images", str(work / "ids"), "--people", "6", "--per-person", "3", "--output", str(tmp_path / "split")])
     gallery_file = tmp_path / "people.npz"
     gallery_cli.main(["enroll", "--ckpt", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file)])
     assert json.loads(capsys.readouterr().out)["added"] == 18

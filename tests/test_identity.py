@@ -142,6 +142,14 @@ def test_predict_csv_with_an_identity_checkpoint(identity_dir: Path, in_tmp: Pat
     good = [r.split(",") for r in rows[1:] if "broken.png" not in r]
     assert all(r[1] in names and len(r[3].split(";")) == 5 for r in good)
 
+    # The same checkpoint explained: overlays of the predicted identity and of a named one.
+    from facetorch import explain_cli
+
+    written = explain_cli.main(["--config", TINY, "--ckpt_path", str(ckpt), "--data.root", str(identity_dir),
+                                "--images", str(identity_dir / "person_01"), "--target", "person_01",
+                                "--output", str(tmp_path / "explained")])  # fmt: skip
+    assert sum(p.name.endswith("_gradcam_overlay.png") for p in written) == 5 and (tmp_path / "explained" / "grid.png").is_file()
+
 
 def test_resuming_after_the_milestone_keeps_the_backbone_trainable(identity_dir: Path, tmp_path: Path) -> None:
     data = FaceDataModule(str(identity_dir), layout="identity_folders", image_size=(24, 20), batch_size=8,
