@@ -105,8 +105,10 @@ class EmbeddingTask(FaceTask):
         )
         if loss not in ("triplet", "contrastive"):
             raise ValueError(f"model.loss must be 'triplet' or 'contrastive', got {loss!r}")
-        if classify_epochs > 0 and classification_weight <= 0 and num_classes < 2:
-            raise ValueError("model.classify_epochs needs at least 2 identities to classify")
+        if (classify_epochs > 0 or classification_weight > 0) and num_classes < 2:
+            raise ValueError(
+                f"model.classify_epochs / classification_weight need at least 2 identities to classify, got {num_classes}"
+            )
         if stage_two_trains not in ("all", "embedding"):
             raise ValueError(f"model.stage_two_trains must be 'all' or 'embedding', got {stage_two_trains!r}")
         self.save_hyperparameters()
