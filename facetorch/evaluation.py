@@ -408,9 +408,6 @@ def enrolled_classifier_accuracy(
     Returns:
         ``svm_acc``, ``knn_acc`` and ``num_probes``; empty when no identity has two images.
     """
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.svm import LinearSVC
-
     x = _to_numpy(embeddings, "embeddings").astype(np.float64)
     y = _vector(labels, "labels", dtype=np.int64)
     if x.ndim != 2:
@@ -427,12 +424,31 @@ def enrolled_classifier_accuracy(
         probes.extend(members[cut:])
     if not probes or len(np.unique(y[enrolled])) < 2:
         return {}
-    svm = LinearSVC(C=1.0).fit(x[enrolled], y[enrolled])
-    knn = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(x[enrolled], y[enrolled])
+    return classifier_accuracy(x[enrolled], y[enrolled], x[probes], y[probes])
+
+
+def classifier_accuracy(enrolled: Any, enrolled_labels: Any, probes: Any, probe_labels: Any) -> dict[str, float]:
+    """Accuracy of a linear SVM and of a 1-nearest-neighbour classifier (cosine) fitted on enrolled
+    embeddings (N, D) and scored on probe embeddings (M, D); labels may be ints or names.
+
+    Returns:
+        ``svm_acc``, ``knn_acc`` and ``num_probes``.
+    """
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import LinearSVC
+
+    x, y = _to_numpy(enrolled, "enrolled").astype(np.float64), np.asarray(enrolled_labels)
+    px, py = _to_numpy(probes, "probes").astype(np.float64), np.asarray(probe_labels)
+    _same_length(enrolled=x, enrolled_labels=y)
+    _same_length(probes=px, probe_labels=py)
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"enrolled_labels: a classifier needs at least 2 people, got {len(np.unique(y))}")
+    svm = LinearSVC(C=1.0).fit(x, y)
+    knn = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(x, y)
     return {
-        "svm_acc": float(np.mean(svm.predict(x[probes]) == y[probes])),
-        "knn_acc": float(np.mean(knn.predict(x[probes]) == y[probes])),
-        "num_probes": len(probes),
+        "svm_acc": float(np.mean(svm.predict(px) == py)),
+        "knn_acc": float(np.mean(knn.predict(px) == py)),
+        "num_probes": len(py),
     }
 
 

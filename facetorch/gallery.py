@@ -428,11 +428,12 @@ def evaluate_open_set(
         ``identification_rate`` and ``unknown_rejection_rate`` at the threshold (the gallery's
         default unless given), the same two at the checkpoint's pair threshold
         (``..._at_pair_threshold``), ``dir_at_fpir_<f>`` for each FPIR, ``rank1_acc`` (known probes,
-        no threshold), ``threshold``, ``pair_threshold``, ``num_known``, ``num_unknown``,
-        ``num_samples``.
+        no threshold), ``svm_acc`` and ``knn_acc`` (a linear SVM and 1-NN fitted on the enrolled
+        embeddings, scored on the known probes), ``threshold``, ``pair_threshold``, ``num_known``,
+        ``num_unknown``, ``num_samples``.
     """
     threshold = gallery.default_threshold() if threshold is None else threshold
-    scores, predicted, truth = [], [], []
+    scores, predicted, truth, known_embeddings = [], [], [], []
     for folder, is_known in ((known, True), (unknown, False)):
         for name, files in person_folders(folder).items():
             if is_known and name not in gallery.people:
@@ -441,6 +442,8 @@ def evaluate_open_set(
             if not used:
                 continue
             names, best = gallery.best_matches(embeddings)
+            if is_known:
+                known_embeddings.append(embeddings)
             scores.extend(best.tolist())
             predicted.extend(names)
             truth.extend([name if is_known else None] * len(used))
@@ -454,4 +457,10 @@ def evaluate_open_set(
     report["rank1_acc"] = float(np.mean(np.array(predicted)[known_mask] == np.array(truth, dtype=object)[known_mask]))
     report["threshold"] = float(threshold)
     report["pair_threshold"] = float(gallery.meta.threshold)
+    if known_embeddings and len(gallery.people) >= 2:
+        # Closed set, as the original project did: classifiers fitted on the enrolled embeddings.
+        closed = evaluation.classifier_accuracy(
+            gallery.embeddings, gallery.meta.names, np.concatenate(known_embeddings), [t for t in truth if t is not None]
+        )
+        report["svm_acc"], report["knn_acc"] = closed["svm_acc"], closed["knn_acc"]
     return report

@@ -251,7 +251,7 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
                       "--unknown", str(unknown)])  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert report["num_known"] == 12 and report["num_unknown"] == 10
-    for key in ("identification_rate", "unknown_rejection_rate", "dir_at_fpir_0.1", "rank1_acc"):
+    for key in ("identification_rate", "unknown_rejection_rate", "dir_at_fpir_0.1", "rank1_acc", "svm_acc", "knn_acc"):
         assert 0.0 <= report[key] <= 1.0, key
 
 
