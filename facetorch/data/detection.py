@@ -14,11 +14,10 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from facetorch.data.annotations import Box, FaceAnnotation, scan_labelme_folder, scan_voc_folder
 from facetorch.data.box_transforms import BoxTransform
-from facetorch.data.datasets import SampleIndex, read_image
+from facetorch.data.datasets import FaceImageDataset, SampleIndex
 
 __all__ = ["DETECTION_CLASSES", "BoxIndex", "FaceBoxDataset", "index_annotations", "scan_labelme_index", "scan_voc_index"]
 
@@ -96,7 +95,7 @@ def scan_voc_index(xml_dir: str | Path, images_dir: str | Path | None = None) ->
     return _require_images(index_annotations(annotations, xml_dir), Path(xml_dir), "VOC folder")
 
 
-class FaceBoxDataset(Dataset):
+class FaceBoxDataset(FaceImageDataset):
     """Images with their face box, read lazily (and optionally kept decoded in memory).
 
     Each item is ``(image, target)``: ``image`` a float tensor (C, H, W) and ``target`` a dict with
@@ -105,23 +104,8 @@ class FaceBoxDataset(Dataset):
     """
 
     def __init__(self, index: BoxIndex, transform: BoxTransform, channels: Literal[1, 3] = 3, cache: bool = False) -> None:
-        self.index = index
-        self.transform = transform
-        self.channels = channels
-        self.cache = cache
-        self._decoded: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def load(self, i: int) -> np.ndarray:
-        """The i-th image as uint8, before any transform."""
-        if i in self._decoded:
-            return self._decoded[i]
-        image = read_image(self.index.sources[i], self.channels)
-        if self.cache:
-            self._decoded[i] = image
-        return image
+        # Reading and caching are FaceImageDataset's; only the item differs.
+        super().__init__(index, transform, channels, cache)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         box = self.index.boxes[i]
