@@ -115,7 +115,10 @@ def _measure_model(name: str, images: Tensor, repeats: int, warmup: int) -> dict
     rates: dict[str, list[float]] = {key: [] for key in variants}
     maps: dict[str, Tensor] = {}
     for i in range(warmup + repeats):  # alternate, so slow phases of a noisy machine hit every variant
-        for key, fn in variants.items():
+        # Reverse the order every other round: each variant inherits the allocator and cache state
+        # its predecessor leaves (VGG16 at batch 32 frees gigabytes), which biased a fixed order.
+        order = list(variants.items()) if i % 2 == 0 else list(variants.items())[::-1]
+        for key, fn in order:
             seconds, maps[key] = _timed(fn, images.device)
             if i >= warmup:
                 rates[key].append(batch / seconds)
