@@ -155,12 +155,16 @@ def test_ddp_on_two_cpu_processes(face_crops_dir: Path, in_tmp: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "train.py"), "--config", TINY_FACE_VGG, "--data.root", str(face_crops_dir),
-         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.fast_dev_run=1",
+         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=1",
          "--trainer.enable_progress_bar=false"],
         cwd=in_tmp, capture_output=True, text=True, timeout=240, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in result.stderr + result.stdout or "world_size=2" in result.stderr + result.stdout
+    # Rank 0 alone wrote the run folder (no collective was left waiting), and the test outputs of
+    # both ranks were gathered once each: 6 test images, as in one process.
+    metrics = json.loads((run_dir(in_tmp) / "metrics.json").read_text())
+    assert metrics["num_samples"] == 6 and (run_dir(in_tmp) / "roc.png").is_file()
 
 
 def test_unknown_config_key_is_a_clear_error(face_crops_dir: Path, in_tmp: Path) -> None:

@@ -112,6 +112,18 @@ def test_pk_and_pair_batches_from_the_datamodule(tmp_path: Path) -> None:
         FaceDataModule(layout="face_crops", train_batches="pk")
 
 
+@pytest.mark.parametrize("num_samples, world_size", [(10, 2), (11, 3), (3, 4)])
+def test_gathered_embeddings_return_to_dataset_order(num_samples: int, world_size: int) -> None:
+    from torch.utils.data import DistributedSampler
+
+    from facetorch.tasks.base import dataset_order
+
+    per_rank = [list(DistributedSampler(range(num_samples), num_replicas=world_size, rank=r, shuffle=False))
+                for r in range(world_size)]  # fmt: skip
+    gathered = torch.tensor(per_rank, dtype=torch.float32)[..., None]  # (W, n, 1): each row holds its index
+    assert dataset_order(gathered, num_samples)[:, 0].tolist() == list(range(num_samples))
+
+
 # --------------------------------------------------------------------------------------------
 # training, evaluation, predict
 # --------------------------------------------------------------------------------------------
@@ -295,3 +307,29 @@ def test_classical_verification_baselines_on_a_pairs_file(tmp_path: Path, capsys
     for report in reports:
         assert VERIFICATION_KEYS <= set(report) and report["num_samples"] == 16
         assert 0.0 <= report["pair_acc"] <= 1.0
+
+
+def test_ddp_training_verifies_like_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two CPU processes with P x K batches (use_distributed_sampler: false): every rank embeds the
+    whole validation and test split, and the report matches a one-process test of the checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    people = write_identity_folders(tmp_path / "ids", identities=8)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train.py"), "--config", TINY, "--data.root", str(people),
+         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=1",
+         "--trainer.use_distributed_sampler=false", "--trainer.enable_progress_bar=false"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs" / "embedding_tiny" / "version_0"
+    ddp_report = json.loads((run / "metrics.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    cli.main(["test", "--config", TINY, "--data.root", str(people), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"),
+              "--trainer.enable_progress_bar=false"])  # fmt: skip
+    single = json.loads((tmp_path / "runs" / "embedding_tiny" / "version_1" / "metrics.json").read_text())
+    for key in ("pair_acc", "auc", "eer", "num_samples", "svm_acc"):
+        assert ddp_report[key] == pytest.approx(single[key]), key

@@ -8,12 +8,24 @@ from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from facetorch import io
 
 OptimizerName = Literal["sgd", "adam", "adamw", "adamax"]
 SchedulerName = Literal["none", "cosine", "plateau"]
+
+
+def dataset_order(gathered: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Per-sample outputs gathered from W ranks, (W, n, ...), back in dataset order, (num_samples, ...).
+
+    An unshuffled ``DistributedSampler`` (Lightning's for evaluation) pads the index list to
+    W * n and gives rank r the indices r, r + W, r + 2W, ...; interleaving the ranks restores the
+    order, and the padding falls off the end.
+    """
+    return gathered.transpose(0, 1).flatten(0, 1)[:num_samples]
 
 
 class FaceTask(pl.LightningModule):
@@ -124,6 +136,16 @@ class FaceTask(pl.LightningModule):
             return {"optimizer": optimizer, "lr_scheduler": chained}
         raise ValueError(f"model.scheduler must be one of none, cosine, plateau; got {self.scheduler_name!r}")
 
+    # ------------------------------------------------------------------ evaluation under DDP
+    def evaluation_is_distributed(self, split: str) -> bool:
+        """Whether each rank saw only its share of ``split`` (``val`` or ``test``): true under
+        DDP with Lightning's distributed sampler; false with ``use_distributed_sampler: false``,
+        where every rank evaluates the whole split."""
+        if self.trainer.world_size <= 1:
+            return False
+        loaders = self.trainer.val_dataloaders if split == "val" else self.trainer.test_dataloaders
+        return isinstance(getattr(loaders, "sampler", None), DistributedSampler)
+
     # ------------------------------------------------------------------ explanations
     @property
     def cam_layer(self) -> str:
@@ -144,7 +166,13 @@ class FaceTask(pl.LightningModule):
         trainer = self._trainer
         if trainer is None or trainer.fast_dev_run:
             return None
-        log_dir = trainer.log_dir
+        # Trainer.log_dir, without its broadcast: that is a collective under DDP, and only rank 0
+        # writes here, so ranks that skip a plot would call it a different number of times.
+        if trainer.loggers:
+            logger = trainer.loggers[0]
+            log_dir = logger.log_dir if isinstance(logger, (CSVLogger, TensorBoardLogger)) else logger.save_dir
+        else:
+            log_dir = None
         return Path(log_dir) if log_dir else Path(trainer.default_root_dir)
 
     def write_report(self, report: dict[str, Any], filename: str = "metrics.json") -> None:

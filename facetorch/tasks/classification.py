@@ -14,7 +14,7 @@ from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from facetorch import evaluation, gradcam, io, reports
 from facetorch.models.vgg import ORIGINAL_CFG, FaceVGG, LayerSpec
-from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName
+from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName, dataset_order
 
 
 class ClassificationTask(FaceTask):
@@ -87,9 +87,10 @@ class ClassificationTask(FaceTask):
     def _gather_test_outputs(self) -> tuple[np.ndarray, np.ndarray]:
         logits = torch.cat([o[0] for o in self._test_outputs])
         labels = torch.cat([o[1] for o in self._test_outputs])
-        if self.trainer.world_size > 1:  # (world, N, ...) -> (world * N, ...)
-            logits = self.all_gather(logits).flatten(0, 1)
-            labels = self.all_gather(labels).flatten(0, 1)
+        if self.evaluation_is_distributed("test"):  # each rank holds its share: gather, drop the padding
+            num_samples = len(self.trainer.datamodule.splits["test"])
+            logits = dataset_order(self.all_gather(logits), num_samples)
+            labels = dataset_order(self.all_gather(labels), num_samples)
         return logits.softmax(dim=1).cpu().numpy(), labels.cpu().numpy()
 
     def on_test_epoch_end(self) -> None:

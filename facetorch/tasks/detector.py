@@ -13,7 +13,7 @@ from torch import Tensor
 from facetorch import evaluation, gradcam, io, reports
 from facetorch.losses import BoxLossName, DetectionLoss
 from facetorch.models.detector import DetectorBackbone, FaceDetector
-from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName
+from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName, dataset_order
 
 DetectionBatch = tuple[Tensor, dict[str, Tensor]]
 EXPLAIN_PARTS = ("score", "x1", "y1", "x2", "y2")
@@ -183,8 +183,9 @@ class FaceDetectorTask(FaceTask):
         if not parts:
             return {key: np.zeros((0, 4) if "box" in key else (0,)) for key in ("score", "box", "label", "true_box")}
         merged = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-        if self.trainer.world_size > 1:
-            merged = {key: self.all_gather(value).flatten(0, 1) for key, value in merged.items()}
+        if self.evaluation_is_distributed(stage):  # each rank holds its share: gather, drop the padding
+            num_samples = len(self.trainer.datamodule.splits[stage])
+            merged = {key: dataset_order(self.all_gather(value), num_samples) for key, value in merged.items()}
         return {key: value.cpu().numpy() for key, value in merged.items()}
 
     def summary(self, stage: str) -> dict[str, float]:

@@ -14,9 +14,10 @@ from facetorch import evaluation, gradcam, io, reports
 from facetorch.losses import ContrastiveLoss, PairDistance, TripletLoss, TripletMining
 from facetorch.models.backbones import build_backbone
 from facetorch.models.embedding import CosineClassifier, EmbeddingNet
-from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName
+from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName, dataset_order
 
 MetricLoss = Literal["triplet", "contrastive"]
+
 
 
 class EmbeddingTask(FaceTask):
@@ -221,22 +222,21 @@ class EmbeddingTask(FaceTask):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_embeddings.append(self.embed(batch[0]).float())
 
-    def _gathered_embeddings(self, num_samples: int) -> torch.Tensor:
+    def _gathered_embeddings(self, split: str, num_samples: int) -> torch.Tensor:
         """The split's embeddings (N, D) in dataset order, from every rank."""
         embeddings = torch.cat(self._eval_embeddings) if self._eval_embeddings else torch.empty(0, self.embedding_dim)
         self._eval_embeddings = []
-        if self.trainer.world_size > 1:
-            # Lightning's unshuffled DistributedSampler gives rank r the indices r, r + W, ...:
-            # (W, n, D) -> interleave -> (W * n, D), then drop the padding.
-            gathered = self.all_gather(embeddings)
-            embeddings = gathered.transpose(0, 1).flatten(0, 1)
+        if self.evaluation_is_distributed(split):
+            embeddings = dataset_order(self.all_gather(embeddings), num_samples)
+        # Otherwise (one process, or DDP with use_distributed_sampler: false, as P x K and pair
+        # batches need) this rank embedded the whole split itself.
         return embeddings[:num_samples].cpu()
 
     def _verify(self, split: str) -> Optional[tuple[dict[str, float], np.ndarray, np.ndarray]]:
         """Verification metrics of a split, with the pair scores and labels; ``None`` when the
         loop saw too few images to form both kinds of pair (sanity check, ``fast_dev_run``)."""
         data = self.trainer.datamodule
-        embeddings = self._gathered_embeddings(len(data.splits[split]))
+        embeddings = self._gathered_embeddings(split, len(data.splits[split]))
         pairs, folds = data.verification_pairs_of(split)
         seen = (pairs[:, 0] < len(embeddings)) & (pairs[:, 1] < len(embeddings))
         pairs, folds = pairs[seen], (folds[seen] if folds is not None else None)
