@@ -226,6 +226,21 @@ def test_evaluate_on_another_folder(trained: dict, tmp_path: Path) -> None:
     assert report["num_samples"] == 5 and {"cls_acc", "mean_iou", "ap50"} <= set(report)
 
 
+def test_predict_csv_gives_boxes_in_the_photo_pixels_as_detect_does(trained: dict, tmp_path: Path) -> None:
+    photos = sorted(p for p in trained["data"].iterdir() if p.suffix != ".json")[:3]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        for photo in photos:
+            shutil.copy(photo, tmp_path / photo.name)
+        cli.main(["predict", "--config", TINY, "--ckpt_path", str(trained["ckpt"]), "--data.root", str(trained["data"]),
+                  "--data.predict_dir", str(tmp_path), "--model.init_args.score_threshold=0.001"])  # fmt: skip
+        detect_source(Detector(trained["ckpt"], threshold=0.001), str(tmp_path / photos[0].name), tmp_path / "detected")
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(next(tmp_path.rglob("predictions.csv")).open())}
+    detected = next(csv.DictReader((tmp_path / "detected" / "detections.csv").open()))
+    for key in ("x1", "y1", "x2", "y2"):  # the same photo, the same box, in pixels
+        assert float(rows[photos[0].name][key]) == pytest.approx(float(detected[key]), abs=0.6)
+
+
 def _write_video(path: Path, fourcc: str, frames: int = 12) -> None:
     rng = np.random.default_rng(3)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (64, 48))

@@ -246,7 +246,9 @@ class FaceDetectorTask(FaceTask):
         rows = []
         for path, error, score, box in zip(paths, errors, scores.tolist(), boxes.tolist()):
             face = not error and score >= self.score_threshold
-            coords = [f"{v:.5f}" if face else "" for v in box]
+            # Boxes in the photo's own pixels, as detect.py writes them (the model predicts [0, 1]).
+            width, height = _image_size(path) if face else (0, 0)
+            coords = [f"{v * scale:.1f}" if face else "" for v, scale in zip(box, (width, height, width, height))]
             rows.append({"file": path, "score": "" if error else f"{score:.6f}", "face": int(face) if not error else "",
                          **dict(zip(("x1", "y1", "x2", "y2"), coords)), "error": error})  # fmt: skip
         self._predictions.extend(rows)
@@ -260,6 +262,14 @@ class FaceDetectorTask(FaceTask):
             writer = csv.DictWriter(handle, fieldnames=["file", "score", "face", "x1", "y1", "x2", "y2", "error"])
             writer.writeheader()
             writer.writerows(self._predictions)
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image file, from its header."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
 
 
 def draw_detection(
