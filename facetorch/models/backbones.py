@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
-from facetorch.models.vgg import LayerSpec, make_vgg_features
+from facetorch.models.vgg import LayerSpec, last_relu_name, make_vgg_features
 
 # The face_vgg backbone: the face / non-face network's convolutions, one block wider (stride 16).
 FACE_VGG_CFG: tuple[LayerSpec, ...] = (32, "M", 64, "M", 128, "M", 256, "M")
@@ -81,6 +81,8 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 IMAGENET_WEIGHTS: dict[str, Any] = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
     "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+    "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,  # the detector's backbones
+    "vgg16_bn": torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1,
 }
 
 
@@ -148,7 +150,7 @@ def load_backbone_weights(module: nn.Module, state: Mapping[str, torch.Tensor], 
         raise ValueError(f"Weights in {source} do not fit backbone {type(module).__name__}: {error}") from error
 
 
-def _pretrained_state(name: str, weights_path: Optional[str]) -> tuple[dict[str, torch.Tensor], str]:
+def pretrained_state(name: str, weights_path: Optional[str]) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict to start from, and where it came from. Never downloads."""
     if weights_path is not None:
         return read_state_dict(weights_path), repr(str(weights_path))
@@ -171,15 +173,11 @@ def _pretrained_state(name: str, weights_path: Optional[str]) -> tuple[dict[str,
 
 def _resnet(name: str) -> BackboneBuilder:
     def build(in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None) -> tuple[nn.Module, int]:
-        _check_channels(in_channels, name)
+        check_channels(in_channels, name)
         resnet = getattr(torchvision.models, name)(weights=None)
         if in_channels != 3:
             resnet.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        features = ResNetFeatures(resnet)
-        if pretrained or weights_path is not None:
-            state, source = _pretrained_state(name, weights_path)
-            load_backbone_weights(features, state, source)
-        return features, resnet.fc.in_features
+        return _with_weights(ResNetFeatures(resnet), name, pretrained, weights_path), resnet.fc.in_features
 
     build.__doc__ = f"torchvision {name} features (stride 32), optionally with local pretrained weights."
     return build
@@ -187,38 +185,39 @@ def _resnet(name: str) -> BackboneBuilder:
 
 def tiny(in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None) -> tuple[nn.Module, int]:
     """:class:`TinyFeatures` (16 channels); ``weights_path`` loads a saved state dict of it."""
-    _check_channels(in_channels, "tiny")
-    features = TinyFeatures(in_channels)
-    if pretrained or weights_path is not None:
-        state, source = _pretrained_state("tiny", weights_path)
-        load_backbone_weights(features, state, source)
-    return features, 16
+    check_channels(in_channels, "tiny")
+    return _with_weights(TinyFeatures(in_channels), "tiny", pretrained, weights_path), 16
 
 
-class VGGFeatures(nn.Module):
+class FaceVGGFeatures(nn.Module):
     """A small VGG feature stack (:func:`facetorch.models.vgg.make_vgg_features`, with BatchNorm)."""
 
     def __init__(self, in_channels: int = 3, cfg: Sequence[LayerSpec] = FACE_VGG_CFG) -> None:
         super().__init__()
         self.features = make_vgg_features(cfg, in_channels, batch_norm=True)
-        last_relu = max(i for i, layer in enumerate(self.features) if isinstance(layer, nn.ReLU))
-        self.cam_layer = f"features.{last_relu}"
+        self.cam_layer = f"features.{last_relu_name(self.features)}"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)
 
 
 def face_vgg(in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None) -> tuple[nn.Module, int]:
-    """:class:`VGGFeatures` with :data:`FACE_VGG_CFG` (the face / non-face network's convolutions)."""
-    _check_channels(in_channels, "face_vgg")
-    features = VGGFeatures(in_channels)
-    if pretrained or weights_path is not None:
-        state, source = _pretrained_state("face_vgg", weights_path)
-        load_backbone_weights(features, state, source)
+    """:class:`FaceVGGFeatures` with :data:`FACE_VGG_CFG` (the face / non-face network's convolutions)."""
+    check_channels(in_channels, "face_vgg")
+    features = _with_weights(FaceVGGFeatures(in_channels), "face_vgg", pretrained, weights_path)
     return features, int([c for c in FACE_VGG_CFG if c != "M"][-1])
 
 
-def _check_channels(in_channels: int, name: str) -> None:
+def _with_weights(features: nn.Module, name: str, pretrained: bool, weights_path: Optional[str]) -> nn.Module:
+    """``features``, loaded with backbone ``name``'s pretrained weights when they are asked for."""
+    if pretrained or weights_path is not None:
+        state, source = pretrained_state(name, weights_path)
+        load_backbone_weights(features, state, source)
+    return features
+
+
+def check_channels(in_channels: int, name: str) -> None:
+    """Every backbone takes greyscale or RGB images."""
     if in_channels not in (1, 3):
         raise ValueError(f"Backbone {name!r} takes in_channels 1 or 3, got {in_channels}")
 

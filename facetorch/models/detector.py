@@ -13,26 +13,21 @@ into them; ``width`` < 1 narrows every conv for training from scratch on a CPU) 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Optional
 
 import torch
-import torchvision
 from torch import nn
 from torchvision.models.vgg import cfgs as VGG_CFGS
 from torchvision.models.vgg import make_layers
 
-from facetorch.models.backbones import PretrainedWeightsError, load_backbone_weights, read_state_dict
+from facetorch.models.backbones import check_channels, load_backbone_weights, pretrained_state
+from facetorch.models.vgg import last_relu_name
 
 __all__ = ["DETECTOR_BACKBONES", "FaceDetector", "VGGFeatures", "build_detector_features"]
 
 DetectorBackbone = Literal["vgg16", "vgg16_bn", "tiny"]
 DETECTOR_BACKBONES: tuple[str, ...] = ("vgg16", "vgg16_bn", "tiny")
 TINY_CFG: list[int | str] = [8, "M", 16, "M"]
-VGG16_WEIGHTS = {
-    "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
-    "vgg16_bn": torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1,
-}
 
 
 class VGGFeatures(nn.Module):
@@ -49,10 +44,9 @@ class VGGFeatures(nn.Module):
     def __init__(self, cfg: list[int | str], in_channels: int, batch_norm: bool) -> None:
         super().__init__()
         self.features = _with_in_channels(make_layers(cfg, batch_norm=batch_norm), in_channels)
-        relus = [name for name, module in self.features.named_children() if isinstance(module, nn.ReLU)]
-        for name in relus:
-            self.features[int(name)] = nn.ReLU(inplace=False)
-        self.cam_layer = f"features.{relus[-1]}"
+        for index in [i for i, module in enumerate(self.features) if isinstance(module, nn.ReLU)]:
+            self.features[index] = nn.ReLU(inplace=False)
+        self.cam_layer = f"features.{last_relu_name(self.features)}"
         self.width = int([c for c in cfg if c != "M"][-1])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -94,36 +88,16 @@ def build_detector_features(
     """
     if name not in DETECTOR_BACKBONES:
         raise ValueError(f"model.backbone must be one of {DETECTOR_BACKBONES}, got {name!r}")
-    if in_channels not in (1, 3):
-        raise ValueError(f"Backbone {name!r} takes in_channels 1 or 3, got {in_channels}")
+    check_channels(in_channels, name)
     if not 0.0 < width <= 1.0:
         raise ValueError(f"model.width must be in (0, 1], got {width}")
     features = VGGFeatures(_scaled_cfg(name, width), in_channels, batch_norm=name != "vgg16")
     if pretrained or weights_path is not None:
         if width != 1.0:
             raise ValueError(f"Pretrained weights fit VGG16 at width 1.0 only, got model.width={width}")
-        state, source = _pretrained_state(name, weights_path)
+        state, source = pretrained_state(name, weights_path)
         load_backbone_weights(features, {k: v for k, v in state.items() if k.startswith("features.")}, source)
     return features
-
-
-def _pretrained_state(name: str, weights_path: Optional[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """The ImageNet state dict from ``weights_path`` or torch hub's cache; never downloads."""
-    if weights_path is not None:
-        return read_state_dict(weights_path), repr(str(weights_path))
-    if name not in VGG16_WEIGHTS:
-        raise PretrainedWeightsError(
-            f"Backbone {name!r} has no ImageNet weights; pass model.init_args.weights_path=FILE or set pretrained: false"
-        )
-    url = VGG16_WEIGHTS[name].url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    if not cached.is_file():
-        raise PretrainedWeightsError(
-            f"pretrained: true needs ImageNet weights for {name!r}, but {str(cached)!r} does not exist and "
-            f"facetorch never downloads. Put the file {url} at that path (torch hub's cache: "
-            "$TORCH_HOME/hub/checkpoints), or pass model.init_args.weights_path=FILE, or set pretrained: false."
-        )
-    return read_state_dict(cached), repr(str(cached))
 
 
 def _head(in_features: int, hidden: int, outputs: int, dropout: float) -> nn.Sequential:

@@ -33,6 +33,12 @@ def make_vgg_features(cfg: Sequence[LayerSpec], in_channels: int, batch_norm: bo
     return nn.Sequential(*layers)
 
 
+def last_relu_name(features: nn.Sequential) -> str:
+    """Name (``"N"``) of the last ReLU in a VGG stack: the last conv block's activation, which
+    Grad-CAM explains."""
+    return str(max(i for i, layer in enumerate(features) if isinstance(layer, nn.ReLU)))
+
+
 class FaceVGG(nn.Module):
     """VGG-style classifier: conv blocks, adaptive pooling to a fixed grid, dense, dropout, classes.
 
@@ -75,8 +81,7 @@ class FaceVGG(nn.Module):
             nn.Linear(hidden, num_classes),
         )
         # Grad-CAM layer: the last ReLU of the features, i.e. the last conv block's activation.
-        last_relu = max(i for i, layer in enumerate(self.features) if isinstance(layer, nn.ReLU))
-        self.cam_layer = f"features.{last_relu}"
+        self.cam_layer = f"features.{last_relu_name(self.features)}"
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, F, h, w) feature map."""
