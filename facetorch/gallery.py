@@ -66,25 +66,31 @@ class Embedder:
         faces: Literal["whole", "haar"] = "whole",
         margin: float = 0.2,
     ) -> None:
-        from facetorch.data import FaceDataModule
+        from facetorch.data.transforms import build_transform, normalization_stats
         from facetorch.tasks import EmbeddingTask
 
         ckpt_path = Path(ckpt_path)
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"--ckpt {str(ckpt_path)!r} does not exist")
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if "EmbeddingTask" not in str(checkpoint.get("hyper_parameters", {}).get("_class_path", "EmbeddingTask")):
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # read once
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        if "EmbeddingTask" not in str(hparams.get("_class_path", "EmbeddingTask")):
             raise ValueError(f"{ckpt_path} is not an EmbeddingTask checkpoint")
         try:
-            self.task = EmbeddingTask.load_from_checkpoint(ckpt_path, map_location=device, weights_only=False)
+            # What load_from_checkpoint does, from the checkpoint already in memory.
+            self.task = EmbeddingTask(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+            self.task.on_load_checkpoint(checkpoint)
+            self.task.load_state_dict(checkpoint["state_dict"])
         except (TypeError, KeyError, RuntimeError) as error:
             raise ValueError(f"{ckpt_path} does not hold an EmbeddingTask checkpoint: {error}") from error
-        self.task.eval()
-        data_args = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-        keep = ("image_size", "channels", "normalization", "center_crop", "layout")
-        self.data = FaceDataModule(**{k: v for k, v in data_args.items() if k in keep}, root=".", augmentation=None)
-        self.transform = self.data.transform(train=False)
-        self.channels = self.data.channels
+        self.task.to(device).eval()
+        # The validation transform (size, centre crop, normalisation), from the saved data settings.
+        data = checkpoint.get("datamodule_hyper_parameters")
+        if not data:
+            raise ValueError(f"{ckpt_path} holds no data settings (datamodule_hyper_parameters): train it with tools/train.py")
+        self.channels = data["channels"]
+        mean, std = normalization_stats(data["normalization"], self.channels)
+        self.transform = build_transform(data["image_size"], mean, std, None, data.get("center_crop"))
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.fingerprint = model_fingerprint(self.task)
