@@ -175,7 +175,7 @@ def test_two_stage_contrastive_trains_only_the_embedding_layer_in_stage_two(tmp_
     assert VERIFICATION_KEYS <= set(report)
     stage_one_end, last = seen[0], seen[2]
     changed = {k for k in last if not torch.equal(stage_one_end[k], last[k])}
-    assert {"model.embedding.weight", "model.embedding.bias"} <= changed
+    assert {"model.head.embedding.weight", "model.head.embedding.bias"} <= changed
     assert not {k for k in changed if k.startswith("model.backbone.")}  # frozen, BatchNorm statistics too
 
 

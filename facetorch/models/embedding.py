@@ -6,47 +6,49 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facetorch.models.heads import BackboneClassifier
 
-class EmbeddingNet(nn.Module):
-    """``normalize(dense(dropout(pool(backbone(images)))))``: one unit-length vector per face.
 
-    Split timm-style into ``forward_features`` (the backbone's feature map) and ``forward_head``
-    (pooling and the embedding layer), so the two-stage schedule can train the head alone.
+class EmbeddingHead(nn.Module):
+    """``normalize(dense(dropout(pool(features))))``: feature map (B, F, h, w) -> (B, D) unit vectors.
 
     Args:
-        backbone: Images (B, C, H, W) -> feature map (B, F, h, w); names its Grad-CAM layer in
-            ``backbone.cam_layer`` when it has one.
         num_features: F, the backbone's output channels.
         embedding_dim: Length D of the embedding (128 as in FaceNet).
         dropout: Dropout before the embedding layer.
     """
 
-    def __init__(self, backbone: nn.Module, num_features: int, embedding_dim: int = 128, dropout: float = 0.0) -> None:
+    def __init__(self, num_features: int, embedding_dim: int = 128, dropout: float = 0.0) -> None:
         super().__init__()
         if embedding_dim < 1:
             raise ValueError(f"model.embedding_dim must be at least 1, got {embedding_dim}")
-        self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.embedding = nn.Linear(num_features, embedding_dim)
-        self.embedding_dim = embedding_dim
 
-    @property
-    def cam_layer(self) -> str:
-        """Grad-CAM layer relative to this module, e.g. ``backbone.layer4``."""
-        return f"backbone.{getattr(self.backbone, 'cam_layer', '')}".rstrip(".")
-
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) images -> (B, F, h, w) features."""
-        return self.backbone(images)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, F, h, w) features -> (B, D) unit-length embeddings (float32, also under autocast)."""
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Float32 embeddings, also under autocast."""
         pooled = self.dropout(self.pool(features).flatten(1))
         return F.normalize(self.embedding(pooled).float(), dim=1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(images))
+
+class EmbeddingNet(BackboneClassifier):
+    """A backbone with an :class:`EmbeddingHead`: one unit-length vector per face.
+
+    The shared timm-style split into ``forward_features`` (the backbone's feature map) and
+    ``forward_head`` lets the two-stage schedule train the head alone.
+
+    Args:
+        backbone: Images (B, C, H, W) -> feature map (B, F, h, w); names its Grad-CAM layer in
+            ``backbone.cam_layer`` when it has one.
+        num_features: F, the backbone's output channels.
+        embedding_dim: Length D of the embedding.
+        dropout: Dropout before the embedding layer.
+    """
+
+    def __init__(self, backbone: nn.Module, num_features: int, embedding_dim: int = 128, dropout: float = 0.0) -> None:
+        super().__init__(backbone, EmbeddingHead(num_features, embedding_dim, dropout))
+        self.embedding_dim = embedding_dim
 
 
 class CosineClassifier(nn.Module):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,15 @@ from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName, dataset
 
 MetricLoss = Literal["triplet", "contrastive"]
 
+
+
+class Verification(NamedTuple):
+    """One split verified: the metrics, each pair's cosine similarity and truth, the embeddings."""
+
+    metrics: dict[str, float]
+    scores: np.ndarray  # (M,) cosine similarity per pair
+    same: np.ndarray  # (M,) bool
+    embeddings: torch.Tensor  # (N, D) in dataset order
 
 
 class EmbeddingTask(FaceTask):
@@ -153,10 +162,8 @@ class EmbeddingTask(FaceTask):
             return
         # Stage two: only the embedding layer learns. Lightning sets train mode every epoch, so the
         # backbone's BatchNorm is put back to eval here each time.
-        for module in (self.model.backbone, self.model.pool):
-            module.eval()
-            for parameter in module.parameters():
-                parameter.requires_grad_(False)
+        self.model.backbone.eval()
+        self.model.backbone.requires_grad_(False)
         if self.classifier is not None and self.classification_weight <= 0:
             self.classifier.requires_grad_(False)
 
@@ -232,9 +239,9 @@ class EmbeddingTask(FaceTask):
         # batches need) this rank embedded the whole split itself.
         return embeddings[:num_samples].cpu()
 
-    def _verify(self, split: str) -> Optional[tuple[dict[str, float], np.ndarray, np.ndarray]]:
-        """Verification metrics of a split, with the pair scores and labels; ``None`` when the
-        loop saw too few images to form both kinds of pair (sanity check, ``fast_dev_run``)."""
+    def _verify(self, split: str) -> Optional[Verification]:
+        """Verify the pairs of a split; ``None`` when the loop saw too few images to form both
+        kinds of pair (sanity check, ``fast_dev_run``)."""
         data = self.trainer.datamodule
         embeddings = self._gathered_embeddings(split, len(data.splits[split]))
         pairs, folds = data.verification_pairs_of(split)
@@ -246,14 +253,13 @@ class EmbeddingTask(FaceTask):
         scores = (embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]]).sum(dim=1).numpy()  # cosine similarity
         n_folds = min(10, int(same.sum()), int((~same).sum()))
         metrics = evaluation.verification_metrics(scores, same, n_folds=n_folds, fold_ids=folds)
-        self._last_embeddings = embeddings
-        return metrics, scores, same
+        return Verification(metrics, scores, same, embeddings)
 
     def on_validation_epoch_end(self) -> None:
         result = self._verify("val")
         if result is None:
             return
-        metrics = result[0]
+        metrics = result.metrics
         self.threshold.fill_(metrics["threshold"])
         self.log("val_pair_acc", metrics["pair_acc"], prog_bar=True, rank_zero_only=True)
         self.log("val_auc", metrics["auc"], prog_bar=True, rank_zero_only=True)
@@ -263,8 +269,8 @@ class EmbeddingTask(FaceTask):
         result = self._verify("test")
         if result is None:
             raise ValueError("The test split holds too few pairs to verify: it needs two identities with two images")
-        metrics, scores, same = result
-        report: dict[str, Any] = dict(metrics)
+        scores, same = result.scores, result.same
+        report: dict[str, Any] = dict(result.metrics)
         report["num_pairs"] = report["num_samples"]
         threshold = float(self.threshold)
         if np.isfinite(threshold):
@@ -272,7 +278,7 @@ class EmbeddingTask(FaceTask):
             report["acc_at_calibrated_threshold"] = float(np.mean((scores >= threshold) == same))
         if self.trainer.datamodule.pairs_file is None:
             labels = np.asarray(self.trainer.datamodule.splits["test"].labels)
-            report.update(evaluation.enrolled_classifier_accuracy(self._last_embeddings.numpy(), labels, seed=0))
+            report.update(evaluation.enrolled_classifier_accuracy(result.embeddings.numpy(), labels, seed=0))
         for key in ("pair_acc", "auc", "eer"):
             self.log(f"test_{key}", report[key], rank_zero_only=True)
         self.write_test_plots(scores, same)
