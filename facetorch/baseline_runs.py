@@ -14,10 +14,11 @@ import cv2
 import numpy as np
 
 from facetorch import evaluation
-from facetorch.baselines import EigenfacesSvm, HogSvmClassifier, LbpNearestNeighbour, chi_square_distances
+from facetorch.baselines import EigenfaceEmbedder, EigenfacesSvm, HogSvmClassifier, LbpNearestNeighbour, chi_square_distances
 from facetorch.data.datamodule import FaceDataModule
 from facetorch.data.datasets import SampleIndex, read_image, scan_face_crops, scan_identity_folders, to_uint8
 from facetorch.data.detection import BoxIndex, scan_labelme_index
+from facetorch.data.transforms import CenterCropFraction
 from facetorch.haar import HaarFaceDetector
 
 Method = Literal["hog_svm", "haar", "eigenfaces_svm", "lbp_nn", "mean_box"]
@@ -168,8 +169,6 @@ def _cropped_grey(data: FaceDataModule, index: SampleIndex) -> list[np.ndarray]:
     images = load_grey(index)
     if data.center_crop is None:
         return images
-    from facetorch.data.transforms import CenterCropFraction
-
     crop = CenterCropFraction(data.center_crop)
     return [crop.apply(image) for image in images]
 
@@ -184,12 +183,9 @@ def run_verification_baseline(method: str, data: FaceDataModule, pairs_file: str
     Returns:
         ``method`` and the verification keys of :func:`facetorch.evaluation.verification_metrics`.
     """
-    from facetorch.baselines import EigenfaceEmbedder
-    from facetorch.data.datamodule import FaceDataModule as DataModule
-
     if method not in VERIFICATION_METHODS:
         raise ValueError(f"verification baseline must be one of {VERIFICATION_METHODS}, got {method!r}")
-    probe = DataModule(**{**data.hparams, "pairs_file": pairs_file, "eval_all": True, "augmentation": None})
+    probe = FaceDataModule(**{**data.hparams, "pairs_file": pairs_file, "eval_all": True, "augmentation": None})
     images = _cropped_grey(data, probe.splits["test"])
     pairs, folds = probe.verification_pairs_of("test")
     if method == "eigenfaces":

@@ -198,7 +198,8 @@ class FaceDataModule(pl.LightningDataModule):
         paths = sorted({path for pair in pairs for path in (pair.path1, pair.path2)})
         position = {path: i for i, path in enumerate(paths)}
         names = sorted({path.parent.name for path in paths})
-        labels = [names.index(path.parent.name) for path in paths]
+        label_of = {name: label for label, name in enumerate(names)}
+        labels = [label_of[path.parent.name] for path in paths]
         self._file_pairs = np.array([(position[p.path1], position[p.path2], int(p.same)) for p in pairs], dtype=np.int64)
         matched = sum(pair.same for pair in pairs)
         self._file_pair_folds = pair_fold_ids(pairs, n_folds=max(2, min(10, matched, len(pairs) - matched)))
