@@ -6,6 +6,7 @@ each measurement alternates the compared variants several times and reports medi
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import statistics
 import time
@@ -82,7 +83,26 @@ def _cross_entropy(model: nn.Module, batch: Any) -> torch.Tensor:
     return F.cross_entropy(model(images).float(), labels)
 
 
-def classification_setup(
+def _config_data(config: str, data_root: Optional[str]) -> FaceDataModule:
+    """The DataModule of ``configs/<config>``'s data section (augmentations included) on ``data_root``."""
+    from facetorch.data.box_transforms import BoxAugmentation
+    from facetorch.data.transforms import Augmentation
+
+    data_args = config_section(CONFIGS / config, "data")
+    data_args.pop("batch_size", None)  # the benchmark's --batch-size decides
+    augmentation = data_args.pop("augmentation", {})
+    box_augmentation = data_args.pop("box_augmentation", {})
+    if box_augmentation is not None and "negative_scale" in box_augmentation:
+        box_augmentation["negative_scale"] = tuple(box_augmentation["negative_scale"])
+    return FaceDataModule(
+        root=data_root,
+        **{**data_args, "image_size": tuple(data_args["image_size"])},
+        augmentation=Augmentation(**augmentation) if augmentation is not None else None,
+        box_augmentation=BoxAugmentation(**box_augmentation) if box_augmentation is not None else None,
+    )
+
+
+def config_setup(
     name: str,
     config: str,
     task_class: type[FaceTask],
@@ -94,14 +114,8 @@ def classification_setup(
 ) -> BenchmarkSetup:
     """A task and its data, with the model and data settings of ``configs/<config>``; the plain
     loop trains ``plain_model(task)`` with ``plain_loss`` (by default the model and cross-entropy)."""
-    from facetorch.data.transforms import Augmentation
-
     model_args = config_section(CONFIGS / config, "model")
-    data_args = config_section(CONFIGS / config, "data")
-    augmentation = data_args.pop("augmentation", {})
-    data_args.pop("batch_size", None)  # the benchmark's --batch-size decides
-    data = FaceDataModule(root=data_root, **{**data_args, "image_size": tuple(data_args["image_size"])},
-                          augmentation=Augmentation(**augmentation) if augmentation is not None else None)
+    data = _config_data(config, data_root)
     model_args.update(num_classes=data.num_classes, class_names=data.class_names, in_channels=data.channels,
                       scheduler="none")
 
@@ -116,14 +130,14 @@ def classification_setup(
 
 def face_vgg_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
     """FaceVGG as in ``configs/face_vgg.yaml`` (built-in data when no root is given)."""
-    return classification_setup("face_vgg", "face_vgg.yaml", FaceClassifierTask, batch_size, steps, data_root)
+    return config_setup("face_vgg", "face_vgg.yaml", FaceClassifierTask, batch_size, steps, data_root)
 
 
 def identity_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
     """IdentityTask (ResNet50) as in ``configs/identity_resnet50.yaml``, on a folder per person (e.g. ORL)."""
     if data_root is None:
         raise ValueError("--task identity needs --data-root DIR: a folder per person (e.g. ../shared/data/orl_faces)")
-    return classification_setup("identity", "identity_resnet50.yaml", IdentityTask, batch_size, steps, data_root)
+    return config_setup("identity", "identity_resnet50.yaml", IdentityTask, batch_size, steps, data_root)
 
 
 class _PlainEmbedding(nn.Module):
@@ -148,7 +162,7 @@ def embedding_setup(batch_size: int, steps: int, data_root: Optional[str]) -> Be
     classification loss) on a folder per person (e.g. LFW DevTrain)."""
     if data_root is None:
         raise ValueError("--task embedding needs --data-root DIR: a folder per person (e.g. ../shared/data/lfw_devtrain/images)")
-    return classification_setup("embedding", "embedding_triplet.yaml", EmbeddingTask, batch_size, steps, data_root,
+    return config_setup("embedding", "embedding_triplet.yaml", EmbeddingTask, batch_size, steps, data_root,
                                 plain_model=_PlainEmbedding, plain_loss=lambda model, batch: model.loss(batch))
 
 
@@ -163,28 +177,13 @@ def _detection_loss(criterion: nn.Module) -> Callable[[nn.Module, Any], torch.Te
 
 def detector_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
     """FaceDetectorTask as in ``configs/detector_vgg16.yaml`` on a ``labelme`` folder (e.g. face_boxes_dev)."""
-    from facetorch.data.box_transforms import BoxAugmentation
     from facetorch.tasks import FaceDetectorTask
 
     if data_root is None:
         raise ValueError("--task detector needs --data-root DIR: a labelme folder (e.g. ../shared/data/face_boxes_dev)")
-    model_args = config_section(CONFIGS / "detector_vgg16.yaml", "model")
-    data_args = config_section(CONFIGS / "detector_vgg16.yaml", "data")
-    box_augmentation = data_args.pop("box_augmentation", {})
-    data_args.pop("batch_size", None)  # the benchmark's --batch-size decides
-    if box_augmentation is not None:
-        box_augmentation = BoxAugmentation(**{**box_augmentation, "negative_scale": tuple(box_augmentation.get("negative_scale", (0.25, 0.6)))})
-    data = FaceDataModule(root=data_root, **{**data_args, "image_size": tuple(data_args["image_size"])},
-                          box_augmentation=box_augmentation)
-    model_args.update(num_classes=data.num_classes, class_names=data.class_names, in_channels=data.channels,
-                      scheduler="none")
-
-    def make_task(channels_last: bool) -> FaceDetectorTask:
-        return FaceDetectorTask(**{**model_args, "channels_last": channels_last})
-
-    criterion = make_task(False).criterion
-    return BenchmarkSetup("detector", make_task, lambda task: task.model, _detection_loss(criterion),
-                          _fixed_batches(data, batch_size, steps), data, batch1_inference=True)
+    setup = config_setup("detector", "detector_vgg16.yaml", FaceDetectorTask, batch_size, steps, data_root)
+    criterion = setup.make_task(False).criterion
+    return dataclasses.replace(setup, plain_loss=_detection_loss(criterion), batch1_inference=True)
 
 
 SETUPS: dict[str, Callable[[int, int, Optional[str]], BenchmarkSetup]] = {
