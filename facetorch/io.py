@@ -1,13 +1,26 @@
-"""Atomic file output: a reader never sees a half-written file, and a crash never corrupts an old one."""
+"""Files and the console: atomic writes (a reader never sees a half-written file, and a crash never
+corrupts an old one), the output checks every tool makes before it starts, and progress bars."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any, Optional, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -34,6 +47,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus the umask).
+        os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, target)
     except BaseException:
         try:
@@ -65,3 +80,101 @@ def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 120) -> None:
             figure.savefig(handle, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(figure)
+
+
+def write_png(path: str | os.PathLike, picture: np.ndarray) -> None:
+    """Atomically write a uint8 picture, (H, W), (H, W, 1) or (H, W, 3) RGB, as PNG."""
+    from PIL import Image
+
+    picture = np.asarray(picture)
+    if picture.ndim == 3 and picture.shape[2] == 1:
+        picture = picture[..., 0]
+    if picture.dtype != np.uint8:
+        raise TypeError(f"Expected a uint8 picture for {str(path)!r}, got dtype {picture.dtype}")
+    with atomic_open(path, "wb") as handle:
+        Image.fromarray(picture).save(handle, format="PNG")
+
+
+# ----------------------------------------------------------------------------------------------
+# Output checks: made before any slow step, so a bad --output fails at once and names itself
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Refuse a path whose nearest existing folder cannot be written to."""
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{flag} {str(path)!r}: {str(folder)!r} is a file, so nothing can be created under it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {str(path)!r}: the folder {str(folder)!r} is not writable; choose another {flag}")
+
+
+def check_output_folder(path: str | os.PathLike, overwrite: bool = False, flag: str = "--output") -> Path:
+    """Refuse an output folder that is a file, or that holds anything unless ``overwrite``.
+
+    Args:
+        path: The folder a tool will write into (created later if missing).
+        overwrite: Allow a non-empty folder (the tool replaces only the files it writes).
+        flag: The option that named the folder, for the message.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        FileExistsError: ``path`` is a file, or a non-empty folder and ``overwrite`` is false.
+        PermissionError: the folder cannot be written to.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{flag} {str(path)!r} is a file; expected a folder (new, or empty)")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{flag} {str(path)!r} is not empty; pass --overwrite to write into it, or choose a new folder")
+    _check_writable(path, flag)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "--output") -> Path:
+    """Refuse an output file that is a folder, or that exists and is not empty unless ``overwrite``.
+
+    Args:
+        path: The file a tool will write (atomically, at the end).
+        overwrite: Allow replacing an existing file.
+        flag: The option that named the file, for the message.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
+        FileExistsError: ``path`` exists, is not empty, and ``overwrite`` is false.
+        PermissionError: the folder it goes into cannot be written to.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {str(path)!r} is a folder; expected a file name")
+    if path.is_file() and path.stat().st_size > 0 and not overwrite:
+        raise FileExistsError(f"{flag} {str(path)!r} exists and is not empty; pass --overwrite to replace it")
+    _check_writable(path, flag)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress
+# ----------------------------------------------------------------------------------------------
+
+
+def progress(items: Iterable[T], desc: str, total: Optional[int] = None, enabled: bool = True) -> Iterator[T]:
+    """``items`` with a tqdm progress bar on stderr, shown only when stderr is a terminal and ``enabled``.
+
+    Args:
+        items: What the loop runs over.
+        desc: A short label (``"enrol"``, ``"detect"``).
+        total: Number of items, when ``items`` has no length (a video stream).
+        enabled: ``False`` (``--quiet``) never shows a bar.
+    """
+    from tqdm.auto import tqdm
+
+    show = enabled and sys.stderr.isatty()
+    return iter(tqdm(items, desc=desc, total=total, disable=not show, leave=False, dynamic_ncols=True))

@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display is needed anywhere in facetorch
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 from facetorch import io  # noqa: E402
 
@@ -123,3 +125,23 @@ def plot_score_histograms(scores: np.ndarray, same: np.ndarray, path: Path, thre
     axis.set(xlabel="Cosine similarity", ylabel="Pairs", title="Pair similarities")
     axis.legend(fontsize=8)
     io.save_figure(figure, path)
+
+
+def to_display_image(image: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """The model input (C, H, W) back as the resized uint8 picture, (H, W) grey or (H, W, 3) RGB.
+
+    With the transform's ``mean`` / ``std`` (in [0, 1] units) the normalisation is undone, which
+    gives back the resized uint8 image exactly (the normalisation is affine). Without them each
+    image is min-max scaled.
+    """
+    pixels = image.detach().float().cpu()
+    if pixels.ndim != 3:
+        raise ValueError(f"Expected one image of shape (C, H, W), got shape {tuple(pixels.shape)}")
+    if mean is not None and std is not None:
+        shape = (-1, 1, 1)
+        pixels = pixels * torch.tensor(std).reshape(shape) + torch.tensor(mean).reshape(shape)
+    else:
+        low, high = pixels.min(), pixels.max()
+        pixels = (pixels - low) / (high - low) if high > low else torch.zeros_like(pixels)
+    picture = (pixels.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return picture[..., 0] if picture.shape[2] == 1 else picture

@@ -16,6 +16,20 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file, as dicts (the file is closed again)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def image_size_and_mode(path: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and PIL mode of an image file (the file is closed again)."""
+    with Image.open(path) as image:
+        return image.size, image.mode
+
+
 def face_like(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     """A bright ellipse with two dark 'eyes' on a dark, noisy background (uint8, H x W)."""
     h, w = size

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facetorch.baselines import (
+from facetorch.baselines.classical import (
     EigenfaceEmbedder,
     EigenfacesSvm,
     HogSvmClassifier,

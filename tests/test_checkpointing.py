@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.demos.boring_classes import BoringModel
 
-from facetorch.checkpointing import AtomicCheckpointIO, best_checkpoint
+from facetorch.callbacks.checkpoint import AtomicCheckpointIO, best_checkpoint
 
 
 class StalledModel(BoringModel):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
-from facetorch.crops import (
-    box_iou,
+from facetorch.cli.common import run_tool
+from facetorch.cli.prepare_crops import prepare_crops
+from facetorch.data.crops import (
     expand_box,
     haar_annotations,
     sample_negative_boxes,
@@ -20,7 +21,8 @@ from facetorch.crops import (
     write_identity_crops,
 )
 from facetorch.data.annotations import FaceAnnotation
-from facetorch.haar import CascadeLoadError, HaarFaceDetector
+from facetorch.data.haar import CascadeLoadError, HaarFaceDetector
+from facetorch.evaluation import box_iou
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -28,12 +30,9 @@ W, H = 90, 120
 
 
 @pytest.fixture(scope="module")
-def tool():
-    """tools/prepare_crops.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("prepare_crops", ROOT / "tools" / "prepare_crops.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool() -> SimpleNamespace:
+    """tools/prepare_crops.py as a function of argv that returns its exit code."""
+    return SimpleNamespace(main=lambda argv: run_tool("prepare_crops.py", prepare_crops, argv))
 
 
 def make_image(path: Path, width: int = W, height: int = H, seed: int = 0) -> Path:
@@ -75,11 +74,16 @@ def read_tree(folder: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------------------------------------- boxes
 
 
+def iou(a, b) -> float:
+    """IoU of two boxes through the package's one IoU (facetorch.evaluation.box_iou)."""
+    return float(box_iou([a], [b])[0, 0])
+
+
 def test_box_iou():
-    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == pytest.approx(1.0)
-    assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
-    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
-    assert box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == pytest.approx(1.0)
+    assert iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
 
 
 def test_expand_box_grows_each_side_and_clips():
@@ -107,7 +111,7 @@ def test_negatives_follow_the_sampling_rule(seed, width, height, faces):
         assert height / 5 <= h <= height / 2
         assert w == pytest.approx(h / 1.5)
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
-        assert all(box_iou((x1, y1, x2, y2), f) <= 0.1 for f in faces)
+        assert all(iou((x1, y1, x2, y2), f) <= 0.1 for f in faces)
 
 
 def test_negatives_give_up_instead_of_looping():
@@ -267,7 +271,7 @@ def test_haar_finds_the_face_on_a_real_lfw_image():
 def test_tool_labelme_end_to_end(tool, tmp_path, capsys):
     data = make_labelme_folder(tmp_path / "data", {"a": [(10, 10, 50, 60)], "b": [], "c": [(30, 40, 80, 100)]})
     out = tmp_path / "crops"
-    assert tool.main(["--labelme", str(data), "--output", str(out), "--negatives-per-image", "2"]) == 0
+    assert tool.main(["--labelme", str(data), "--output", str(out), "--negatives_per_image", "2"]) == 0
     assert sorted(read_tree(out)) == [
         "face/a_face0.png",
         "face/c_face0.png",
@@ -283,7 +287,7 @@ def test_tool_labelme_end_to_end(tool, tmp_path, capsys):
 
     # A second run into the same folder is refused and leaves it as it was.
     before = read_tree(out)
-    assert tool.main(["--labelme", str(data), "--output", str(out), "--seed", "1"]) == 1
+    assert tool.main(["--labelme", str(data), "--output", str(out), "--seed", "1"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert read_tree(out) == before
     assert tool.main(["--labelme", str(data), "--output", str(out), "--seed", "1", "--overwrite"]) == 0
@@ -291,7 +295,7 @@ def test_tool_labelme_end_to_end(tool, tmp_path, capsys):
 
 def test_tool_reports_bad_annotation(tool, tmp_path, capsys):
     data = make_labelme_folder(tmp_path / "data", {"a": [(10, 10, 50, 60), (60, 60, 80, 90)]})
-    assert tool.main(["--labelme", str(data), "--output", str(tmp_path / "o"), "--max-faces", "1"]) == 1
+    assert tool.main(["--labelme", str(data), "--output", str(tmp_path / "o"), "--max_faces", "1"]) == 2
     assert "a.json" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -316,7 +320,7 @@ def test_tool_haar_lists_images_without_face(tool, tmp_path, capsys, identity_la
     cv2.imwrite(str(images / "nobody" / "wall.png"), np.full((120, 100, 3), 200, np.uint8))
     out = tmp_path / "out"
     argv = ["--haar", str(images), "--output", str(out)] + (
-        ["--identity-layout", "--size", "32"] if identity_layout else []
+        ["--identity_layout", "--size", "32"] if identity_layout else []
     )
     assert tool.main(argv) == 0
     assert (out / "no_face.txt").read_text() == "nobody/wall.png\n"
@@ -327,21 +331,21 @@ def test_tool_haar_lists_images_without_face(tool, tmp_path, capsys, identity_la
 
 def test_tool_refuses_output_over_its_input(tool, tmp_path, capsys):
     data = make_labelme_folder(tmp_path / "data", {"a": [(10, 10, 50, 60)]})
-    assert tool.main(["--labelme", str(data), "--output", str(data), "--overwrite"]) == 1
+    assert tool.main(["--labelme", str(data), "--output", str(data), "--overwrite"]) == 2
     assert "input" in capsys.readouterr().err
     assert sorted(p.name for p in data.iterdir()) == ["a.json", "a.png"]
 
 
 def test_tool_identity_layout_needs_haar(tool, tmp_path):
     with pytest.raises(SystemExit):
-        tool.main(["--labelme", str(tmp_path), "--output", str(tmp_path / "o"), "--identity-layout"])
+        tool.main(["--labelme", str(tmp_path), "--output", str(tmp_path / "o"), "--identity_layout"])
 
 
 def test_tool_split_keeps_each_photo_in_one_split(tool, tmp_path):
     faces = {f"p{i}": [(10, 10, 50, 60)] for i in range(10)}
     data = make_labelme_folder(tmp_path / "data", faces)
     out = tmp_path / "crops"
-    args = ["--labelme", str(data), "--output", str(out), "--negatives-per-image", "2", "--split", "0.6,0.2,0.2"]
+    args = ["--labelme", str(data), "--output", str(out), "--negatives_per_image", "2", "--split", "0.6,0.2,0.2"]
     assert tool.main(args) == 0
     photo_split = {}
     for path in out.rglob("*.png"):
@@ -356,7 +360,7 @@ def test_tool_split_keeps_each_photo_in_one_split(tool, tmp_path):
 
 def test_tool_split_rejects_bad_shares(tool, tmp_path, capsys):
     data = make_labelme_folder(tmp_path / "data", {"a": [(10, 10, 50, 60)]})
-    assert tool.main(["--labelme", str(data), "--output", str(tmp_path / "o"), "--split", "0.5,0.1"]) == 1
+    assert tool.main(["--labelme", str(data), "--output", str(tmp_path / "o"), "--split", "0.5,0.1"]) == 2
     assert "TRAIN,VAL,TEST" in capsys.readouterr().err
 
 
@@ -365,6 +369,6 @@ def test_tool_combines_sources(tool, tmp_path):
     second = make_labelme_folder(tmp_path / "two", {"b": [(10, 10, 50, 60)], "c": []})
     out = tmp_path / "crops"
     assert tool.main(["--labelme", str(first), "--labelme", str(second), "--output", str(out),
-                      "--negatives-per-image", "1"]) == 0
+                      "--negatives_per_image", "1"]) == 0
     assert sorted(read_tree(out)) == ["face/a_face0.png", "face/b_face0.png",
                                       "non_face/a_neg0.png", "non_face/b_neg0.png", "non_face/c_neg0.png"]

@@ -17,18 +17,18 @@ import pytest
 import torch
 
 from facetorch import cli
-from facetorch.baseline_runs import run_baseline
+from facetorch.baselines.runs import run_baseline
 from facetorch.data.annotations import AnnotationError
 from facetorch.data.box_transforms import BoxAugmentation, build_box_transform
 from facetorch.data.datamodule import FaceDataModule
 from facetorch.data.detection import scan_labelme_index
-from facetorch.detect import Detector, detect_source
-from facetorch.explain_detector import peak_in_box
+from facetorch.inference.detection import Detector, detect_source
+from facetorch.explain.detector import peak_in_box
 from facetorch.losses import DetectionLoss, giou_loss, original_localization
 from facetorch.models.backbones import PretrainedWeightsError
 from facetorch.models.detector import FaceDetector
 from facetorch.tasks import FaceDetectorTask
-from tests.conftest import REPO, square_face_photo, write_labelme_folder
+from tests.conftest import REPO, square_face_photo, write_labelme_folder, read_csv
 
 TINY = str(REPO / "tests" / "configs" / "detector_tiny.yaml")
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -235,8 +235,8 @@ def test_predict_csv_gives_boxes_in_the_photo_pixels_as_detect_does(trained: dic
         cli.main(["predict", "--config", TINY, "--ckpt_path", str(trained["ckpt"]), "--data.root", str(trained["data"]),
                   "--data.predict_dir", str(tmp_path), "--model.init_args.score_threshold=0.001"])  # fmt: skip
         detect_source(Detector(trained["ckpt"], threshold=0.001), str(tmp_path / photos[0].name), tmp_path / "detected")
-    rows = {Path(r["file"]).name: r for r in csv.DictReader(next(tmp_path.rglob("predictions.csv")).open())}
-    detected = next(csv.DictReader((tmp_path / "detected" / "detections.csv").open()))
+    rows = {Path(r["file"]).name: r for r in read_csv(next(tmp_path.rglob("predictions.csv")))}
+    detected = read_csv(tmp_path / "detected" / "detections.csv")[0]
     for key in ("x1", "y1", "x2", "y2"):  # the same photo, the same box, in pixels
         assert float(rows[photos[0].name][key]) == pytest.approx(float(detected[key]), abs=0.6)
 
@@ -263,7 +263,7 @@ def test_detect_turns_a_video_into_an_annotated_video_and_csv(trained: dict, tmp
     while annotated.read()[0]:
         count += 1
     assert count == 12 and Path(run.output).suffix == suffix
-    rows = list(csv.DictReader(open(run.csv, encoding="utf-8")))
+    rows = read_csv(run.csv)
     assert [int(r["frame"]) for r in rows] == list(range(12))
     for row in rows:  # a face row has a box, a no-face row has none
         assert (row["x1"] != "") == (row["face"] == "1")
@@ -277,7 +277,7 @@ def test_detect_threshold_decides_faces(trained: dict, tmp_path: Path) -> None:
     _write_video(video, "MJPG", frames=6)
     never = detect_source(Detector(trained["ckpt"], threshold=0.999999), str(video), tmp_path / "never")
     assert never.faces <= 6
-    rows = list(csv.DictReader(open(never.csv, encoding="utf-8")))
+    rows = read_csv(never.csv)
     assert all((float(r["score"]) >= 0.999999) == (r["face"] == "1") for r in rows)
 
 
@@ -287,7 +287,7 @@ def test_detect_images_folder_via_the_tool(trained: dict, tmp_path: Path) -> Non
     for name in ("p000.jpg", "p017.jpg"):
         shutil.copy(trained["data"] / name, images / name)
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "detect.py"), "--ckpt", str(trained["ckpt"]), "--source", str(images),
+        [sys.executable, str(REPO / "tools" / "detect.py"), "--ckpt_path", str(trained["ckpt"]), "--source", str(images),
          "--output", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
@@ -302,13 +302,13 @@ def test_detect_stops_cleanly_on_sigint(trained: dict, tmp_path: Path) -> None:
     _write_video(video, "MJPG", frames=400)
     process = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time, facetorch.detect as d\n"
+         "import sys, time, facetorch.inference.detection as d, facetorch.cli.detect as tool\n"
          "orig = d.Detector.__call__\n"
          "def slow(self, frame):\n    time.sleep(0.02)\n    return orig(self, frame)\n"
          "d.Detector.__call__ = slow\n"
          "print('ready', flush=True)\n"
-         "d.main(sys.argv[1:])",
-         "--ckpt", str(trained["ckpt"]), "--source", str(video), "--output", str(tmp_path / "out"), "--fourcc", "MJPG"],
+         "tool.main(sys.argv[1:])",
+         "--ckpt_path", str(trained["ckpt"]), "--source", str(video), "--output", str(tmp_path / "out"), "--fourcc", "MJPG"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert process.stdout.readline().strip() == "ready"
@@ -322,18 +322,18 @@ def test_detect_stops_cleanly_on_sigint(trained: dict, tmp_path: Path) -> None:
     assert process.returncode == 0, err[-2000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["stopped_early"] and 0 < summary["frames"] < 400
-    rows = list(csv.DictReader(open(tmp_path / "out" / "detections.csv", encoding="utf-8")))
+    rows = read_csv(tmp_path / "out" / "detections.csv")
     assert len(rows) == summary["frames"]
     capture = cv2.VideoCapture(summary["output"])
     assert capture.isOpened() and capture.read()[0]
 
 
 def test_explain_detector_and_peak_in_box(trained: dict, tmp_path: Path) -> None:
-    from facetorch.explain_cli import main as explain
+    from facetorch.cli.explain import explain
 
     written = explain(["--config", TINY, "--ckpt_path", str(trained["ckpt"]), "--data.root", str(trained["data"]),
                        "--images", str(trained["data"] / "p000.jpg"), "--output", str(tmp_path / "cam"),
-                       "--method", "gradcam", "--target", "x2", "--peak_in_box", "true"])  # fmt: skip
+                       "--method", "gradcam", "--target", "x2", "--peak_in_box"])  # fmt: skip
     assert (tmp_path / "cam" / "p000_gradcam_overlay.png") in written
     report = json.loads((tmp_path / "cam" / "peak_in_box.json").read_text())
     assert set(report) == {"peak_in_box_rate", "mass_in_box", "box_area_share", "num_samples"}
@@ -373,7 +373,7 @@ def test_detection_baselines_use_the_model_split(labelme_dir: Path) -> None:
 
 
 def test_benchmark_detector_setup(labelme_dir: Path) -> None:
-    from facetorch.benchmark import run
+    from facetorch.bench.training import run
 
     result = run("detector", batch_size=4, steps=3, warmup=1, repeats=1, data_root=str(labelme_dir))
     assert result["task"] == "detector" and result["inference_batch1_fps"] > 0

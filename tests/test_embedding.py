@@ -12,13 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from facetorch import cli, explain_cli, gallery_cli
+from facetorch import cli
+from facetorch.cli import explain as explain_cli
+from facetorch.cli import gallery as gallery_cli
 from facetorch.data import FaceDataModule
 from facetorch.data.pairs import balanced_label_pairs
 from facetorch.evaluation import enrolled_classifier_accuracy
-from facetorch.gallery import Embedder, Gallery, GalleryError
+from facetorch.inference.gallery import Embedder, Gallery, GalleryError
 from facetorch.tasks import EmbeddingTask
-from tests.conftest import REPO, write_identity_folders
+from tests.conftest import REPO, write_identity_folders, read_csv
 
 TINY = str(REPO / "tests" / "configs" / "embedding_tiny.yaml")
 VERIFICATION_KEYS = {"pair_acc", "pair_acc_std", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "threshold", "num_samples"}
@@ -108,7 +110,7 @@ def test_pk_and_pair_batches_from_the_datamodule(tmp_path: Path) -> None:
     x1, x2, same, y1, y2 = next(iter(pairs.train_dataloader()))
     assert x1.shape == x2.shape == (4, 3, 16, 16) and same.sum() == 2
     assert torch.equal(same, (y1 == y2).float())
-    with pytest.raises(ValueError, match="needs layout identity_folders"):
+    with pytest.raises(ValueError, match="train_batches=.pk. is not used by layout .face_crops. .it applies to identity_folders"):
         FaceDataModule(layout="face_crops", train_batches="pk")
 
 
@@ -139,7 +141,7 @@ def test_training_reports_verification_and_stores_the_threshold(trained: tuple[P
     threshold = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]["threshold"]
     assert torch.isfinite(threshold) and -1.0 <= float(threshold) <= 1.0
     assert report["calibrated_threshold"] == pytest.approx(float(threshold))
-    metrics = list(csv.DictReader((run / "metrics.csv").open()))
+    metrics = read_csv(run / "metrics.csv")
     assert any(row.get("val_pair_acc") for row in metrics) and any(row.get("train_triplet_loss") for row in metrics)
 
 
@@ -191,7 +193,7 @@ def test_predict_writes_embeddings(trained: tuple[Path, Path, dict], tmp_path: P
     monkeypatch.chdir(tmp_path)
     cli.main(["predict", "--config", TINY, "--ckpt_path", str(ckpt), "--data.root", str(work / "ids"),
               "--data.predict_dir", str(work / "ids" / "person_00"), "--trainer.enable_progress_bar=false"])  # fmt: skip
-    rows = list(csv.DictReader(next(tmp_path.rglob("embeddings.csv")).open()))
+    rows = read_csv(next(tmp_path.rglob("embeddings.csv")))
     assert len(rows) == 5 and len(rows[0]) == 2 + 16
     vector = np.array([float(rows[0][f"e{i}"]) for i in range(16)])
     assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
@@ -199,7 +201,7 @@ def test_predict_writes_embeddings(trained: tuple[Path, Path, dict], tmp_path: P
 
 def test_explain_a_pair_with_a_reference(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
     work, ckpt, _ = trained
-    written = explain_cli.main(["--config", TINY, "--ckpt_path", str(ckpt), "--data.root", str(work / "ids"),
+    written = explain_cli.explain(["--config", TINY, "--ckpt_path", str(ckpt), "--data.root", str(work / "ids"),
                                 "--images", str(work / "ids" / "person_01"), "--reference",
                                 str(work / "ids" / "person_01" / "0.png"), "--output", str(tmp_path / "why"),
                                 "--trainer.enable_progress_bar=false"])  # fmt: skip
@@ -220,16 +222,16 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
                                                  capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     work, ckpt, _ = trained
     # person_00..05: images 0-2 enrolled, 3-4 probe; person_06..07 never enrolled.
-    gallery_cli.main(["split", "--images", str(work / "ids"), "--people", "6", "--per-person", "3", "--output", str(tmp_path / "split")])
+    gallery_cli.gallery(["split", "--images", str(work / "ids"), "--people", "6", "--per_person", "3", "--output", str(tmp_path / "split")])
     assert json.loads(capsys.readouterr().out) == {"enrol": 18, "known": 12, "unknown": 10}
     enrol, known, unknown = (tmp_path / "split" / part for part in ("enrol", "known", "unknown"))
     assert sorted(p.name for p in (enrol / "person_00").iterdir()) == ["0.png", "1.pgm", "2.png"]
     with pytest.raises(FileExistsError, match="not empty"):
-        gallery_cli.main(["split", "--images", str(work / "ids"), "--people", "6", "--per-person", "3", "--output", str(tmp_path / "split")])
+        gallery_cli.gallery(["split", "--images", str(work / "ids"), "--people", "6", "--per_person", "3", "--output", str(tmp_path / "split")])
     gallery_file = tmp_path / "people.npz"
-    gallery_cli.main(["enroll", "--ckpt", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file)])
+    gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file)])
     assert json.loads(capsys.readouterr().out)["added"] == 18
-    gallery_cli.main(["enroll", "--ckpt", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file)])
+    gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file)])
     again = json.loads(capsys.readouterr().out)
     assert (again["added"], again["total"], again["skipped"]) == (0, 18, 0)
     assert -1.0 <= again["open_set_threshold"] <= 1.0  # calibrated on the 6 enrolled people
@@ -240,26 +242,26 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
     more = tmp_path / "more" / "person_00"
     more.mkdir(parents=True)
     (more / "extra.png").write_bytes((known / "person_00" / "3.pgm").read_bytes())
-    gallery_cli.main(["enroll", "--ckpt", str(ckpt), "--images", str(more.parent), "--gallery", str(gallery_file)])
+    gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(more.parent), "--gallery", str(gallery_file)])
     assert json.loads(capsys.readouterr().out)["total"] == 19
 
     output = tmp_path / "ids.csv"
-    gallery_cli.main(["identify", "--ckpt", str(ckpt), "--gallery", str(gallery_file), "--images", str(known),
+    gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(known),
                       "--threshold", "-1", "--output", str(output)])  # fmt: skip
-    rows = list(csv.DictReader(output.open()))
+    rows = read_csv(output)
     assert len(rows) == 12 and all(r["name"].startswith("person_0") for r in rows)  # threshold -1 accepts all
-    gallery_cli.main(["identify", "--ckpt", str(ckpt), "--gallery", str(gallery_file), "--images", str(unknown / "person_06" / "0.png"),
+    gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(unknown / "person_06" / "0.png"),
                       "--threshold", "1.01"])  # fmt: skip
     assert "unknown" in capsys.readouterr().out  # nothing reaches a similarity above 1
-    with pytest.raises(SystemExit, match="exists"):
-        gallery_cli.main(["identify", "--ckpt", str(ckpt), "--gallery", str(gallery_file), "--images", str(known),
+    with pytest.raises(FileExistsError, match="exists and is not empty; pass --overwrite"):
+        gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(known),
                           "--output", str(output)])  # fmt: skip
 
-    gallery_cli.main(["verify", "--ckpt", str(ckpt), str(known / "person_01" / "3.pgm"), str(known / "person_01" / "4.png")])
+    gallery_cli.gallery(["verify", "--ckpt_path", str(ckpt), str(known / "person_01" / "3.pgm"), str(known / "person_01" / "4.png")])
     verdict = json.loads(capsys.readouterr().out)
     assert set(verdict) == {"similarity", "threshold", "same"} and verdict["same"] == (verdict["similarity"] >= verdict["threshold"])
 
-    gallery_cli.main(["evaluate", "--ckpt", str(ckpt), "--gallery", str(gallery_file), "--known", str(known),
+    gallery_cli.gallery(["evaluate", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--known", str(known),
                       "--unknown", str(unknown)])  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert report["num_known"] == 12 and report["num_unknown"] == 10
@@ -268,7 +270,7 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
 
 
 def test_open_set_threshold_is_calibrated_on_enrolled_people_as_strangers() -> None:
-    from facetorch.gallery import GalleryMeta
+    from facetorch.inference.gallery import GalleryMeta
 
     # Three people, two images each, on three orthogonal axes with a little overlap.
     rows = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.1, 0.9, 0], [0, 0, 1], [0, 0.2, 0.9]], dtype=np.float32)

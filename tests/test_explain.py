@@ -17,18 +17,20 @@ from PIL import Image
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
-from facetorch import cli, explain_cli
-from facetorch.callbacks import GradCAMLogger
+from facetorch import cli
+from facetorch.cli import explain as explain_cli
+from facetorch.callbacks.gradcam_logger import GradCAMLogger
 from facetorch.data import FaceDataModule
-from facetorch.explain import (
+from facetorch.explain.render import (
     explain_batch,
     load_images,
     to_display_image,
     write_explanations,
 )
-from facetorch.gradcam import ClassTarget, GuidedGradCAM, normalize_guided
+from facetorch.explain.gradcam import ClassTarget, GuidedGradCAM, normalize_guided
+from facetorch.inference.checkpoint import CheckpointError
 from facetorch.tasks import FaceClassifierTask, FaceTask
-from tests.conftest import REPO, write_face_crops
+from tests.conftest import REPO, write_face_crops, image_size_and_mode
 
 TINY_FACE_VGG = str(REPO / "tests" / "configs" / "face_vgg.yaml")
 SUFFIXES = {"gradcam": "_gradcam_overlay.png", "guided": "_guided.png", "guided_gradcam": "_guided_gradcam.png"}
@@ -48,7 +50,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def explain(checkpoint: Path, *args: str) -> list[Path]:
-    return explain_cli.main(["--config", TINY_FACE_VGG, "--ckpt_path", str(checkpoint),
+    return explain_cli.explain(["--config", TINY_FACE_VGG, "--ckpt_path", str(checkpoint),
                              "--trainer.enable_progress_bar=false", *args])  # fmt: skip
 
 
@@ -71,10 +73,9 @@ def test_all_methods_for_a_folder(checkpoint: Path, face_crops_dir: Path, in_tmp
         relative = source.relative_to(face_crops_dir).with_suffix("")
         expected |= {out / f"{relative}{suffix}" for suffix in SUFFIXES.values()}
     assert set(written) == expected == files_under(out)  # and no temporary file left behind
-    overlay = Image.open(out / "face" / "f000_gradcam_overlay.png")
-    assert overlay.mode == "RGB" and overlay.size == IMAGE_SIZE[::-1]
-    assert Image.open(out / "face" / "f000_guided.png").mode == "L"  # greyscale model, greyscale map
-    assert Image.open(out / "grid.png").size[1] > 16 * IMAGE_SIZE[0]  # 16 rows at most, each readable
+    assert image_size_and_mode(out / "face" / "f000_gradcam_overlay.png") == (IMAGE_SIZE[::-1], "RGB")
+    assert image_size_and_mode(out / "face" / "f000_guided.png")[1] == "L"  # greyscale model, greyscale map
+    assert image_size_and_mode(out / "grid.png")[0][1] > 16 * IMAGE_SIZE[0]  # 16 rows at most, each readable
     printed = capsys.readouterr().out.splitlines()
     assert "24 *_gradcam_overlay.png" in printed and "1 grid.png" in printed
     assert printed[-1] == f"Wrote {len(expected)} files to {out.resolve()}"
@@ -112,9 +113,9 @@ def test_non_empty_output_is_refused_without_overwrite(checkpoint: Path, face_cr
         explain(checkpoint, *args)
     assert files_under(out) == {out / "notes.txt", out / "f000_gradcam_overlay.png"}
     assert (out / "f000_gradcam_overlay.png").read_bytes() == b"old"
-    explain(checkpoint, *args, "--overwrite=true")
+    explain(checkpoint, *args, "--overwrite")
     assert (out / "notes.txt").read_text() == "keep me"  # other files are kept
-    assert Image.open(out / "f000_gradcam_overlay.png").size == IMAGE_SIZE[::-1]
+    assert image_size_and_mode(out / "f000_gradcam_overlay.png")[0] == IMAGE_SIZE[::-1]
 
 
 def test_unreadable_image_is_skipped_with_a_warning(checkpoint: Path, face_crops_dir: Path, in_tmp: Path) -> None:
@@ -137,9 +138,18 @@ def test_reference_needs_an_embedding_task(checkpoint: Path, face_crops_dir: Pat
     assert not (in_tmp / "out").exists()
 
 
-def test_a_checkpoint_of_another_model_is_a_clear_error(checkpoint: Path, face_crops_dir: Path, in_tmp: Path) -> None:
-    with pytest.raises(RuntimeError, match="does not fit the model built from --config"):
-        explain(checkpoint, "--images", str(face_crops_dir), "--model.init_args.hidden=8", "--output", str(in_tmp / "o"))
+def test_the_checkpoint_not_the_config_decides_the_model(checkpoint: Path, face_crops_dir: Path, in_tmp: Path) -> None:
+    # The config asks for another dense width; the weights and their shapes come from the checkpoint.
+    written = explain(checkpoint, "--images", str(face_crops_dir / "face" / "f000.png"), "--model.init_args.hidden=8",
+                      "--method", "gradcam", "--output", str(in_tmp / "o"))  # fmt: skip
+    assert (in_tmp / "o" / "f000_gradcam_overlay.png") in written
+
+
+def test_an_unreadable_checkpoint_is_a_clear_error(face_crops_dir: Path, in_tmp: Path) -> None:
+    broken = in_tmp / "broken.ckpt"
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match="broken.ckpt.*not a readable facetorch checkpoint"):
+        explain(broken, "--images", str(face_crops_dir), "--output", str(in_tmp / "o"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,9 +178,9 @@ def tiny_task() -> FaceClassifierTask:
 
 
 def test_reference_explains_similarity_for_an_embedding_model(face_crops_dir: Path, tmp_path: Path) -> None:
-    data = FaceDataModule(image_size=IMAGE_SIZE)  # only its transform is used
+    spec = FaceDataModule(image_size=IMAGE_SIZE).input_spec  # how the images are fed
     images = load_images(face_crops_dir / "face", channels=1)[:3]
-    written = write_explanations(TinyEmbedder().eval(), data, images, ["gradcam"], None, tmp_path / "out",
+    written = write_explanations(TinyEmbedder().eval(), spec, images, ["gradcam"], None, tmp_path / "out",
                                  reference=face_crops_dir / "face" / "f005.png")  # fmt: skip
     assert [p.name for p in written] == ["f000_gradcam_overlay.png", "f001_gradcam_overlay.png",
                                          "f002_gradcam_overlay.png", "grid.png"]  # fmt: skip
@@ -204,7 +214,7 @@ def test_equal_stems_do_not_overwrite_each_other(face_crops_dir: Path, tmp_path:
     folder.mkdir()
     (folder / "a.png").write_bytes((face_crops_dir / "face" / "f000.png").read_bytes())
     (folder / "a.jpg").write_bytes((face_crops_dir / "non_face" / "n000.jpg").read_bytes())
-    written = write_explanations(tiny_task(), FaceDataModule(image_size=IMAGE_SIZE), load_images(folder, 1),
+    written = write_explanations(tiny_task(), FaceDataModule(image_size=IMAGE_SIZE).input_spec, load_images(folder, 1),
                                  ["guided"], None, tmp_path / "out")  # fmt: skip
     assert sorted(p.name for p in written) == ["a_2_guided.png", "a_guided.png", "grid.png"]
 
@@ -273,7 +283,7 @@ def test_callback_hook_under_inference_mode_leaves_the_module_as_it_was(
     with torch.inference_mode():  # as in Lightning's validation loop
         logger.on_validation_epoch_end(fake_trainer(data, epoch=4, max_epochs=10), task)  # type: ignore[arg-type]
     grid = tmp_path / "run" / "gradcam" / "epoch_004.png"
-    assert grid.is_file() and Image.open(grid).size[1] > 5 * IMAGE_SIZE[0]
+    assert grid.is_file() and image_size_and_mode(grid)[0][1] > 5 * IMAGE_SIZE[0]
     assert [m.training for m in task.modules()] == flags
     assert all(torch.equal(p.grad, g) for p, g in zip(task.parameters(), grads))
     assert all(torch.equal(v, state[k]) for k, v in task.state_dict().items())

@@ -1,4 +1,4 @@
-"""Tests for facetorch.gradcam: sanity checks, hook hygiene, guided ReLU rule, real backbones."""
+"""Tests for facetorch.explain.gradcam: sanity checks, hook hygiene, guided ReLU rule, real backbones."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from facetorch.gradcam import (
+from facetorch.explain.gradcam import (
     ClassTarget,
     DetectorTarget,
     DissimilarityTarget,

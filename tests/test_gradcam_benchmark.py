@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facetorch.gradcam_benchmark import manual_gradcam, run_gradcam
+from facetorch.bench.gradcam import manual_gradcam, run_gradcam
 
 MODELS = ("vgg16", "resnet50")
 

@@ -13,8 +13,8 @@ import torch
 
 from facetorch import cli
 from facetorch.data import FaceDataModule
-from facetorch.finetuning import FreezeUnfreeze
-from facetorch.gradcam import GradCAM
+from facetorch.callbacks.freeze_unfreeze import FreezeUnfreeze
+from facetorch.explain.gradcam import GradCAM
 from facetorch.models import build_backbone
 from facetorch.tasks import IdentityTask
 from tests.conftest import REPO
@@ -143,9 +143,9 @@ def test_predict_csv_with_an_identity_checkpoint(identity_dir: Path, in_tmp: Pat
     assert all(r[1] in names and len(r[3].split(";")) == 5 for r in good)
 
     # The same checkpoint explained: overlays of the predicted identity and of a named one.
-    from facetorch import explain_cli
+    from facetorch.cli import explain as explain_cli
 
-    written = explain_cli.main(["--config", TINY, "--ckpt_path", str(ckpt), "--data.root", str(identity_dir),
+    written = explain_cli.explain(["--config", TINY, "--ckpt_path", str(ckpt), "--data.root", str(identity_dir),
                                 "--images", str(identity_dir / "person_01"), "--target", "person_01",
                                 "--output", str(tmp_path / "explained")])  # fmt: skip
     assert sum(p.name.endswith("_gradcam_overlay.png") for p in written) == 5 and (tmp_path / "explained" / "grid.png").is_file()

@@ -1,11 +1,11 @@
-"""Explain a checkpoint's decisions as PNGs: Grad-CAM overlays, Guided Backprop, Guided Grad-CAM and a grid.
+"""Explain a checkpoint's decisions as PNGs (Grad-CAM overlays, Guided Backprop, Guided Grad-CAM, a grid):
+see ``facetorch.cli.explain``.
 
-``python tools/explain.py --config CONFIG --ckpt_path CKPT --images DIR_OR_FILE
-[--method gradcam|guided|guided_gradcam|all] [--target predicted|<class name>|<index>]
-[--reference IMG] --output DIR [--overwrite]``
+``python tools/explain.py --config CONFIG --ckpt_path CKPT --images DIR_OR_FILE --output DIR
+[--method gradcam|guided|guided_gradcam|all] [--target predicted|<class name>|<index>] [--reference IMG] [--overwrite]``
 """
 
-from facetorch.explain_cli import main
+from facetorch.cli.explain import main
 
 if __name__ == "__main__":
     main()

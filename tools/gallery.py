@@ -1,6 +1,6 @@
-"""Enrol people, identify faces (or answer "unknown"), verify pairs; see ``facetorch.gallery_cli``."""
+"""Enrol people, identify faces (or answer "unknown"), verify pairs: see ``facetorch.cli.gallery``."""
 
-from facetorch.gallery_cli import main
+from facetorch.cli.gallery import main
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -11,34 +11,20 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, RandomSampler
 
-from facetorch.data.box_transforms import BoxAugmentation, build_box_transform
-from facetorch.data.datasets import (
-    FACE_CROP_CLASSES,
-    FaceImageDataset,
-    PredictDataset,
-    SampleIndex,
-    scan_face_crops,
-    scan_identity_folders,
-)
-from facetorch.data.detection import FaceBoxDataset, scan_labelme_index
+from facetorch.data.box_transforms import BoxAugmentation
+from facetorch.data.datasets import PredictDataset, SampleIndex
+from facetorch.data.layouts import LAYOUTS, builtin_face_crops, check_layout_options, get_layout
 from facetorch.data.pairs import balanced_label_pairs, pair_fold_ids, read_lfw_pairs
 from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSampler
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
-from facetorch.data.transforms import Augmentation, Normalization, build_transform, normalization_stats
+from facetorch.data.transforms import Augmentation, InputSpec, Normalization
 
-Layout = Literal["face_crops", "identity_folders", "labelme"]
+LayoutName = Literal["face_crops", "identity_folders", "labelme"]
 TrainBatches = Literal["random", "pk", "pairs"]
 SPLITS = ("train", "val", "test")
 
 
-def builtin_face_crops() -> SampleIndex:
-    """scikit-image's ``lfw_subset()``: 100 real faces then 100 non-faces, 25x25 grey, offline."""
-    from skimage.data import lfw_subset
-
-    images = lfw_subset()  # (200, 25, 25) float64 in [0, 1]
-    labels = [1] * 100 + [0] * 100  # label 1 = face, as in FACE_CROP_CLASSES
-    sources = [np.round(image * 255).astype(np.uint8) for image in images]
-    return SampleIndex(sources, labels, list(FACE_CROP_CLASSES), "skimage.data.lfw_subset()")
+__all__ = ["FaceDataModule", "builtin_face_crops"]
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -91,7 +77,7 @@ class FaceDataModule(pl.LightningDataModule):
     def __init__(
         self,
         root: Optional[str] = None,
-        layout: Layout = "face_crops",
+        layout: LayoutName = "face_crops",
         image_size: tuple[int, int] = (120, 80),
         channels: Literal[1, 3] = 1,
         normalization: Normalization = "unit",
@@ -121,19 +107,25 @@ class FaceDataModule(pl.LightningDataModule):
             raise ValueError(f"data.image_size must be (height, width) of at least 8 pixels, got {image_size}")
         if channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
-        if train_batches != "random" and layout != "identity_folders":
-            raise ValueError(f"data.train_batches={train_batches!r} needs layout identity_folders, got {layout!r}")
         if center_crop is not None and (len(center_crop) != 2 or not all(0 < f <= 1 for f in center_crop)):
             raise ValueError(f"data.center_crop must be two fractions in (0, 1] (height, width), got {center_crop}")
-        if root is None and layout != "face_crops" and pairs_file is None:
-            raise ValueError(f"data.root is required for layout {layout!r} (only face_crops has a built-in source)")
+        self.layout_spec = get_layout(layout)
+        check_layout_options(self.layout_spec, {
+            "augmentation": augmentation, "box_augmentation": box_augmentation, "center_crop": center_crop,
+            "train_batches": train_batches, "split_by": split_by, "pairs_file": pairs_file,
+            "min_images_per_class": min_images_per_class,
+        })  # fmt: skip
+        if root is None and self.layout_spec.builtin is None and pairs_file is None:
+            with_builtin = sorted(name for name, spec in LAYOUTS.items() if spec.builtin is not None)
+            raise ValueError(f"data.root is required for layout {layout!r} (only {', '.join(with_builtin)} has a built-in source)")
         # The augmentation dataclass stays out of the checkpoint so it holds only plain values.
         self.save_hyperparameters(ignore=["augmentation", "box_augmentation"])
         self.root = root
         self.layout = layout
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.channels = channels
-        self.mean, self.std = normalization_stats(normalization, channels)
+        self.input_spec = InputSpec(self.image_size, channels, normalization, tuple(center_crop) if center_crop else None)
+        self.mean, self.std = self.input_spec.mean, self.input_spec.std
         self.augmentation = augmentation
         self.box_augmentation = box_augmentation
         self.batch_size = batch_size
@@ -161,18 +153,13 @@ class FaceDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ indexing and splitting
     def _scan(self, folder: Path, class_names: Optional[list[str]] = None) -> SampleIndex:
-        if self.layout == "face_crops":
-            return scan_face_crops(folder)
-        if self.layout == "labelme":
-            return scan_labelme_index(folder)
-        return scan_identity_folders(folder, self.min_images_per_class, class_names)
+        return self.layout_spec.scan(folder, self.min_images_per_class, class_names)
 
     def _has_split_folders(self) -> bool:
         root = Path(self.root) if self.root else None
         if root is None or not (root / "train").is_dir():
             return False
-        # face_crops and labelme keep images elsewhere than in train/, so train/ alone marks a split.
-        return self.layout in ("face_crops", "labelme") or (root / "val").is_dir() or (root / "test").is_dir()
+        return self.layout_spec.train_folder_marks_split or (root / "val").is_dir() or (root / "test").is_dir()
 
     def _split(self, index: SampleIndex) -> SplitIndices:
         split = identity_split if self.split_by == "identity" else stratified_split
@@ -207,7 +194,7 @@ class FaceDataModule(pl.LightningDataModule):
 
     def _build_splits_without_pairs(self) -> dict[str, SampleIndex]:
         if self.root is None:
-            full = builtin_face_crops()
+            full = self.layout_spec.builtin()
         elif self._has_split_folders() and not self.eval_all:
             return self._read_split_folders()
         else:
@@ -259,10 +246,9 @@ class FaceDataModule(pl.LightningDataModule):
         return len(self.class_names)
 
     # ------------------------------------------------------------------ datasets and loaders
-    def transform(self, train: bool):
-        """The training (augmented) or evaluation (deterministic) transform."""
-        augmentation = self.augmentation if train else None
-        return build_transform(self.image_size, self.mean, self.std, augmentation, self.center_crop)
+    def transform(self, train: bool) -> Any:
+        """The training (augmented) or evaluation (deterministic) image transform: uint8 image -> tensor."""
+        return self.input_spec.transform(self.augmentation if train else None)
 
     def verification_pairs_of(self, split: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Pairs to verify on a split: (M, 3) rows ``(i, j, same)`` of dataset indices, and fold ids.
@@ -282,18 +268,15 @@ class FaceDataModule(pl.LightningDataModule):
                 f"(data.val_fraction / data.test_fraction with data.split_by: identity)"
             ) from error
 
-    def _dataset(self, split: str, train: bool) -> FaceImageDataset | FaceBoxDataset:
+    def _dataset(self, split: str, train: bool) -> torch.utils.data.Dataset:
         index = self.splits[split]
         if len(index) == 0:
             raise ValueError(
                 f"The {split} split of {self.root or 'the built-in data'} is empty "
                 f"(val_fraction={self.val_fraction}, test_fraction={self.test_fraction}, eval_all={self.eval_all})"
             )
-        if self.layout == "labelme":
-            augmentation = self.box_augmentation if train else None
-            transform = build_box_transform(self.image_size, self.mean, self.std, augmentation, self.channels)
-            return FaceBoxDataset(index, transform, self.channels, self.cache_images)
-        return FaceImageDataset(index, self.transform(train), self.channels, self.cache_images)
+        augmentation = getattr(self, self.layout_spec.augmentation_option) if train else None
+        return self.layout_spec.dataset(index, self.input_spec, augmentation, self.cache_images)
 
     def has_split(self, split: str) -> bool:
         """Whether ``split`` holds any sample."""

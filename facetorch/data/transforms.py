@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import albumentations as A
 import cv2
@@ -154,3 +155,46 @@ def build_transform(
         steps.extend(_augmentations(augmentation))
     steps.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
     return AlbumentationsTransform(A.Compose(steps))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a model is fed: the one description the DataModule, the checkpoint loader, the gallery
+    and detection share, so that a trained model always sees its inputs prepared the same way.
+
+    Attributes:
+        image_size: Model input (height, width).
+        channels: 1 (greyscale) or 3 (RGB).
+        normalization: ``unit`` ([0, 255] to [-1, 1]) or ``imagenet``.
+        center_crop: Fractions (height, width) kept around the centre before resizing, or ``None``.
+    """
+
+    image_size: tuple[int, int]
+    channels: Literal[1, 3] = 3
+    normalization: Normalization = "unit"
+    center_crop: Optional[tuple[float, float]] = None
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean in [0, 1] units."""
+        return normalization_stats(self.normalization, self.channels)[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel std in [0, 1] units."""
+        return normalization_stats(self.normalization, self.channels)[1]
+
+    def transform(self, augmentation: Augmentation | None = None) -> AlbumentationsTransform:
+        """The deterministic evaluation transform, or the training one with ``augmentation``."""
+        return build_transform(self.image_size, self.mean, self.std, augmentation, self.center_crop)
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> "InputSpec":
+        """The input of a saved ``FaceDataModule`` (a checkpoint's ``datamodule_hyper_parameters``)."""
+        crop = hparams.get("center_crop")
+        return cls(
+            image_size=(int(hparams["image_size"][0]), int(hparams["image_size"][1])),
+            channels=int(hparams.get("channels", 3)),  # type: ignore[arg-type]
+            normalization=hparams.get("normalization", "unit"),
+            center_crop=(float(crop[0]), float(crop[1])) if crop is not None else None,
+        )

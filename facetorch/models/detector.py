@@ -3,7 +3,7 @@
 As in the original project: VGG16's convolutional features, a global max pool, a class head
 (dense 2048, ReLU, 1 logit: "is there a face") and a box head (dense 2048, ReLU, 4 sigmoid
 outputs: ``x1, y1, x2, y2`` normalised to [0, 1] of the input). ``forward`` returns the tuple
-``(logit (B, 1), boxes (B, 4))`` that :class:`facetorch.gradcam.DetectorTarget` expects.
+``(logit (B, 1), boxes (B, 4))`` that :class:`facetorch.explain.gradcam.DetectorTarget` expects.
 
 Backbones: ``vgg16`` and ``vgg16_bn`` (torchvision's layer layout, so ImageNet weights load
 into them; ``width`` < 1 narrows every conv for training from scratch on a CPU) and ``tiny``

@@ -35,6 +35,10 @@ class FaceTask(pl.LightningModule):
     (what the checkpoint and the plateau schedule follow), and fill ``self.test_report`` (a flat
     dict of final numbers) at the end of testing; this class writes it to ``metrics.json``.
 
+    The optimisation arguments below are every task's: subclasses take them as ``**optimization``
+    and pass them on, so a config sets them as flat keys (``model.init_args.lr``) for any task, and
+    each config in ``configs/`` states its own recipe.
+
     Args:
         optimizer: ``sgd`` (with momentum), ``adam``, ``adamw`` or ``adamax``.
         lr: Learning rate.

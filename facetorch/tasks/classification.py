@@ -12,9 +12,10 @@ from sklearn.metrics import confusion_matrix
 from torch import nn
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
-from facetorch import evaluation, gradcam, io, reports
+from facetorch import evaluation, io, reports
+from facetorch.explain import gradcam
 from facetorch.models.vgg import ORIGINAL_CFG, FaceVGG, LayerSpec
-from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName, dataset_order
+from facetorch.tasks.base import FaceTask, dataset_order
 
 
 class ClassificationTask(FaceTask):
@@ -31,9 +32,9 @@ class ClassificationTask(FaceTask):
         num_classes: int,
         class_names: Optional[Sequence[str]] = None,
         label_smoothing: float = 0.0,
-        **optim: Any,
+        **optimization: Any,
     ) -> None:
-        super().__init__(**optim)
+        super().__init__(**optimization)
         if num_classes < 2:
             raise ValueError(f"model.num_classes must be at least 2, got {num_classes}")
         names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
@@ -188,8 +189,9 @@ class FaceClassifierTask(ClassificationTask):
         dropout: Dropout before the last layer.
         batch_norm: BatchNorm after every conv.
         label_smoothing: Label smoothing of the cross-entropy.
-        optimizer, lr, weight_decay, momentum, scheduler, warmup_epochs, plateau_factor,
-        plateau_patience, channels_last: see :class:`~facetorch.tasks.base.FaceTask`.
+        **optimization: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
+            ``warmup_epochs``, ``plateau_factor``, ``plateau_patience``, ``channels_last``: see
+            :class:`~facetorch.tasks.base.FaceTask` (flat config keys, e.g. ``--model.init_args.lr``).
     """
 
     def __init__(
@@ -202,29 +204,13 @@ class FaceClassifierTask(ClassificationTask):
         dropout: float = 0.5,
         batch_norm: bool = True,
         label_smoothing: float = 0.0,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "cosine",
-        warmup_epochs: int = 0,
-        plateau_factor: float = 0.5,
-        plateau_patience: int = 2,
-        channels_last: bool = False,
+        **optimization: Any,
     ) -> None:
         super().__init__(
             num_classes=num_classes,
             class_names=class_names,
             label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            plateau_factor=plateau_factor,
-            plateau_patience=plateau_patience,
-            channels_last=channels_last,
+            **optimization,
         )
         self.save_hyperparameters()
         self.model: nn.Module = FaceVGG(num_classes, in_channels, list(cfg), hidden, dropout, batch_norm)

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from facetorch import evaluation, gradcam, io, reports
+from facetorch import evaluation, io, reports
+from facetorch.explain import gradcam
 from facetorch.losses import BoxLossName, DetectionLoss
 from facetorch.models.detector import DetectorBackbone, FaceDetector
-from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName, dataset_order
+from facetorch.tasks.base import FaceTask, dataset_order
 
 DetectionBatch = tuple[Tensor, dict[str, Tensor]]
 EXPLAIN_PARTS = ("score", "x1", "y1", "x2", "y2")
@@ -51,8 +52,9 @@ class FaceDetectorTask(FaceTask):
         cls_weight: Weight of the BCE term (0.5 in the original).
         score_threshold: A face score at or above this predicts "face".
         sample_images: Test images drawn in ``detections.png``.
-        optimizer, lr, weight_decay, momentum, scheduler, warmup_epochs, plateau_factor,
-        plateau_patience, channels_last: see :class:`~facetorch.tasks.base.FaceTask`.
+        **optimization: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
+            ``warmup_epochs``, ``plateau_factor``, ``plateau_patience``, ``channels_last``: see
+            :class:`~facetorch.tasks.base.FaceTask` (flat config keys, e.g. ``--model.init_args.lr``).
     """
 
     monitor = "val_mean_iou"
@@ -75,27 +77,9 @@ class FaceDetectorTask(FaceTask):
         cls_weight: float = 0.5,
         score_threshold: float = 0.5,
         sample_images: int = 32,
-        optimizer: OptimizerName = "adam",
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "none",
-        warmup_epochs: int = 0,
-        plateau_factor: float = 0.5,
-        plateau_patience: int = 2,
-        channels_last: bool = False,
+        **optimization: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            plateau_factor=plateau_factor,
-            plateau_patience=plateau_patience,
-            channels_last=channels_last,
-        )
+        super().__init__(**optimization)
         if num_classes != 2:
             raise ValueError(f"FaceDetectorTask expects data with 2 classes (no_face, face), got num_classes={num_classes}")
         if not 0.0 < score_threshold < 1.0:
@@ -283,9 +267,7 @@ def draw_detection(
 
     Boxes are normalised ``x1, y1, x2, y2``; ``None`` draws none.
     """
-    from facetorch.explain import to_display_image  # matplotlib is imported only when drawing
-
-    picture = to_display_image(image, mean, std)
+    picture = reports.to_display_image(image, mean, std)
     if picture.ndim == 2:
         picture = np.repeat(picture[..., None], 3, axis=2)
     picture = np.ascontiguousarray(picture)

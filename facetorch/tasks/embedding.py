@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facetorch import evaluation, gradcam, io, reports
+from facetorch import evaluation, io, reports
+from facetorch.explain import gradcam
 from facetorch.losses import ContrastiveLoss, PairDistance, TripletLoss, TripletMining
 from facetorch.models.backbones import build_backbone
 from facetorch.models.embedding import CosineClassifier, EmbeddingNet
-from facetorch.tasks.base import FaceTask, OptimizerName, SchedulerName, dataset_order
+from facetorch.tasks.base import FaceTask, dataset_order
 
 MetricLoss = Literal["triplet", "contrastive"]
 
@@ -65,8 +66,9 @@ class EmbeddingTask(FaceTask):
         classify_epochs: Epochs of classification alone before the metric loss starts (stage one).
         stage_two_trains: ``all`` or ``embedding`` (only the embedding layer, as the original).
         flip_test: Embed each evaluation image and its mirror image and average (test-time flip).
-        optimizer, lr, weight_decay, momentum, scheduler, warmup_epochs, plateau_factor,
-        plateau_patience, channels_last: see :class:`~facetorch.tasks.base.FaceTask`.
+        **optimization: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
+            ``warmup_epochs``, ``plateau_factor``, ``plateau_patience``, ``channels_last``: see
+            :class:`~facetorch.tasks.base.FaceTask` (flat config keys, e.g. ``--model.init_args.lr``).
     """
 
     monitor = "val_auc"
@@ -92,27 +94,9 @@ class EmbeddingTask(FaceTask):
         classify_epochs: int = 0,
         stage_two_trains: Literal["all", "embedding"] = "all",
         flip_test: bool = True,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 2e-3,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "cosine",
-        warmup_epochs: int = 0,
-        plateau_factor: float = 0.5,
-        plateau_patience: int = 2,
-        channels_last: bool = False,
+        **optimization: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            plateau_factor=plateau_factor,
-            plateau_patience=plateau_patience,
-            channels_last=channels_last,
-        )
+        super().__init__(**optimization)
         if loss not in ("triplet", "contrastive"):
             raise ValueError(f"model.loss must be 'triplet' or 'contrastive', got {loss!r}")
         if (classify_epochs > 0 or classification_weight > 0) and num_classes < 2:

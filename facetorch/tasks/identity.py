@@ -14,17 +14,16 @@ from facetorch import io, reports
 from facetorch.data.datasets import FaceImageDataset
 from facetorch.models.backbones import build_backbone
 from facetorch.models.heads import BackboneClassifier, IdentityHead
-from facetorch.tasks.base import OptimizerName, SchedulerName
 from facetorch.tasks.classification import ClassificationTask
 
 
 class IdentityTask(ClassificationTask):
     """Who is this? Softmax over the identities of an ``identity_folders`` dataset.
 
-    The class defaults are the original project's recipe (Adamax at 1e-3, learning rate halved
-    when validation accuracy stalls); ``configs/identity_resnet50.yaml`` holds the recipe that
-    trains ResNet50 from scratch. Freezing the backbone for the first epochs is a callback:
-    :class:`facetorch.finetuning.FreezeUnfreeze`.
+    ``configs/identity_resnet50_original.yaml`` holds the original project's recipe (Adamax at
+    1e-3, learning rate halved when validation accuracy stalls, backbone frozen for the first
+    epochs); ``configs/identity_resnet50.yaml`` holds the recipe that trains ResNet50 from
+    scratch. Freezing the backbone is a callback: :class:`facetorch.callbacks.FreezeUnfreeze`.
 
     Args:
         num_classes: Number of identities; linked from the data.
@@ -40,8 +39,9 @@ class IdentityTask(ClassificationTask):
             original) or ``val_loss`` (a finer signal when the validation split is small and its
             accuracy saturates).
         sample_images: Test images shown in ``samples.png``.
-        optimizer, lr, weight_decay, momentum, scheduler, warmup_epochs, plateau_factor,
-        plateau_patience, channels_last: see :class:`~facetorch.tasks.base.FaceTask`.
+        **optimization: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
+            ``warmup_epochs``, ``plateau_factor``, ``plateau_patience``, ``channels_last``: see
+            :class:`~facetorch.tasks.base.FaceTask` (flat config keys, e.g. ``--model.init_args.lr``).
     """
 
     def __init__(
@@ -57,29 +57,13 @@ class IdentityTask(ClassificationTask):
         label_smoothing: float = 0.0,
         monitor: Literal["val_acc", "val_loss"] = "val_acc",
         sample_images: int = 32,
-        optimizer: OptimizerName = "adamax",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "plateau",
-        warmup_epochs: int = 0,
-        plateau_factor: float = 0.5,
-        plateau_patience: int = 2,
-        channels_last: bool = False,
+        **optimization: Any,
     ) -> None:
         super().__init__(
             num_classes=num_classes,
             class_names=class_names,
             label_smoothing=label_smoothing,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            plateau_factor=plateau_factor,
-            plateau_patience=plateau_patience,
-            channels_last=channels_last,
+            **optimization,
         )
         if monitor not in ("val_acc", "val_loss"):
             raise ValueError(f"model.monitor must be val_acc or val_loss, got {monitor!r}")
@@ -92,7 +76,7 @@ class IdentityTask(ClassificationTask):
 
     @property
     def backbone(self) -> nn.Module:
-        """The feature extractor (what :class:`~facetorch.finetuning.FreezeUnfreeze` freezes)."""
+        """The feature extractor (what :class:`~facetorch.callbacks.freeze_unfreeze.FreezeUnfreeze` freezes)."""
         return self.model.backbone
 
     @property

@@ -8,18 +8,19 @@ for the ``labelme`` layout the detector's ``cls_acc``, ``mean_iou``, ``iou50_rat
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 import cv2
 import numpy as np
 
-from facetorch import evaluation
-from facetorch.baselines import EigenfaceEmbedder, EigenfacesSvm, HogSvmClassifier, LbpNearestNeighbour, chi_square_distances
+from facetorch import evaluation, io
+from facetorch.baselines.classical import EigenfaceEmbedder, EigenfacesSvm, HogSvmClassifier, LbpNearestNeighbour, chi_square_distances
 from facetorch.data.datamodule import FaceDataModule
-from facetorch.data.datasets import SampleIndex, read_image, scan_face_crops, scan_identity_folders, to_uint8
-from facetorch.data.detection import BoxIndex, scan_labelme_index
+from facetorch.data.datasets import SampleIndex, read_image, to_uint8
+from facetorch.data.detection import BoxIndex
+from facetorch.data.haar import HaarFaceDetector
 from facetorch.data.transforms import CenterCropFraction
-from facetorch.haar import HaarFaceDetector
 
 Method = Literal["hog_svm", "haar", "eigenfaces_svm", "lbp_nn", "mean_box"]
 METHODS_BY_LAYOUT: dict[str, tuple[str, ...]] = {
@@ -29,9 +30,10 @@ METHODS_BY_LAYOUT: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_grey(index: SampleIndex) -> list[np.ndarray]:
-    """Every image of a split as greyscale uint8 (H, W), at its own size."""
-    return [to_uint8(s, 1) if isinstance(s, np.ndarray) else read_image(s, 1) for s in index.sources]
+def load_grey(index: SampleIndex, progress: bool = True) -> list[np.ndarray]:
+    """Every image of a split as greyscale uint8 (H, W), at its own size (with a progress bar on a terminal)."""
+    sources = io.progress(index.sources, "read", total=len(index), enabled=progress)
+    return [to_uint8(s, 1) if isinstance(s, np.ndarray) else read_image(s, 1) for s in sources]
 
 
 class HaarCropClassifier:
@@ -49,7 +51,7 @@ class HaarCropClassifier:
 
     def decision_function(self, images: list[np.ndarray]) -> np.ndarray:
         scores = []
-        for image in images:
+        for image in io.progress(images, "haar"):
             scale = max(1.0, self.min_side / min(image.shape[:2]))
             big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
             pad = int(self.border * max(big.shape[:2]))
@@ -59,10 +61,8 @@ class HaarCropClassifier:
 
 
 def _held_out(data: FaceDataModule, root: str) -> SampleIndex:
-    """Every image of ``root``, labelled with the training data's class order."""
-    if data.layout == "face_crops":
-        return scan_face_crops(root)
-    return scan_identity_folders(root, 1, data.class_names)
+    """Every image of ``root`` (the data's layout), labelled with the training data's class order."""
+    return data.layout_spec.scan(Path(root), 1, data.class_names)
 
 
 def _builders(data: FaceDataModule) -> dict[str, Callable[[], Any]]:
@@ -124,7 +124,7 @@ def largest_haar_boxes(index: SampleIndex, detector: Optional[HaarFaceDetector] 
     """
     detector = detector or HaarFaceDetector()
     boxes, scores = np.zeros((len(index), 4)), np.zeros(len(index))
-    for i, image in enumerate(load_grey(index)):
+    for i, image in enumerate(io.progress(load_grey(index), "haar")):
         found = detector.largest(image)
         if found is not None:
             height, width = image.shape[:2]
@@ -142,7 +142,7 @@ def run_detection_baseline(method: Method, data: FaceDataModule, test_root: Opti
         ``{"method", "cls_acc", "mean_iou", "iou50_rate", "ap50", "num_samples"}``.
     """
     splits = data.splits
-    test: BoxIndex = splits["test"] if test_root is None else scan_labelme_index(test_root)
+    test: BoxIndex = splits["test"] if test_root is None else _held_out(data, test_root)  # type: ignore[assignment]
     if method == "haar":
         boxes, scores = largest_haar_boxes(test)
     elif method == "mean_box":

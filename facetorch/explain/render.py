@@ -1,6 +1,6 @@
 """Explanations of any facetorch task as PNG files: Grad-CAM overlays, Guided Backprop, Guided Grad-CAM.
 
-The library side of ``tools/explain.py`` (see :mod:`facetorch.explain_cli`) and of
+The library side of ``tools/explain.py`` (see :mod:`facetorch.cli.explain`) and of
 :class:`facetorch.callbacks.GradCAMLogger`. A task explains itself through two hooks of
 :class:`~facetorch.tasks.FaceTask`: ``cam_layer`` (the layer Grad-CAM looks at) and
 ``explain_target(spec)`` (the score to explain, from a ``--target`` string).
@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 import matplotlib
 
@@ -25,13 +25,14 @@ matplotlib.use("Agg")  # headless, as in facetorch.reports
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from facetorch import io  # noqa: E402
+from facetorch.reports import to_display_image  # noqa: E402
 from facetorch.data.datasets import ImageReadError, read_image  # noqa: E402
 from facetorch.data.files import IMAGE_EXTENSIONS, is_image_file  # noqa: E402
-from facetorch.gradcam import (  # noqa: E402
+from facetorch.data.transforms import InputSpec  # noqa: E402
+from facetorch.explain.gradcam import (  # noqa: E402
     GradCAM,
     GuidedBackprop,
     SimilarityTarget,
@@ -41,14 +42,11 @@ from facetorch.gradcam import (  # noqa: E402
     overlay_heatmap,
 )
 
-if TYPE_CHECKING:
-    from facetorch.data.datamodule import FaceDataModule
 
 __all__ = [
     "METHODS",
     "Method",
     "Rendered",
-    "check_output",
     "describe_predictions",
     "explain_batch",
     "load_images",
@@ -110,32 +108,12 @@ def load_images(source: str | Path, channels: Literal[1, 3]) -> list[LoadedImage
     return loaded
 
 
-def to_display_image(image: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
-    """The model input (C, H, W) back as the resized uint8 picture, (H, W) grey or (H, W, 3) RGB.
-
-    With the transform's ``mean`` / ``std`` (in [0, 1] units) the normalisation is undone, which
-    gives back the resized uint8 image exactly (the normalisation is affine). Without them each
-    image is min-max scaled.
-    """
-    pixels = image.detach().float().cpu()
-    if pixels.ndim != 3:
-        raise ValueError(f"Expected one image of shape (C, H, W), got shape {tuple(pixels.shape)}")
-    if mean is not None and std is not None:
-        shape = (-1, 1, 1)
-        pixels = pixels * torch.tensor(std).reshape(shape) + torch.tensor(mean).reshape(shape)
-    else:
-        low, high = pixels.min(), pixels.max()
-        pixels = (pixels - low) / (high - low) if high > low else torch.zeros_like(pixels)
-    picture = (pixels.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return picture[..., 0] if picture.shape[2] == 1 else picture
-
-
 # --------------------------------------------------------------------------------------------
 # Targets
 # --------------------------------------------------------------------------------------------
 
 
-def reference_target(task: nn.Module, data: FaceDataModule, reference: str | Path) -> SimilarityTarget:
+def reference_target(task: nn.Module, spec: InputSpec, reference: str | Path) -> SimilarityTarget:
     """Cosine similarity to the task's embedding of ``reference``: why a face matches it.
 
     Raises:
@@ -146,8 +124,8 @@ def reference_target(task: nn.Module, data: FaceDataModule, reference: str | Pat
             f"`--reference` needs an embedding task (a task with `embedding_dim`, such as EmbeddingTask); "
             f"{type(task).__name__} does not output embeddings. Use --target to pick a class instead."
         )
-    picture = read_image(Path(reference), data.channels)
-    batch = data.transform(train=False)(picture)[None].to(_device_of(task))
+    picture = read_image(Path(reference), spec.channels)
+    batch = spec.transform()(picture)[None].to(_device_of(task))
     with torch.no_grad(), eval_mode(task):
         embedding = task(batch)  # (1, D)
     return SimilarityTarget(embedding[0].detach())
@@ -155,7 +133,7 @@ def reference_target(task: nn.Module, data: FaceDataModule, reference: str | Pat
 
 def resolve_target(
     task: nn.Module,
-    data: FaceDataModule,
+    spec: InputSpec,
     target_spec: str | None = None,
     reference: str | Path | None = None,
 ) -> tuple[Target, str]:
@@ -163,7 +141,7 @@ def resolve_target(
     if reference is not None:
         if target_spec not in (None, "", "predicted"):
             raise ValueError(f"--target {target_spec!r} and --reference cannot be combined: the reference is the target")
-        return reference_target(task, data, reference), f"similarity to {Path(reference).name}"
+        return reference_target(task, spec, reference), f"similarity to {Path(reference).name}"
     return task.explain_target(target_spec), target_spec or "predicted"
 
 
@@ -278,7 +256,7 @@ def describe_predictions(task: nn.Module, images: Tensor, target: Target | int |
 
 def write_explanations(
     task: nn.Module,
-    data: FaceDataModule,
+    spec: InputSpec,
     images: Sequence[LoadedImage],
     methods: Sequence[str],
     target_spec: str | None,
@@ -288,6 +266,7 @@ def write_explanations(
     reference: str | Path | None = None,
     overwrite: bool = False,
     max_grid_rows: int = MAX_GRID_ROWS,
+    progress: bool = True,
 ) -> list[Path]:
     """Write explanation PNGs for each image, and one ``grid.png`` of the first ``max_grid_rows``.
 
@@ -297,7 +276,7 @@ def write_explanations(
 
     Args:
         task: A facetorch task, with its weights loaded; it stays on its device.
-        data: The data module; only its deterministic transform and normalisation are used.
+        spec: How the task is fed (its checkpoint's input, or the data module's ``input_spec``).
         images: From :func:`load_images`.
         methods: Any of ``gradcam``, ``guided``, ``guided_gradcam`` (or ``all``).
         target_spec: ``--target``: ``None`` / ``"predicted"``, a class name or an index.
@@ -306,6 +285,7 @@ def write_explanations(
         reference: An image to explain similarity to (embedding tasks); excludes ``target_spec``.
         overwrite: Write into a non-empty ``output`` (files of the same name are replaced, others kept).
         max_grid_rows: Images shown in ``grid.png``.
+        progress: Show a progress bar over the batches (on a terminal).
 
     Returns:
         The written files, the grid last.
@@ -315,26 +295,26 @@ def write_explanations(
     """
     methods = _check_methods(methods)
     output = Path(output)
-    check_output(output, overwrite)
+    io.check_output_folder(output, overwrite)
     if not images:
         raise ValueError("Expected at least one image to explain, got none")
     if batch_size < 1:
         raise ValueError(f"Expected batch_size >= 1, got {batch_size}")
-    target, target_label = resolve_target(task, data, target_spec, reference)
-    transform = data.transform(train=False)
+    target, target_label = resolve_target(task, spec, target_spec, reference)
+    transform = spec.transform()
     names = _output_names([path for path, _ in images])
     written: list[Path] = []
     grid_rows: list[list[np.ndarray]] = []
     grid_captions: list[str] = []
-    for start in range(0, len(images), batch_size):
+    for start in io.progress(range(0, len(images), batch_size), "explain", enabled=progress):
         chunk = images[start : start + batch_size]
         batch = torch.stack([transform(picture) for _, picture in chunk]).to(_device_of(task))
-        rendered = render_explanations(task, batch, methods, target, data.mean, data.std)
+        rendered = render_explanations(task, batch, methods, target, spec.mean, spec.std)
         for i, (path, _) in enumerate(chunk):
             name = names[start + i]
             for method in methods:
                 file = output / f"{name}_{FILE_SUFFIX[method]}.png"
-                save_png(rendered.panels[method][i], file)
+                io.write_png(file, rendered.panels[method][i])
                 written.append(file)
             if len(grid_rows) < max_grid_rows:
                 grid_rows.append([rendered.images[i], *(rendered.panels[m][i] for m in methods)])
@@ -387,17 +367,6 @@ def plot_explanation_grid(
     io.save_figure(figure, path)
 
 
-def save_png(picture: np.ndarray, path: str | Path) -> None:
-    """Atomically write a uint8 picture, (H, W), (H, W, 1) or (H, W, 3), as PNG."""
-    picture = np.asarray(picture)
-    if picture.ndim == 3 and picture.shape[2] == 1:
-        picture = picture[..., 0]
-    if picture.dtype != np.uint8:
-        raise TypeError(f"Expected a uint8 picture for {str(path)!r}, got dtype {picture.dtype}")
-    with io.atomic_open(path, "wb") as handle:
-        Image.fromarray(picture).save(handle, format="PNG")
-
-
 # --------------------------------------------------------------------------------------------
 # Internals
 # --------------------------------------------------------------------------------------------
@@ -417,21 +386,6 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
     if not asked:
         raise ValueError(f"Expected at least one method from {METHODS} (or 'all'), got none")
     return [m for m in METHODS if m in asked]
-
-
-def check_output(output: str | Path, overwrite: bool = False) -> None:
-    """Refuse an output that is a file, or a non-empty folder unless ``overwrite``.
-
-    Raises:
-        FileExistsError: with the path and how to proceed.
-    """
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise FileExistsError(f"Output {str(output)!r} is a file; expected a folder (new, or empty)")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"Output folder {str(output)!r} is not empty; pass --overwrite (overwrite=True) to write into it"
-        )
 
 
 def _output_names(paths: Sequence[Path]) -> list[str]:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from facetorch.data import FaceDataModule
 from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceTask, IdentityTask
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass

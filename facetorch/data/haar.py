@@ -10,7 +10,7 @@ import numpy as np
 __all__ = ["CascadeLoadError", "HaarFaceDetector"]
 
 
-class CascadeLoadError(RuntimeError):
+class CascadeLoadError(OSError):
     """The Haar cascade file could not be found or loaded."""
 
 

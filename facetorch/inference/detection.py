@@ -1,6 +1,6 @@
 """Run a trained single-face detector on an image, a folder, a video file or a camera.
 
-The library side of ``tools/detect.py``. Images give annotated PNGs; a video or a camera gives
+The library side of ``tools/detect.py`` (:mod:`facetorch.cli.detect`). Images give annotated PNGs; a video or a camera gives
 an annotated video. Either way a CSV holds one row per frame (``source, frame, score, face,
 x1, y1, x2, y2`` with the box in the frame's pixels, empty when no face is found). Nothing is
 shown on screen (headless). A stream stops at its end, after ``max_frames``, or on Ctrl-C /
@@ -12,13 +12,12 @@ folder is refused unless ``overwrite`` is given.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -26,11 +25,12 @@ import cv2
 import numpy as np
 import torch
 
+from facetorch import io
 from facetorch.data.files import is_image_file
-from facetorch.data.transforms import build_transform, normalization_stats
+from facetorch.inference.checkpoint import load_task
 from facetorch.tasks.detector import FaceDetectorTask
 
-__all__ = ["Detection", "DetectionRun", "Detector", "detect_source", "main"]
+__all__ = ["Detection", "DetectionRun", "Detector", "detect_source"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 CSV_NAME = "detections.csv"
@@ -75,23 +75,14 @@ class Detector:
     """
 
     def __init__(self, ckpt_path: str | Path, threshold: float = 0.5, device: Optional[str] = None) -> None:
-        path = Path(ckpt_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"--ckpt {str(path)!r} does not exist (expected a detector checkpoint, e.g. runs/.../checkpoints/best.ckpt)")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"--threshold must be in (0, 1), got {threshold}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        data = checkpoint.get("datamodule_hyper_parameters") or {}
-        self.image_size = tuple(data.get("image_size", (120, 120)))
-        self.channels = int(data.get("channels", 3))
-        mean, std = normalization_stats(data.get("normalization", "unit"), self.channels)
-        self.transform = build_transform(self.image_size, mean, std, None)
-        try:
-            self.task = FaceDetectorTask.load_from_checkpoint(path, map_location="cpu")
-        except (KeyError, TypeError, RuntimeError) as error:
-            raise ValueError(f"--ckpt {str(path)!r} is not a FaceDetectorTask checkpoint: {error}") from error
-        self.task.to(self.device).eval()
+        loaded = load_task(ckpt_path, FaceDetectorTask, self.device, tool="detect.py")
+        self.task = loaded.task
+        self.image_size = loaded.input.image_size
+        self.channels = loaded.input.channels
+        self.transform = loaded.transform
         self.threshold = threshold
         self.model_seconds = 0.0
 
@@ -134,20 +125,8 @@ def _csv_row(source: str, frame: int, detection: Detection) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Output safety
+# Output files
 # --------------------------------------------------------------------------------------------
-
-
-def check_output_folder(output: Path, overwrite: bool) -> None:
-    """Refuse a file, or a non-empty folder unless ``overwrite``.
-
-    Raises:
-        FileExistsError: naming the path and how to proceed.
-    """
-    if output.exists() and not output.is_dir():
-        raise FileExistsError(f"--output {str(output)!r} is a file; expected a folder (new, or empty)")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"--output {str(output)!r} is not empty; pass --overwrite to write into it")
 
 
 def _partial(path: Path) -> Path:
@@ -197,6 +176,7 @@ def detect_source(
     overwrite: bool = False,
     max_frames: Optional[int] = None,
     fourcc: str = "mp4v",
+    progress: bool = True,
 ) -> DetectionRun:
     """Detect faces in ``source`` and write annotated outputs plus ``detections.csv`` to ``output``.
 
@@ -208,6 +188,7 @@ def detect_source(
         overwrite: Write into a non-empty folder (files of the same name are replaced).
         max_frames: Stop a video or camera after this many frames.
         fourcc: Codec of the annotated video: ``mp4v`` (``.mp4``) or ``MJPG`` (``.avi``).
+        progress: Show a progress bar (on a terminal).
 
     Raises:
         FileNotFoundError: ``source`` does not exist (and is not a camera index).
@@ -215,18 +196,19 @@ def detect_source(
         ValueError: no image in a folder, or a video / camera that cannot be opened.
     """
     output = Path(output)
-    check_output_folder(output, overwrite)
+    io.check_output_folder(output, overwrite)
     if _is_camera(source):
-        return _detect_stream(detector, cv2.VideoCapture(int(source)), f"camera{source}", f"camera {source}", output, max_frames, fourcc)
+        capture = cv2.VideoCapture(int(source))
+        return _detect_stream(detector, capture, f"camera{source}", f"camera {source}", output, max_frames, fourcc, progress)
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"--source {source!r} does not exist (expected an image, a folder, a video file or a camera index)")
     if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
-        return _detect_stream(detector, cv2.VideoCapture(str(path)), path.stem, str(path), output, max_frames, fourcc)
-    return _detect_images(detector, path, output)
+        return _detect_stream(detector, cv2.VideoCapture(str(path)), path.stem, str(path), output, max_frames, fourcc, progress)
+    return _detect_images(detector, path, output, progress)
 
 
-def _detect_images(detector: Detector, path: Path, output: Path) -> DetectionRun:
+def _detect_images(detector: Detector, path: Path, output: Path, progress: bool) -> DetectionRun:
     files = _image_files(path)
     if not files:
         raise ValueError(f"--source {str(path)!r} holds no image and is not a video ({', '.join(VIDEO_EXTENSIONS)})")
@@ -237,7 +219,7 @@ def _detect_images(detector: Detector, path: Path, output: Path) -> DetectionRun
     start = time.perf_counter()
     stopped = False
     with _stop_on_signals() as stop_asked, _atomic_csv(csv_path) as writer:
-        for file in files:
+        for file in io.progress(files, "detect", enabled=progress):
             if stop_asked():
                 stopped = True
                 break
@@ -263,6 +245,7 @@ def _detect_stream(
     output: Path,
     max_frames: Optional[int],
     fourcc: str,
+    progress: bool,
 ) -> DetectionRun:
     if not capture.isOpened():
         raise ValueError(f"--source {label}: cannot be opened by OpenCV {cv2.__version__} (expected a readable video or camera)")
@@ -276,14 +259,13 @@ def _detect_stream(
     frames = faces = 0
     stopped = False
     start = time.perf_counter()
+    known = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    total = min(filter(None, (max_frames, known if known > 0 else None)), default=None)
     try:
         with _stop_on_signals() as stop_asked, _atomic_csv(csv_path) as rows:
-            while max_frames is None or frames < max_frames:
+            for frame in io.progress(_read_frames(capture, max_frames), "detect", total=total, enabled=progress):
                 if stop_asked():
                     stopped = True
-                    break
-                ok, frame = capture.read()
-                if not ok:
                     break
                 detection = detector(frame)
                 annotated = draw(frame, detection)
@@ -309,6 +291,17 @@ def _detect_stream(
     return _summary(detector, frames, faces, start, video_path if frames else output, csv_path, stopped)
 
 
+def _read_frames(capture: cv2.VideoCapture, max_frames: Optional[int]) -> Iterator[np.ndarray]:
+    """The frames of an open capture, up to ``max_frames``."""
+    count = 0
+    while max_frames is None or count < max_frames:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        count += 1
+        yield frame
+
+
 @contextmanager
 def _atomic_csv(path: Path) -> Iterator[csv.DictWriter]:
     """A CSV written under a temporary name and renamed when the block ends, also after Ctrl-C."""
@@ -328,9 +321,7 @@ def _atomic_csv(path: Path) -> Iterator[csv.DictWriter]:
 
 
 def _write_png(path: Path, picture_bgr: np.ndarray) -> None:
-    from facetorch.explain import save_png  # atomic; imported late (matplotlib)
-
-    save_png(cv2.cvtColor(picture_bgr, cv2.COLOR_BGR2RGB), path)
+    io.write_png(path, cv2.cvtColor(picture_bgr, cv2.COLOR_BGR2RGB))
 
 
 def _summary(detector: Detector, frames: int, faces: int, start: float, output: Path, csv_path: Path, stopped: bool) -> DetectionRun:
@@ -345,29 +336,3 @@ def _summary(detector: Detector, frames: int, faces: int, start: float, output: 
         csv=str(csv_path),
         stopped_early=stopped,
     )
-
-
-def main(argv: Optional[list[str]] = None) -> DetectionRun:
-    """``tools/detect.py``: parse arguments, run, print the summary as one JSON line."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="Detect the face in images, a video file or a camera with a trained FaceDetectorTask checkpoint."
-    )
-    parser.add_argument("--ckpt", required=True, help="detector checkpoint (runs/.../checkpoints/best.ckpt)")
-    parser.add_argument("--source", required=True, help="image file, folder of images, video file, or camera index (0)")
-    parser.add_argument("--output", default="detections", help="output folder, new or empty (default: detections)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="face score threshold (default 0.5)")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop a video or camera after this many frames")
-    parser.add_argument("--fourcc", default="mp4v", choices=["mp4v", "MJPG"], help="annotated video codec: mp4v (.mp4) or MJPG (.avi)")
-    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output folder")
-    args = parser.parse_args(argv)
-    try:
-        check_output_folder(Path(args.output), args.overwrite)  # before loading the model
-        detector = Detector(args.ckpt, args.threshold, args.device)
-        run = detect_source(detector, args.source, args.output, overwrite=args.overwrite, max_frames=args.max_frames, fourcc=args.fourcc)
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        parser.exit(2, f"detect.py: error: {error}\n")
-    print(json.dumps(asdict(run)), flush=True)
-    return run

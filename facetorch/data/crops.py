@@ -8,7 +8,6 @@ Negatives are random boxes of a face-like shape that barely overlap any face (Io
 from __future__ import annotations
 
 import math
-import os
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -19,13 +18,16 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from facetorch import io
 from facetorch.data.annotations import Box, FaceAnnotation
 from facetorch.data.files import list_images
+from facetorch.data.splits import stratified_split
+from facetorch.evaluation import box_iou
 
 __all__ = [
     "CropSummary",
-    "box_iou",
     "check_output_folder",
+    "crop_box",
     "expand_box",
     "haar_annotations",
     "list_layout_images",
@@ -76,15 +78,6 @@ class CropSummary:
 # Boxes
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes; 0 when both are empty."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(iw, 0.0) * max(ih, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def sample_negative_boxes(
     width: int,
     height: int,
@@ -132,7 +125,7 @@ def _draw_negative(
         x1 = rng.uniform(0, width - w)
         y1 = rng.uniform(0, height - h)
         box = (x1, y1, x1 + w, y1 + h)
-        if all(box_iou(box, face) <= max_iou for face in faces):
+        if len(faces) == 0 or box_iou([box], faces).max() <= max_iou:
             return box
     return None
 
@@ -156,7 +149,9 @@ def _pixel_rect(box: Sequence[float], width: int, height: int) -> tuple[int, int
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
 
 
-def _crop(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+def crop_box(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """The pixels of ``image`` (H, W[, C]) inside an ``(x1, y1, x2, y2)`` box, clipped to the image;
+    every pixel the box touches is kept, and a sub-pixel box still gives one pixel."""
     x1, y1, x2, y2 = _pixel_rect(box, image.shape[1], image.shape[0])
     return image[y1:y2, x1:x2]
 
@@ -166,13 +161,13 @@ def _crop(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
 
 
 def check_output_folder(output: Path, overwrite: bool, *, source: Path | None = None) -> None:
-    """Refuse a non-empty output folder unless ``overwrite``, and an output holding the input.
+    """:func:`facetorch.io.check_output_folder`, and refuse an output that holds the input.
 
     Args:
         output: The output folder.
         overwrite: Allow a non-empty folder.
         source: The input folder, if any: ``output`` may not be it or a folder above it, since
-            ``overwrite`` deletes PNG files one level down and a rerun would read the crops back.
+            ``overwrite`` replaces crops and a rerun would read the crops back.
 
     Raises:
         FileExistsError: If ``output`` is a file, or a non-empty folder and ``overwrite`` is false.
@@ -183,15 +178,9 @@ def check_output_folder(output: Path, overwrite: bool, *, source: Path | None = 
         resolved = Path(source).resolve()
         if output.resolve() in (resolved, *resolved.parents):
             raise ValueError(
-                f"output folder {str(output)!r} holds the input folder {str(source)!r}; expected a separate folder"
+                f"--output {str(output)!r} holds the input folder {str(source)!r}; expected a separate folder"
             )
-    if output.exists() and not output.is_dir():
-        raise FileExistsError(f"output {str(output)!r} is a file; expected a folder (new or empty)")
-    if not overwrite and output.is_dir() and any(output.iterdir()):
-        raise FileExistsError(
-            f"output folder {str(output)!r} is not empty; pass --overwrite (overwrite=True) to replace "
-            "its crops, or choose a new folder"
-        )
+    io.check_output_folder(output, overwrite)
 
 
 def _clear_previous_crops(output: Path) -> None:
@@ -215,23 +204,12 @@ def _prepare_output(output: Path, overwrite: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # A hidden temp name in the same folder: dataset scanners skip it, and os.replace is atomic
-    # on one file system, so a reader never sees a half-written crop.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_png(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"could not encode a PNG for {path} (image shape {image.shape}, dtype {image.dtype})")
-    _write_atomic(path, encoded.tobytes())
+    with io.atomic_open(path, "wb") as handle:  # hidden temp name: scanners skip it
+        handle.write(encoded.tobytes())
 
 
 def _read_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -281,6 +259,7 @@ def write_crops(
     seed: int = 0,
     margin: float = 0.0,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> CropSummary:
     """Write the ``face_crops`` layout from face boxes.
 
@@ -295,6 +274,7 @@ def write_crops(
         seed: Seed of the negatives; the same seed gives the same files.
         margin: Face box growth per side, as a fraction of the box size.
         overwrite: Write into a non-empty folder, deleting earlier PNG crops first.
+        progress: Show a progress bar (on a terminal).
 
     Raises:
         FileExistsError: If ``output`` is not empty and ``overwrite`` is false.
@@ -307,17 +287,18 @@ def write_crops(
     for sub in (FACE_DIR, NON_FACE_DIR):
         (output / sub).mkdir(exist_ok=True)
     faces = negatives = missing = 0
-    for annotation, name in zip(annotations, _crop_names([a.image_path for a in annotations]), strict=True):
+    names = _crop_names([a.image_path for a in annotations])
+    for annotation, name in io.progress(zip(annotations, names, strict=True), "crops", len(annotations), progress):
         image = _read_image(annotation.image_path, (annotation.width, annotation.height))
         for i, box in enumerate(annotation.boxes):
             box = expand_box(box, margin, annotation.width, annotation.height)
-            _write_png(output / FACE_DIR / f"{name}_face{i}.png", _crop(image, box))
+            _write_png(output / FACE_DIR / f"{name}_face{i}.png", crop_box(image, box))
             faces += 1
         boxes = sample_negative_boxes(
             annotation.width, annotation.height, annotation.boxes, negatives_per_image, _image_rng(seed, name)
         )
         for j, box in enumerate(boxes):
-            _write_png(output / NON_FACE_DIR / f"{name}_neg{j}.png", _crop(image, box))
+            _write_png(output / NON_FACE_DIR / f"{name}_neg{j}.png", crop_box(image, box))
         negatives += len(boxes)
         missing += negatives_per_image - len(boxes)
     return CropSummary(output, len(annotations), faces, negatives, missing)
@@ -338,11 +319,9 @@ def split_by_image(
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] <= 0:
         raise ValueError(f"expected --split TRAIN,VAL,TEST shares >= 0 summing to 1 with TRAIN > 0, got {list(fractions)}")
-    order = np.random.default_rng(seed).permutation(len(annotations))
-    n_val = int(round(fractions[1] * len(order)))
-    n_test = int(round(fractions[2] * len(order)))
-    parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
-    return {name: [annotations[i] for i in sorted(idx)] for name, idx in parts.items() if len(idx)}
+    # One class: the seeded split of facetorch.data.splits, photo by photo.
+    parts = stratified_split([0] * len(annotations), fractions[1], fractions[2], seed)
+    return {name: [annotations[i] for i in getattr(parts, name)] for name in ("train", "val", "test") if len(getattr(parts, name))}
 
 
 def write_identity_crops(
@@ -353,6 +332,7 @@ def write_identity_crops(
     size: int = 112,
     margin: float = 0.0,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> CropSummary:
     """Write ``output/<identity>/<stem>.png``: the first face of each image, square ``size`` pixels.
 
@@ -378,10 +358,10 @@ def write_identity_crops(
     if clashes:
         raise ValueError(f"expected one image per identity and stem, got several for {', '.join(clashes[:5])}")
     _prepare_output(output, overwrite)
-    for annotation, target in zip(annotations, targets, strict=True):
+    for annotation, target in io.progress(zip(annotations, targets, strict=True), "crops", len(annotations), progress):
         image = _read_image(annotation.image_path, (annotation.width, annotation.height))
         box = expand_box(annotation.boxes[0], margin, annotation.width, annotation.height)
-        crop = _crop(image, box)
+        crop = crop_box(image, box)
         # INTER_AREA averages when shrinking (no aliasing); it is nearest-like when enlarging.
         interpolation = cv2.INTER_AREA if min(crop.shape[:2]) >= size else cv2.INTER_LINEAR
         (output / target).parent.mkdir(exist_ok=True)
@@ -394,7 +374,7 @@ def write_no_face_list(output: Path, images: Sequence[Path], root: Path) -> Path
     lines = [Path(p).relative_to(root).as_posix() for p in images]
     path = Path(output) / NO_FACE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
+    io.write_text(path, "".join(f"{line}\n" for line in lines))
     return path
 
 
@@ -419,12 +399,13 @@ def list_layout_images(root: Path) -> list[Path]:
     return images
 
 
-def haar_annotations(images_root: Path, detector: _Detector) -> tuple[list[FaceAnnotation], list[Path]]:
+def haar_annotations(images_root: Path, detector: _Detector, progress: bool = True) -> tuple[list[FaceAnnotation], list[Path]]:
     """Find the largest face of every image under ``images_root`` with a detector.
 
     Args:
         images_root: ``root/<identity>/<image>`` or a flat folder of images.
-        detector: Anything with ``largest(image) -> box | None``, e.g. :class:`~facetorch.haar.HaarFaceDetector`.
+        detector: Anything with ``largest(image) -> box | None``, e.g. :class:`~facetorch.data.haar.HaarFaceDetector`.
+        progress: Show a progress bar (on a terminal).
 
     Returns:
         ``(annotations, without_face)``: one single-box annotation per image with a face, and the
@@ -433,7 +414,7 @@ def haar_annotations(images_root: Path, detector: _Detector) -> tuple[list[FaceA
     """
     annotations: list[FaceAnnotation] = []
     without_face: list[Path] = []
-    for path in list_layout_images(images_root):
+    for path in io.progress(list_layout_images(images_root), "haar", enabled=progress):
         image = _read_image(path)
         box = detector.largest(image)
         if box is None:

@@ -1,8 +1,8 @@
-"""Speed of the explainers in ``facetorch.gradcam`` against the same work in plain autograd.
+"""Speed of the explainers in ``facetorch.explain.gradcam`` against the same work in plain autograd.
 
 ``python tools/benchmark.py --task gradcam`` runs :func:`run_gradcam`: torchvision VGG16 and
 ResNet50 (random weights, nothing is downloaded) explain one fixed batch. As in
-``facetorch.benchmark``, compared variants alternate in one process and medians are reported,
+``facetorch.bench.training``, compared variants alternate in one process and medians are reported,
 because absolute images/s on a shared machine are noisy.
 """
 
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from facetorch.benchmark import device_name
-from facetorch.gradcam import ClassTarget, GradCAM, GuidedBackprop
+from facetorch.bench.training import device_name
+from facetorch.explain.gradcam import ClassTarget, GradCAM, GuidedBackprop
 
 # Grad-CAM layer per model: the last convolution of VGG16 (as in the gradcam docs and tests) and
 # the last residual stage of ResNet50. ``clone``: VGG16's features.28 feeds an in-place ReLU,

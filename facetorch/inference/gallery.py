@@ -27,8 +27,10 @@ import numpy as np
 import torch
 
 from facetorch import evaluation, io
+from facetorch.data.crops import crop_box, expand_box
 from facetorch.data.datasets import ImageReadError, read_image
 from facetorch.data.files import is_image_file, list_images
+from facetorch.inference.checkpoint import load_task
 
 GALLERY_FORMAT = 1
 UNKNOWN = "unknown"
@@ -56,6 +58,7 @@ class Embedder:
         faces: ``whole`` embeds each image as it is (face crops); ``haar`` first crops the largest
             face found by OpenCV's Haar cascade, with ``margin`` added on each side.
         margin: Margin around a Haar face, as a fraction of its size.
+        progress: Show a progress bar over files (on a terminal).
     """
 
     def __init__(
@@ -65,45 +68,29 @@ class Embedder:
         batch_size: int = 64,
         faces: Literal["whole", "haar"] = "whole",
         margin: float = 0.2,
+        progress: bool = True,
     ) -> None:
-        from facetorch.data.transforms import build_transform, normalization_stats
         from facetorch.tasks import EmbeddingTask
 
-        ckpt_path = Path(ckpt_path)
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--ckpt {str(ckpt_path)!r} does not exist")
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # read once
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
-        if "EmbeddingTask" not in str(hparams.get("_class_path", "EmbeddingTask")):
-            raise ValueError(f"{ckpt_path} is not an EmbeddingTask checkpoint")
-        try:
-            # What load_from_checkpoint does, from the checkpoint already in memory.
-            self.task = EmbeddingTask(**{k: v for k, v in hparams.items() if not k.startswith("_")})
-            self.task.on_load_checkpoint(checkpoint)
-            self.task.load_state_dict(checkpoint["state_dict"])
-        except (TypeError, KeyError, RuntimeError) as error:
-            raise ValueError(f"{ckpt_path} does not hold an EmbeddingTask checkpoint: {error}") from error
-        self.task.to(device).eval()
-        # The validation transform (size, centre crop, normalisation), from the saved data settings.
-        data = checkpoint.get("datamodule_hyper_parameters")
-        if not data:
-            raise ValueError(f"{ckpt_path} holds no data settings (datamodule_hyper_parameters): train it with tools/train.py")
-        self.channels = data["channels"]
-        mean, std = normalization_stats(data["normalization"], self.channels)
-        self.transform = build_transform(data["image_size"], mean, std, None, data.get("center_crop"))
+        if faces not in ("whole", "haar"):
+            raise ValueError(f"--faces must be 'whole' or 'haar', got {faces!r}")
+        loaded = load_task(ckpt_path, EmbeddingTask, device, tool="gallery.py")
+        self.task = loaded.task
+        self.input = loaded.input
+        self.channels = loaded.input.channels
+        self.transform = loaded.transform
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.fingerprint = model_fingerprint(self.task)
         self.threshold = float(self.task.threshold)
         self.faces = faces
         self.margin = margin
+        self.progress = progress
         self._detector = None
         if faces == "haar":
-            from facetorch.haar import HaarFaceDetector
+            from facetorch.data.haar import HaarFaceDetector
 
             self._detector = HaarFaceDetector()
-        elif faces != "whole":
-            raise ValueError(f"faces must be 'whole' or 'haar', got {faces!r}")
 
     def face_of(self, image: np.ndarray) -> Optional[np.ndarray]:
         """The part of ``image`` to embed: all of it, or the largest Haar face with a margin (None: no face)."""
@@ -112,12 +99,8 @@ class Embedder:
         box = self._detector.largest(image)
         if box is None:
             return None
-        x1, y1, x2, y2 = box
-        dx, dy = (x2 - x1) * self.margin, (y2 - y1) * self.margin
-        h, w = image.shape[:2]
-        top, bottom = int(max(0, y1 - dy)), int(min(h, y2 + dy))
-        left, right = int(max(0, x1 - dx)), int(min(w, x2 + dx))
-        return image[top:bottom, left:right]
+        height, width = image.shape[:2]
+        return crop_box(image, expand_box(box, self.margin, width, height))
 
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -130,11 +113,12 @@ class Embedder:
             return np.empty((0, self.task.embedding_dim), dtype=np.float32)
         return torch.cat(rows).numpy().astype(np.float32)
 
-    def embed_files(self, paths: Sequence[Path]) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
+    def embed_files(self, paths: Sequence[Path], show_progress: bool = True) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
         """Embed image files; returns the embeddings, the files embedded, and the files skipped
-        (unreadable, or no face found) with the reason."""
+        (unreadable, or no face found) with the reason. ``show_progress=False`` hides the bar
+        (when the caller shows its own)."""
         faces, used, skipped = [], [], {}
-        for path in paths:
+        for path in io.progress(paths, "embed", enabled=self.progress and show_progress):
             try:
                 face = self.face_of(read_image(Path(path), self.channels))
             except ImageReadError as error:
@@ -305,18 +289,18 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def split_open_set(images: str | Path, output: str | Path, people: int, per_person: int) -> dict[str, int]:
+def split_open_set(
+    images: str | Path, output: str | Path, people: int, per_person: int, overwrite: bool = False
+) -> dict[str, int]:
     """Copy a folder of people into an open-set protocol: ``enrol/`` (the first ``per_person``
     images of the first ``people`` people, in natural name order), ``known/`` (their other images)
     and ``unknown/`` (every image of the remaining people).
 
     Raises:
-        FileExistsError: ``output`` exists and is not empty (nothing is overwritten).
+        FileExistsError: ``output`` exists and is not empty, and ``overwrite`` is false.
         ValueError: too few people, or an enrolled person without an image left to probe.
     """
-    output = Path(output)
-    if output.exists() and any(output.iterdir()):
-        raise FileExistsError(f"--output {str(output)!r} exists and is not empty")
+    output = io.check_output_folder(output, overwrite)
     folders = sorted((Path(images) / name for name in person_folders(images)), key=_natural_key)
     if not 0 < people < len(folders):
         raise ValueError(f"--people must be between 1 and {len(folders) - 1} (of {len(folders)} people), got {people}")
@@ -330,7 +314,8 @@ def split_open_set(images: str | Path, output: str | Path, people: int, per_pers
             target = output / part / folder.name
             target.mkdir(parents=True, exist_ok=True)
             for path in chosen:
-                (target / path.name).write_bytes(path.read_bytes())
+                with io.atomic_open(target / path.name, "wb") as handle:
+                    handle.write(path.read_bytes())
             counts[part] += len(chosen)
     return counts
 
@@ -365,8 +350,8 @@ def enroll(
         gallery = Gallery.empty(embedder)
     added, skipped = 0, {}
     people = person_folders(images)
-    for name, files in people.items():
-        embeddings, used, missed = embedder.embed_files(files)
+    for name, files in io.progress(people.items(), "enrol", total=len(people), enabled=embedder.progress):
+        embeddings, used, missed = embedder.embed_files(files, show_progress=False)
         added += gallery.add(name, embeddings, used)
         skipped.update({str(k): v for k, v in missed.items()})
     if open_set_fpir is not None:
@@ -441,10 +426,11 @@ def evaluate_open_set(
     threshold = gallery.default_threshold() if threshold is None else threshold
     scores, predicted, truth, known_embeddings = [], [], [], []
     for folder, is_known in ((known, True), (unknown, False)):
-        for name, files in person_folders(folder).items():
+        people = person_folders(folder)
+        for name, files in io.progress(people.items(), "known" if is_known else "unknown", total=len(people), enabled=embedder.progress):
             if is_known and name not in gallery.people:
                 raise GalleryError(f"{folder}/{name}: a known probe of a person not in the gallery ({len(gallery.people)} enrolled)")
-            embeddings, used, _ = embedder.embed_files(files)
+            embeddings, used, _ = embedder.embed_files(files, show_progress=False)
             if not used:
                 continue
             names, best = gallery.best_matches(embeddings)

@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
-from facetorch.explain import COLUMN_TITLE, plot_explanation_grid, render_explanations
+from facetorch.explain.render import COLUMN_TITLE, plot_explanation_grid, render_explanations
 
 __all__ = ["GradCAMLogger"]
 

@@ -2,36 +2,32 @@
 
 ``python tools/explain.py --config CONFIG --ckpt_path CKPT --images DIR_OR_FILE
 [--method gradcam|guided|guided_gradcam|all] [--target predicted|<class name>|<index>]
-[--reference IMG] --output DIR [--overwrite]``
+[--reference IMG] --output DIR [--overwrite] [--quiet]``
 
-The task and data module are built from the config as for training (``data.root`` may be left
-out for ``face_crops``); the data module only provides the evaluation transform. Nothing is
-trained or tested and no run folder is created.
+The task, its class names and its input (size, normalisation, crop) come from the checkpoint,
+through :func:`facetorch.inference.load_task`; ``--config`` must build the same task, and gives
+the data for ``--peak_in_box`` (``data.root`` may be left out for ``face_crops``) and the
+device (``--trainer.accelerator``). Nothing is trained or tested and no run folder is created.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from facetorch import io
-from facetorch.cli import FaceCLI
-from facetorch.explain import (
-    FILE_SUFFIX,
-    GRID_NAME,
-    METHODS,
-    check_output,
-    load_images,
-    write_explanations,
-)
-from facetorch.explain_detector import peak_in_box_report
+from facetorch.cli.common import run_tool
+from facetorch.cli.lightning import FaceCLI
+from facetorch.explain.detector import peak_in_box_report
+from facetorch.explain.render import FILE_SUFFIX, GRID_NAME, METHODS, load_images, write_explanations
+from facetorch.inference.checkpoint import CheckpointError, load_task
+from facetorch.tasks import FaceTask
 
 
 class ExplainCLI(FaceCLI):
@@ -54,12 +50,17 @@ class ExplainCLI(FaceCLI):
             help="Embedding tasks: explain the similarity to this image's embedding.",
         )  # fmt: skip
         parser.add_argument("--output", type=str, required=True, help="Folder for the PNGs (new or empty).")
-        parser.add_argument("--overwrite", type=bool, default=False, help="Write into a non-empty --output.")
+        parser.add_argument("--overwrite", action="store_true", help="Write into a non-empty --output.")
+        parser.add_argument("--quiet", action="store_true", help="No progress bar.")
         parser.add_argument(
-            "--peak_in_box", type=bool, default=False,
+            "--peak_in_box", action="store_true",
             help="Detector: also score the Grad-CAM maps of the test split (every image of data.root with "
             "--data.eval_all=true) against the annotated boxes; writes OUTPUT/peak_in_box.json.",
         )  # fmt: skip
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        io.check_output_folder(self.config.output, self.config.overwrite)  # before any slow step
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # The trainer only picks the device; without a logger it can never create runs/.
@@ -67,58 +68,39 @@ class ExplainCLI(FaceCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def load_weights(task: nn.Module, ckpt_path: str | Path) -> None:
-    """Load a Lightning checkpoint's ``state_dict`` into ``task`` (strict, on CPU first).
-
-    The checkpoint's class names (if any) replace those linked from the data, so titles and
-    ``--target`` names mean what they meant at training time.
-    """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--ckpt_path {str(path)!r} does not exist")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        keys = sorted(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"Expected a Lightning checkpoint with a 'state_dict' in {str(path)!r}, got {keys}")
-    try:
-        task.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as error:
-        raise RuntimeError(f"Checkpoint {str(path)!r} does not fit the model built from --config: {error}") from error
-    _restore_class_names(task, checkpoint.get("hyper_parameters") or {}, path)
-
-
-def _restore_class_names(task: nn.Module, hparams: dict[str, Any], path: Path) -> None:
-    saved = hparams.get("class_names")
-    current = getattr(task, "class_names", None)
-    if saved is None or current is None or list(saved) == list(current):
-        return
-    if len(saved) != len(current):  # unreachable after a strict load of the head; kept as a guard
-        raise ValueError(f"Checkpoint {str(path)!r} has {len(saved)} classes, the data {len(current)}")
-    rank_zero_warn(f"Using the class names of {str(path)!r} ({list(saved)[:10]}), not those of the data ({current[:10]})")
-    task.class_names = list(saved)
-
-
-def main(args: list[str] | None = None) -> list[Path]:
+def explain(args: list[str] | None = None) -> list[Path]:
     """Run ``tools/explain.py``; prints the number of files per kind and the output folder.
+
+    The weights, class names and input come from ``--ckpt_path`` (through the one checkpoint
+    loader); ``--config`` gives the data (for ``--peak_in_box``) and the device.
 
     Returns:
         The written files.
     """
     cli = ExplainCLI(args=args, run=False)
-    config, task, data = cli.config, cli.model, cli.datamodule
-    check_output(config.output, config.overwrite)  # before any slow step
-    load_weights(task, config.ckpt_path)
-    task.to(cli.trainer.strategy.root_device).eval()
+    config, data = cli.config, cli.datamodule
+    loaded = load_task(config.ckpt_path, FaceTask, cli.trainer.strategy.root_device, tool="explain.py")
+    if type(loaded.task) is not type(cli.model):
+        raise CheckpointError(
+            f"--ckpt_path {config.ckpt_path!r} is a {loaded.class_name} checkpoint, but --config builds a "
+            f"{type(cli.model).__name__}; give the config the checkpoint was trained with"
+        )
+    task = loaded.task
     methods = list(METHODS) if config.method == "all" else [config.method]
-    images = load_images(Path(config.images), data.channels)
+    images = load_images(Path(config.images), loaded.input.channels)
     written = write_explanations(
-        task, data, images, methods, config.target, Path(config.output),
-        batch_size=data.batch_size, reference=config.reference, overwrite=config.overwrite,
+        task, loaded.input, images, methods, config.target, Path(config.output),
+        batch_size=data.batch_size, reference=config.reference, overwrite=config.overwrite, progress=not config.quiet,
     )  # fmt: skip
     _print_summary(written, methods, Path(config.output))
     if config.peak_in_box:
         written.append(write_peak_in_box(task, data, config.target, Path(config.output)))
     return written
+
+
+def main(args: list[str] | None = None) -> None:
+    """``tools/explain.py``: :func:`explain`, with input errors as one line and exit code 2."""
+    sys.exit(run_tool("explain.py", explain, args))
 
 
 def write_peak_in_box(task: nn.Module, data: Any, target_spec: Optional[str], output: Path) -> Path:

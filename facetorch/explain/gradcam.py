@@ -236,7 +236,7 @@ def overlay_heatmap(
     Returns:
         (H, W, 3) uint8 image.
     """
-    from matplotlib import colormaps  # imported here to keep `import facetorch.gradcam` light
+    from matplotlib import colormaps  # imported here to keep `import facetorch.explain.gradcam` light
 
     rgb = _to_rgb_float(image)  # (H, W, 3) in [0, 1]
     heat = np.nan_to_num(np.asarray(heat, dtype=np.float64))

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from facetorch.gradcam import GradCAM, Target
+from facetorch.explain.gradcam import GradCAM, Target
 
 __all__ = ["box_masks", "peak_in_box", "peak_in_box_report"]
 

@@ -1,0 +1,15 @@
+"""Lightning callbacks, one per file, usable from a config's ``trainer.callbacks``::
+
+    trainer:
+      callbacks:
+        - class_path: facetorch.callbacks.GradCAMLogger
+          init_args: {every_n_epochs: 5}
+        - class_path: facetorch.callbacks.FreezeUnfreeze
+          init_args: {unfreeze_at_epoch: 5, lr_factor: 0.1}
+"""
+
+from facetorch.callbacks.checkpoint import AtomicCheckpointIO, BestAndLastCheckpoint, best_checkpoint
+from facetorch.callbacks.freeze_unfreeze import FreezeUnfreeze
+from facetorch.callbacks.gradcam_logger import GradCAMLogger
+
+__all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeUnfreeze", "GradCAMLogger", "best_checkpoint"]

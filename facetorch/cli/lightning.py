@@ -1,0 +1,245 @@
+"""Command line: ``facetorch fit|validate|test|predict``, ``tools/train.py`` and ``tools/evaluate.py``.
+
+All three share :class:`FaceCLI`, a ``LightningCLI`` over any :class:`~facetorch.tasks.FaceTask`
+and the shared :class:`~facetorch.data.FaceDataModule`. Data facts reach the model through
+argument links: ``data.num_classes``, ``data.class_names`` and ``data.channels``.
+
+Where a run goes: ``<save_dir>/<name>/version_N``, where ``name`` is the config's logger name and
+``save_dir`` is ``runs`` unless ``--trainer.default_root_dir=DIR`` is given, which places the run
+under ``DIR`` (as Lightning users expect). Each new run takes the next free ``version_N``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+from jsonargparse import Namespace
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from facetorch import io
+from facetorch.callbacks.checkpoint import AtomicCheckpointIO, best_checkpoint
+from facetorch.cli.common import run_tool
+from facetorch.data import FaceDataModule
+from facetorch.inference.checkpoint import INITIAL_WEIGHT_ARGS
+from facetorch.tasks import FaceTask
+
+DEFAULT_SAVE_DIR = "runs"
+DEFAULT_LOGGER = {
+    "class_path": "pytorch_lightning.loggers.CSVLogger",
+    "init_args": {"save_dir": DEFAULT_SAVE_DIR, "name": "facetorch"},
+}
+RUN_LOGGERS = ("pytorch_lightning.loggers.CSVLogger", "pytorch_lightning.loggers.TensorBoardLogger",
+               "lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.TensorBoardLogger")
+
+
+class FaceCLI(LightningCLI):
+    """LightningCLI for facetorch tasks.
+
+    It links data facts into the model, checkpoints by the task's monitor, writes checkpoints
+    atomically, logs to ``runs/<name>/version_N`` (or under ``trainer.default_root_dir``), and
+    builds the model without reading pretrained weight files when ``--ckpt_path`` will replace
+    its weights anyway.
+    """
+
+    def __init__(self, args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> None:
+        super().__init__(
+            model_class=FaceTask,
+            datamodule_class=FaceDataModule,
+            subclass_mode_model=True,
+            seed_everything_default=0,
+            trainer_defaults={"logger": DEFAULT_LOGGER},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.channels", "model.init_args.in_channels")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+    @property
+    def command_config(self) -> Namespace:
+        """The config of the subcommand being run (or the whole config without subcommands)."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def before_instantiate_classes(self) -> None:
+        _place_run_folder(self.command_config)
+
+    def instantiate_classes(self) -> None:
+        ckpt_path = self.command_config.get("ckpt_path")
+        with _initial_weights_off(self.command_config.get("model"), active=bool(ckpt_path)):
+            super().instantiate_classes()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(trainer_config.get("callbacks") or [])
+        wants_checkpoints = trainer_config.get("enable_checkpointing", True) is not False
+        if wants_checkpoints and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            callbacks.append(best_checkpoint(self.model.monitor, self.model.monitor_mode))
+        kwargs.setdefault("callbacks", callbacks)
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+
+def _place_run_folder(config: Namespace) -> None:
+    """``--trainer.default_root_dir=DIR`` alone places the run: a run logger left at the default
+    ``save_dir`` (``runs``) writes under ``DIR`` instead."""
+    root = config.get("trainer.default_root_dir")
+    logger = config.get("trainer.logger")
+    if not root or not isinstance(logger, Namespace) or logger.get("class_path") not in RUN_LOGGERS:
+        return
+    if logger.get("init_args.save_dir") in (None, DEFAULT_SAVE_DIR):
+        logger["init_args.save_dir"] = str(root)
+
+
+@contextmanager
+def _initial_weights_off(model: Optional[Namespace], active: bool) -> Iterator[None]:
+    """Build the model without pretrained weight files while a checkpoint will replace its weights.
+
+    The config keeps its own values (the run's ``config.yaml`` is saved from it), so a run that
+    resumed or tested a checkpoint still records ``pretrained: true`` where the user wrote it.
+    """
+    init_args = model.get("init_args") if isinstance(model, Namespace) else None
+    saved = {key: init_args[key] for key in INITIAL_WEIGHT_ARGS if isinstance(init_args, Namespace) and key in init_args}
+    if not active or not saved:
+        yield
+        return
+    for key in saved:
+        init_args[key] = INITIAL_WEIGHT_ARGS[key]
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            init_args[key] = value
+
+
+class TrainCLI(FaceCLI):
+    """``tools/train.py``: no subcommand; ``--ckpt_path`` resumes training."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="Checkpoint to resume training from.")
+
+
+class EvaluateCLI(FaceCLI):
+    """``tools/evaluate.py``: test a checkpoint on every image of ``--data.root``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--ckpt_path", type=str, required=True, help="Checkpoint to evaluate.")
+        parser.add_argument("--output", type=Optional[str], default=None, help="Also write the metrics JSON here.")
+        parser.add_argument("--overwrite", action="store_true", help="Replace an existing, non-empty --output.")
+        parser.add_argument(
+            "--pairs", type=Optional[str], default=None,
+            help="Embedding tasks: verify the pairs of this LFW pairs.txt (images in images/ beside it, else --data.root).",
+        )  # fmt: skip
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        if self.config.get("output"):  # before the model is built and any image is read
+            io.check_output_file(self.config.output, self.config.overwrite)
+        # Always every image of --data.root, even with a run's saved config.yaml (eval_all: false).
+        self.config["data"]["eval_all"] = True
+        if self.config.get("pairs"):
+            self.config["data"]["pairs_file"] = self.config["pairs"]
+
+
+def _best_or_last(trainer: Trainer) -> Optional[str]:
+    """The checkpoint to test after fitting: best, else last, else the weights in memory (``None``)."""
+    if trainer.fast_dev_run:
+        return None
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return None
+    for path in (getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", "")):
+        if path and Path(path).is_file():
+            return path
+    return None
+
+
+def describe_run_folder(trainer: Trainer) -> Optional[str]:
+    """One line: where the run folder is and what it holds (``None`` when nothing was written)."""
+    if trainer.fast_dev_run or not trainer.is_global_zero or not trainer.loggers:
+        return None
+    folder = Path(trainer.loggers[0].log_dir)
+    if not folder.is_dir():
+        return None
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != "hparams.yaml")
+    checkpoints = folder / "checkpoints"
+    if checkpoints.is_dir():
+        names = [n for n in names if n != "checkpoints"] + [f"checkpoints/{p.name}" for p in sorted(checkpoints.glob("*.ckpt"))]
+    return f"Run folder: {folder} ({', '.join(names)})"
+
+
+def _say_where(trainer: Trainer) -> None:
+    line = describe_run_folder(trainer)
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
+def train(args: Optional[list[str]] = None) -> dict[str, Any]:
+    """Fit, then test the best checkpoint (or validate it when there is no test split).
+
+    Returns:
+        The flat metrics that were written to ``metrics.json`` in the run folder.
+    """
+    cli = TrainCLI(args=args, run=False)
+    trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    trainer.fit(model, datamodule=data, ckpt_path=cli.config.ckpt_path)
+    ckpt = _best_or_last(trainer)
+    if data.has_split("test"):
+        trainer.test(model, datamodule=data, ckpt_path=ckpt)
+        report = model.test_report
+    else:
+        results = trainer.validate(model, datamodule=data, ckpt_path=ckpt)
+        report = {key: float(value) for key, value in (results[0] if results else {}).items()}
+        report["num_samples"] = len(data.splits["val"])
+        model.write_report(report)
+    _say_where(trainer)
+    return report
+
+
+def evaluate(args: Optional[list[str]] = None) -> dict[str, Any]:
+    """Evaluate ``--ckpt_path`` on every image under ``--data.root``; print the JSON as the last line."""
+    cli = EvaluateCLI(args=args, run=False)
+    output = Path(cli.config.output) if cli.config.output else None
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    report = cli.model.test_report
+    if output is not None and cli.trainer.is_global_zero:
+        io.write_json(output, report)
+    if cli.trainer.is_global_zero:
+        _say_where(cli.trainer)
+        sys.stdout.flush()
+        print(json.dumps(report), flush=True)
+    return report
+
+
+def train_main(argv: Optional[list[str]] = None) -> None:
+    """``tools/train.py``: :func:`train`, with input errors as one line and exit code 2."""
+    sys.exit(run_tool("train.py", train, argv))
+
+
+def evaluate_main(argv: Optional[list[str]] = None) -> None:
+    """``tools/evaluate.py``: :func:`evaluate`, with input errors as one line and exit code 2."""
+    sys.exit(run_tool("evaluate.py", evaluate, argv))
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    """The ``facetorch`` console script: ``facetorch fit|validate|test|predict --config ...``."""
+    FaceCLI(args=args)
+
+
+def console_main() -> None:
+    """``facetorch`` installed as a command: :func:`main`, with input errors as one line and exit code 2."""
+    sys.exit(run_tool("facetorch", main))

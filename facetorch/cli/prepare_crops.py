@@ -1,0 +1,116 @@
+"""``python tools/prepare_crops.py``: face / non-face crops (``face_crops`` layout) or identity face crops.
+
+Examples:
+    python tools/prepare_crops.py --labelme data/boxes --output data/crops
+    python tools/prepare_crops.py --voc data/boxes/voc --output data/crops --margin 0.1
+    python tools/prepare_crops.py --haar data/lfw/images --output data/lfw_faces --identity_layout --size 112
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from facetorch.cli.common import add_output, add_quiet, rename_legacy_flags, run_tool, tool_parser
+from facetorch.data.annotations import scan_labelme_folder, scan_voc_folder
+from facetorch.data.crops import (
+    check_output_folder,
+    haar_annotations,
+    split_by_image,
+    write_crops,
+    write_identity_crops,
+    write_no_face_list,
+)
+from facetorch.data.haar import HaarFaceDetector
+
+PROG = "prepare_crops.py"
+RENAMED = {"--negatives-per-image": "--negatives_per_image", "--max-faces": "--max_faces", "--identity-layout": "--identity_layout"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The tool's arguments."""
+    parser = tool_parser(PROG, __doc__)
+    parser.add_argument("--labelme", type=Path, metavar="DIR", action="append", default=[],
+                        help="images with LabelMe JSON beside them (repeatable)")
+    parser.add_argument("--voc", type=Path, metavar="DIR", action="append", default=[],
+                        help="Pascal VOC XML folder, images in it or its parent (repeatable)")
+    parser.add_argument("--haar", type=Path, metavar="DIR", action="append", default=[],
+                        help="root/<identity>/<image> or flat images; faces found by the Haar cascade (repeatable)")
+    add_output(parser, "output folder, new or empty", overwrite_help="write into a non-empty --output (old crops are replaced)")
+    parser.add_argument("--negatives_per_image", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--margin", type=float, default=0.0, help="face box growth per side, fraction of its size")
+    parser.add_argument("--split", default=None, metavar="TRAIN,VAL,TEST",
+                        help="write train/, val/, test/ sub-folders, splitting by source image (e.g. 0.7,0.15,0.15)")
+    parser.add_argument("--max_faces", type=int, default=None, help="error on an image annotated with more faces")
+    parser.add_argument(
+        "--identity_layout", action="store_true", help="with --haar: write output/<identity>/<stem>.png"
+    )
+    parser.add_argument("--size", type=int, default=112, help="side of the square identity crops")
+    parser.add_argument("--cascade", default="haarcascade_frontalface_default.xml", help="OpenCV Haar cascade")
+    add_quiet(parser)
+    return parser
+
+
+def prepare_crops(argv: list[str] | None = None) -> str:
+    """Parse ``argv``, write the crops, print and return what was written."""
+    parser = build_parser()
+    args = parser.parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
+    if not (args.labelme or args.voc or args.haar):
+        parser.error("give at least one source: --labelme DIR, --voc DIR or --haar DIR")
+    if args.identity_layout and (args.labelme or args.voc or len(args.haar) != 1 or args.split):
+        parser.error("--identity_layout takes exactly one --haar DIR and no other source or --split")
+    args.output = Path(args.output)
+    summary = _run(args)
+    print(summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``tools/prepare_crops.py``: :func:`prepare_crops`, with input errors as one line and exit code 2."""
+    sys.exit(run_tool(PROG, prepare_crops, argv))
+
+
+def _parse_split(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected --split TRAIN,VAL,TEST as three numbers, e.g. 0.7,0.15,0.15; got {text!r}") from None
+
+
+def _run(args: argparse.Namespace) -> str:
+    sources = [*args.labelme, *args.voc, *args.haar]
+    for source in sources:  # before any slow step
+        check_output_folder(args.output, args.overwrite, source=source)
+    annotations = []
+    for folder in args.labelme:
+        annotations += scan_labelme_folder(folder, max_faces=args.max_faces)
+    for folder in args.voc:
+        annotations += scan_voc_folder(folder, max_faces=args.max_faces)
+    lines, without_face = [], []
+    for folder in args.haar:
+        found, missed = haar_annotations(folder, HaarFaceDetector(args.cascade), progress=not args.quiet)
+        annotations += found
+        without_face += missed
+        for path in missed:
+            print(f"no face found: {path}", file=sys.stderr)
+        lines.append(f"Haar found a face in {len(found)}/{len(found) + len(missed)} images of {folder}")
+    lines += _write(args, annotations)
+    if args.haar:  # written last: the crop writers want an empty output folder
+        root = Path(os.path.commonpath([p.resolve() for p in args.haar]))
+        no_face = write_no_face_list(args.output, [p.resolve() for p in without_face], root)
+        lines.append(f"{len(without_face)} image(s) without a face listed in {no_face}")
+    return "\n".join(lines)
+
+
+def _write(args: argparse.Namespace, annotations: list) -> list[str]:
+    options = dict(margin=args.margin, overwrite=args.overwrite, progress=not args.quiet)
+    if args.identity_layout:
+        return [str(write_identity_crops(annotations, args.output, root=args.haar[0], size=args.size, **options))]
+    crop_options = dict(negatives_per_image=args.negatives_per_image, seed=args.seed, **options)
+    if args.split is None:
+        return [str(write_crops(annotations, args.output, **crop_options))]
+    parts = split_by_image(annotations, _parse_split(args.split), args.seed)
+    return [f"{name}: {write_crops(part, args.output / name, **crop_options)}" for name, part in parts.items()]
