@@ -125,7 +125,7 @@ def _targets_for(probs: np.ndarray, targets: Any) -> np.ndarray:
 
 
 def _step_limits(curve: RocCurve, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """tpr of a piecewise-linear ROC curve just before and just after each fpr in ``grid``.
+    """The TPR of a piecewise-linear ROC curve just before and just after each FPR in ``grid``.
 
     At a vertex with several points (a vertical step) "before" is the bottom of the step and
     "after" its top; elsewhere both are the value on the segment.
@@ -428,8 +428,10 @@ def enrolled_classifier_accuracy(
 
 
 def classifier_accuracy(enrolled: Any, enrolled_labels: Any, probes: Any, probe_labels: Any) -> dict[str, float]:
-    """Accuracy of a linear SVM and of a 1-nearest-neighbour classifier (cosine) fitted on enrolled
-    embeddings (N, D) and scored on probe embeddings (M, D); labels may be ints or names.
+    """Accuracy of a linear SVM and of a cosine 1-nearest-neighbour classifier on embeddings.
+
+    Both are fitted on enrolled embeddings (N, D) and scored on probe embeddings (M, D); labels
+    may be ints or names.
 
     Returns:
         ``svm_acc``, ``knn_acc`` and ``num_probes``.
@@ -487,8 +489,10 @@ def _open_set_inputs(
 
 
 def fpir_threshold(unknown_scores: Any, fpir: float) -> float:
-    """Lowest threshold (rule ``score >= threshold`` accepts) at which at most ``fpir`` of the
-    unknown probes are accepted."""
+    """The lowest threshold at which at most ``fpir`` of the unknown probes are accepted.
+
+    The rule is ``score >= threshold`` accepts.
+    """
     u = np.sort(_vector(unknown_scores, "unknown_scores"))[::-1]
     if len(u) == 0:
         raise ValueError("unknown_scores: expected at least one unknown probe, got none")

@@ -1,5 +1,7 @@
-"""Files and the console: atomic writes (a reader never sees a half-written file, and a crash never
-corrupts an old one), the output checks every tool makes before it starts, and progress bars."""
+"""Files and the console: atomic writes, the output checks every tool makes first, progress bars.
+
+With atomic writes a reader never sees a half-written file, and a crash never corrupts an old one.
+"""
 
 from __future__ import annotations
 

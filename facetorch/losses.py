@@ -50,7 +50,7 @@ def _at_least_float32(x: Tensor) -> Tensor:
 
 
 def _safe_sqrt(squared: Tensor) -> Tensor:
-    """sqrt with a finite gradient everywhere: 0 (value and gradient) where ``squared`` <= _EPS."""
+    """Square root with a finite gradient everywhere: 0 (value and gradient) where ``squared`` <= _EPS."""
     zero = squared <= _EPS
     return torch.sqrt(squared.clamp_min(_EPS)).masked_fill(zero, 0.0)
 

@@ -16,6 +16,35 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+class DownloadAttempted(AssertionError):
+    """A test tried to reach the network: tests never download."""
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that opens a connection beyond this machine or calls a download helper."""
+    import socket
+    import urllib.request
+
+    import torch.hub
+
+    real_connect = socket.socket.connect
+
+    def local_only(self: socket.socket, address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and host not in ("127.0.0.1", "::1", "localhost", "0.0.0.0"):
+            raise DownloadAttempted(f"a test tried to connect to {address!r}; tests never download")
+        return real_connect(self, address)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise DownloadAttempted(f"a test tried to download {args[:1]!r}; tests never download")
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file, as dicts (the file is closed again)."""
     import csv
@@ -61,7 +90,9 @@ def write_face_crops(root: Path, per_class: int = 12, size: tuple[int, int] = (3
     return root
 
 
-def write_identity_folders(root: Path, identities: int = 6, per_identity: int = 5, size: tuple[int, int] = (28, 24), seed: int = 0) -> Path:
+def write_identity_folders(
+    root: Path, identities: int = 6, per_identity: int = 5, size: tuple[int, int] = (28, 24), seed: int = 0
+) -> Path:
     """Write the identity_folders layout: each identity a distinct pattern plus noise (PGM and PNG)."""
     rng = np.random.default_rng(seed)
     for k in range(identities):
@@ -91,7 +122,9 @@ def square_face_photo(rng: np.random.Generator, size: tuple[int, int], box: tupl
     return image.astype(np.uint8)
 
 
-def write_labelme_folder(root: Path, count: int = 16, size: tuple[int, int] = (48, 64), negatives: int = 3, seed: int = 0) -> Path:
+def write_labelme_folder(
+    root: Path, count: int = 16, size: tuple[int, int] = (48, 64), negatives: int = 3, seed: int = 0
+) -> Path:
     """Write the labelme layout: JPEG photos with a square face and a LabelMe 5 JSON beside each
     (every other rectangle in reverse drag order), plus ``negatives`` photos without a face (the
     first without a JSON file, the others with a JSON that has no shape)."""

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from facetorch.models import BACKBONES, BackboneClassifier, IdentityHead, PretrainedWeightsError, build_backbone
-from facetorch.models import backbones
+from facetorch.models import BACKBONES, BackboneClassifier, IdentityHead, PretrainedWeightsError, backbones, build_backbone
 
 
 @pytest.mark.parametrize("name", ["tiny", "resnet18"])

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,7 @@ def test_predict_writes_a_csv_and_reports_unreadable_images(face_crops_dir: Path
     assert sum(r.split(",")[1] in ("face", "non_face") for r in rows[1:]) == 3
 
 
+@pytest.mark.slow
 def test_evaluate_prints_and_writes_flat_json(face_crops_dir: Path, in_tmp: Path, tmp_path: Path) -> None:
     cli.train(["--config", TINY_FACE_VGG, "--data.root", str(face_crops_dir), "--trainer.max_epochs=1"])
     ckpt = run_dir(in_tmp) / "checkpoints" / "best.ckpt"
@@ -151,6 +153,7 @@ def test_evaluate_prints_and_writes_flat_json(face_crops_dir: Path, in_tmp: Path
     assert again.returncode != 0 and "--overwrite" in again.stderr
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(face_crops_dir: Path, in_tmp: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
@@ -170,3 +173,33 @@ def test_ddp_on_two_cpu_processes(face_crops_dir: Path, in_tmp: Path) -> None:
 def test_unknown_config_key_is_a_clear_error(face_crops_dir: Path, in_tmp: Path) -> None:
     with pytest.raises(SystemExit):
         cli.train(["--config", TINY_FACE_VGG, "--data.not_a_key=1"])
+
+
+def test_default_root_dir_alone_places_the_run(face_crops_dir: Path, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    target = in_tmp / "elsewhere"
+    cli.train(["--config", str(REPO / "configs" / "face_vgg.yaml"), "--data.root", str(face_crops_dir),
+               "--trainer.max_epochs=1", f"--trainer.default_root_dir={target}", "--data.image_size=[32,24]",
+               "--data.batch_size=4", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    run = target / "face_vgg" / "version_0"
+    assert (run / "metrics.json").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    assert not (in_tmp / "runs").exists()
+    # The last word says where the run went and what it holds.
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"Run folder: {run} (") and "metrics.json" in line and "checkpoints/best.ckpt" in line
+
+
+def test_an_old_config_naming_old_class_paths_still_runs(identity_dir: Path, in_tmp: Path) -> None:
+    config = yaml.safe_load((REPO / "tests" / "configs" / "identity_tiny.yaml").read_text())
+    old_callback = {"class_path": "facetorch.finetuning.FreezeUnfreeze", "init_args": {"unfreeze_at_epoch": 1}}
+    config["trainer"]["callbacks"] = [old_callback]
+    config["trainer"]["logger"]["init_args"]["save_dir"] = "runs"  # as saved config.yaml files before the house spell it
+    old = in_tmp / "old_config.yaml"
+    old.write_text(yaml.safe_dump(config))
+    sys.modules.pop("facetorch.finetuning", None)  # imported afresh, so that it warns here
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", DeprecationWarning)
+        report = cli.train(["--config", str(old), "--data.root", str(identity_dir), "--trainer.max_epochs=2",
+                            "--data.val_fraction=0.2", "--data.test_fraction=0.2"])  # fmt: skip
+    assert any("facetorch.callbacks.FreezeUnfreeze" in str(w.message) for w in caught if w.category is DeprecationWarning)
+    assert report["num_samples"] > 0 and (run_dir(in_tmp, "identity_tiny") / "metrics.json").is_file()

@@ -13,6 +13,7 @@ import pytest
 
 from facetorch.cli.common import run_tool
 from facetorch.cli.prepare_crops import prepare_crops
+from facetorch.data.annotations import FaceAnnotation
 from facetorch.data.crops import (
     expand_box,
     haar_annotations,
@@ -20,7 +21,6 @@ from facetorch.data.crops import (
     write_crops,
     write_identity_crops,
 )
-from facetorch.data.annotations import FaceAnnotation
 from facetorch.data.haar import CascadeLoadError, HaarFaceDetector
 from facetorch.evaluation import box_iou
 

@@ -76,14 +76,14 @@ def test_eval_all_puts_every_image_in_test(face_crops_dir: Path) -> None:
 def test_missing_root_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match="nowhere.*does not exist"):
-        FaceDataModule(root=str(missing)).splits
+        _ = FaceDataModule(root=str(missing)).splits
 
 
 def test_missing_class_folder_says_what_was_expected(tmp_path: Path) -> None:
     (tmp_path / "face").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "face" / "a.png")
     with pytest.raises(FileNotFoundError, match=r"'face/' and 'non_face/'.*'non_face/' is missing"):
-        FaceDataModule(root=str(tmp_path)).splits
+        _ = FaceDataModule(root=str(tmp_path)).splits
 
 
 def test_empty_class_folder_is_an_error(face_crops_dir: Path) -> None:
@@ -91,7 +91,7 @@ def test_empty_class_folder_is_an_error(face_crops_dir: Path) -> None:
         image.unlink()
     (face_crops_dir / "non_face" / "notes.txt").write_text("not an image")
     with pytest.raises(ValueError, match=r"non_face.*holds no image"):
-        FaceDataModule(root=str(face_crops_dir)).splits
+        _ = FaceDataModule(root=str(face_crops_dir)).splits
 
 
 def test_truncated_image_error_names_the_file(face_crops_dir: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -22,13 +21,13 @@ from facetorch.data.annotations import AnnotationError
 from facetorch.data.box_transforms import BoxAugmentation, build_box_transform
 from facetorch.data.datamodule import FaceDataModule
 from facetorch.data.detection import scan_labelme_index
-from facetorch.inference.detection import Detector, detect_source
 from facetorch.explain.detector import peak_in_box
+from facetorch.inference.detection import Detector, detect_source
 from facetorch.losses import DetectionLoss, giou_loss, original_localization
 from facetorch.models.backbones import PretrainedWeightsError
 from facetorch.models.detector import FaceDetector
 from facetorch.tasks import FaceDetectorTask
-from tests.conftest import REPO, square_face_photo, write_labelme_folder, read_csv
+from tests.conftest import REPO, read_csv, square_face_photo, write_labelme_folder
 
 TINY = str(REPO / "tests" / "configs" / "detector_tiny.yaml")
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -80,7 +79,7 @@ def test_bad_annotations_name_the_file(labelme_dir: Path, case: str, expected: s
         _rewrite(path, imageWidth=99)
     data = FaceDataModule(root=str(labelme_dir), layout="labelme", image_size=(32, 32), channels=3)
     with pytest.raises(AnnotationError, match=expected) as error:
-        data.splits
+        _ = data.splits
     assert "p002.json" in str(error.value)
 
 
@@ -123,7 +122,8 @@ def test_augmentation_keeps_the_box_on_the_face() -> None:
     rng = np.random.default_rng(0)
     box = (70, 30, 130, 90)
     photo = square_face_photo(rng, (120, 160), box)
-    transform = build_box_transform((64, 64), MEAN, STD, BoxAugmentation(negative_p=0.3, color_p=0.0, gamma_p=0.0, rgb_shift_p=0.0))
+    augmentation = BoxAugmentation(negative_p=0.3, color_p=0.0, gamma_p=0.0, rgb_shift_p=0.0)
+    transform = build_box_transform((64, 64), MEAN, STD, augmentation)
     torch.manual_seed(0)
     positives = negatives = 0
     for _ in range(60):
@@ -281,6 +281,7 @@ def test_detect_threshold_decides_faces(trained: dict, tmp_path: Path) -> None:
     assert all((float(r["score"]) >= 0.999999) == (r["face"] == "1") for r in rows)
 
 
+@pytest.mark.slow
 def test_detect_images_folder_via_the_tool(trained: dict, tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -297,6 +298,7 @@ def test_detect_images_folder_via_the_tool(trained: dict, tmp_path: Path) -> Non
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detections.csv", "p000_jpg.png", "p017_jpg.png"]
 
 
+@pytest.mark.slow
 def test_detect_stops_cleanly_on_sigint(trained: dict, tmp_path: Path) -> None:
     video = tmp_path / "long.avi"
     _write_video(video, "MJPG", frames=400)

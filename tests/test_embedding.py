@@ -3,7 +3,6 @@ verification at validation and test, ``evaluate.py --pairs``, predict, explain, 
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from facetorch.data.pairs import balanced_label_pairs
 from facetorch.evaluation import enrolled_classifier_accuracy
 from facetorch.inference.gallery import Embedder, Gallery, GalleryError
 from facetorch.tasks import EmbeddingTask
-from tests.conftest import REPO, write_identity_folders, read_csv
+from tests.conftest import REPO, read_csv, write_identity_folders
 
 TINY = str(REPO / "tests" / "configs" / "embedding_tiny.yaml")
 VERIFICATION_KEYS = {"pair_acc", "pair_acc_std", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "threshold", "num_samples"}
@@ -159,7 +158,9 @@ def test_evaluate_pairs_file_prints_the_contract_keys(trained: tuple[Path, Path,
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
 
 
-def test_two_stage_contrastive_trains_only_the_embedding_layer_in_stage_two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_stage_contrastive_trains_only_the_embedding_layer_in_stage_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     people = write_identity_folders(tmp_path / "ids", identities=8)
     seen: dict[int, dict[str, torch.Tensor]] = {}
@@ -222,12 +223,13 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
                                                  capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     work, ckpt, _ = trained
     # person_00..05: images 0-2 enrolled, 3-4 probe; person_06..07 never enrolled.
-    gallery_cli.gallery(["split", "--images", str(work / "ids"), "--people", "6", "--per_person", "3", "--output", str(tmp_path / "split")])
+    split = ["split", "--images", str(work / "ids"), "--people", "6", "--per_person", "3", "--output", str(tmp_path / "split")]
+    gallery_cli.gallery(split)
     assert json.loads(capsys.readouterr().out) == {"enrol": 18, "known": 12, "unknown": 10}
     enrol, known, unknown = (tmp_path / "split" / part for part in ("enrol", "known", "unknown"))
     assert sorted(p.name for p in (enrol / "person_00").iterdir()) == ["0.png", "1.pgm", "2.png"]
     with pytest.raises(FileExistsError, match="not empty"):
-        gallery_cli.gallery(["split", "--images", str(work / "ids"), "--people", "6", "--per_person", "3", "--output", str(tmp_path / "split")])
+        gallery_cli.gallery(split)
     gallery_file = tmp_path / "people.npz"
     gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file)])
     assert json.loads(capsys.readouterr().out)["added"] == 18
@@ -250,16 +252,19 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
                       "--threshold", "-1", "--output", str(output)])  # fmt: skip
     rows = read_csv(output)
     assert len(rows) == 12 and all(r["name"].startswith("person_0") for r in rows)  # threshold -1 accepts all
-    gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(unknown / "person_06" / "0.png"),
+    stranger = unknown / "person_06" / "0.png"
+    gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(stranger),
                       "--threshold", "1.01"])  # fmt: skip
     assert "unknown" in capsys.readouterr().out  # nothing reaches a similarity above 1
     with pytest.raises(FileExistsError, match="exists and is not empty; pass --overwrite"):
         gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(known),
                           "--output", str(output)])  # fmt: skip
 
-    gallery_cli.gallery(["verify", "--ckpt_path", str(ckpt), str(known / "person_01" / "3.pgm"), str(known / "person_01" / "4.png")])
+    pair = [str(known / "person_01" / "3.pgm"), str(known / "person_01" / "4.png")]
+    gallery_cli.gallery(["verify", "--ckpt_path", str(ckpt), *pair])
     verdict = json.loads(capsys.readouterr().out)
-    assert set(verdict) == {"similarity", "threshold", "same"} and verdict["same"] == (verdict["similarity"] >= verdict["threshold"])
+    assert set(verdict) == {"similarity", "threshold", "same"}
+    assert verdict["same"] == (verdict["similarity"] >= verdict["threshold"])
 
     gallery_cli.gallery(["evaluate", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--known", str(known),
                       "--unknown", str(unknown)])  # fmt: skip
@@ -311,6 +316,7 @@ def test_classical_verification_baselines_on_a_pairs_file(tmp_path: Path, capsys
         assert 0.0 <= report["pair_acc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_ddp_training_verifies_like_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two CPU processes with P x K batches (use_distributed_sampler: false): every rank embeds the
     whole validation and test split, and the report matches a one-process test of the checkpoint."""

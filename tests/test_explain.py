@@ -13,24 +13,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from facetorch import cli
-from facetorch.cli import explain as explain_cli
 from facetorch.callbacks.gradcam_logger import GradCAMLogger
+from facetorch.cli import explain as explain_cli
 from facetorch.data import FaceDataModule
+from facetorch.explain.gradcam import ClassTarget, GuidedGradCAM, normalize_guided
 from facetorch.explain.render import (
     explain_batch,
     load_images,
     to_display_image,
     write_explanations,
 )
-from facetorch.explain.gradcam import ClassTarget, GuidedGradCAM, normalize_guided
 from facetorch.inference.checkpoint import CheckpointError
 from facetorch.tasks import FaceClassifierTask, FaceTask
-from tests.conftest import REPO, write_face_crops, image_size_and_mode
+from tests.conftest import REPO, image_size_and_mode, write_face_crops
 
 TINY_FACE_VGG = str(REPO / "tests" / "configs" / "face_vgg.yaml")
 SUFFIXES = {"gradcam": "_gradcam_overlay.png", "guided": "_guided.png", "guided_gradcam": "_guided_gradcam.png"}

@@ -12,8 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 from facetorch import cli
-from facetorch.data import FaceDataModule
 from facetorch.callbacks.freeze_unfreeze import FreezeUnfreeze
+from facetorch.data import FaceDataModule
 from facetorch.explain.gradcam import GradCAM
 from facetorch.models import build_backbone
 from facetorch.tasks import IdentityTask

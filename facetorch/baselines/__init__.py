@@ -1,5 +1,7 @@
-"""Classical baselines (``classical``: HOG + SVM, eigenfaces, LBP) and their runs on the same
-splits a model gets (``runs``)."""
+"""Classical baselines and their runs on the same splits a model gets.
+
+``classical`` holds the methods (HOG + SVM, eigenfaces, LBP), ``runs`` fits and scores them.
+"""
 
 from facetorch.baselines.classical import (
     EigenfaceEmbedder,

@@ -8,14 +8,21 @@ for the ``labelme`` layout the detector's ``cls_acc``, ``mean_iou``, ``iou50_rat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 import cv2
 import numpy as np
 
 from facetorch import evaluation, io
-from facetorch.baselines.classical import EigenfaceEmbedder, EigenfacesSvm, HogSvmClassifier, LbpNearestNeighbour, chi_square_distances
+from facetorch.baselines.classical import (
+    EigenfaceEmbedder,
+    EigenfacesSvm,
+    HogSvmClassifier,
+    LbpNearestNeighbour,
+    chi_square_distances,
+)
 from facetorch.data.datamodule import FaceDataModule
 from facetorch.data.datasets import SampleIndex, read_image, to_uint8
 from facetorch.data.detection import BoxIndex
@@ -37,16 +44,18 @@ def load_grey(index: SampleIndex, progress: bool = True) -> list[np.ndarray]:
 
 
 class HaarCropClassifier:
-    """OpenCV's Haar cascade used as a face / non-face classifier: a crop is a face when the
-    cascade finds one in it. Crops are enlarged to ``min_side`` and given a border first, since
-    the cascade needs a face of at least its window size with some context around it."""
+    """OpenCV's Haar cascade as a face / non-face classifier: a crop is a face when it finds one in it.
+
+    Crops are enlarged to ``min_side`` and given a border first, since the cascade needs a face of
+    at least its window size with some context around it.
+    """
 
     def __init__(self, min_side: int = 96, border: float = 0.2, min_neighbors: int = 3) -> None:
         self.detector = HaarFaceDetector(min_neighbors=min_neighbors, min_size=(24, 24))
         self.min_side = min_side
         self.border = border
 
-    def fit(self, images: Any, labels: Any) -> "HaarCropClassifier":
+    def fit(self, images: Any, labels: Any) -> HaarCropClassifier:
         return self  # nothing to learn
 
     def decision_function(self, images: list[np.ndarray]) -> np.ndarray:
@@ -152,7 +161,8 @@ def run_detection_baseline(method: Method, data: FaceDataModule, test_root: Opti
             raise ValueError(f"baseline mean_box needs training images with a face; {data.root} has none outside the test split")
         boxes, scores = np.tile(seen[labels].mean(axis=0), (len(test), 1)), np.ones(len(test))
     else:
-        raise ValueError(f"baseline {method!r} does not apply to layout 'labelme'; expected one of {METHODS_BY_LAYOUT['labelme']}")
+        allowed = METHODS_BY_LAYOUT["labelme"]
+        raise ValueError(f"baseline {method!r} does not apply to layout 'labelme'; expected one of {allowed}")
     has_face = np.asarray(test.labels) == 1
     return {"method": method, **evaluation.detection_summary(boxes, scores, test.normalized_boxes(), has_face)}
 

@@ -10,9 +10,10 @@ import dataclasses
 import platform
 import statistics
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -112,8 +113,11 @@ def config_setup(
     plain_model: Callable[[pl.LightningModule], nn.Module] = lambda task: task.model,
     plain_loss: Callable[[nn.Module, Any], torch.Tensor] = _cross_entropy,
 ) -> BenchmarkSetup:
-    """A task and its data, with the model and data settings of ``configs/<config>``; the plain
-    loop trains ``plain_model(task)`` with ``plain_loss`` (by default the model and cross-entropy)."""
+    """A task and its data, with the model and data settings of ``configs/<config>``.
+
+    The plain loop trains ``plain_model(task)`` with ``plain_loss`` (by default the model and
+    cross-entropy).
+    """
     model_args = config_section(CONFIGS / config, "model")
     data = _config_data(config, data_root)
     model_args.update(num_classes=data.num_classes, class_names=data.class_names, in_channels=data.channels,
@@ -158,8 +162,10 @@ class _PlainEmbedding(nn.Module):
 
 
 def embedding_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
-    """EmbeddingTask as in ``configs/embedding_triplet.yaml`` (ResNet18, P x K batches, triplet +
-    classification loss) on a folder per person (e.g. LFW DevTrain)."""
+    """EmbeddingTask as in ``configs/embedding_triplet.yaml`` on a folder per person (e.g. LFW DevTrain).
+
+    ResNet18, P x K batches, triplet + classification loss.
+    """
     if data_root is None:
         raise ValueError("--task embedding needs --data-root DIR: a folder per person (e.g. ../shared/data/lfw_devtrain/images)")
     return config_setup("embedding", "embedding_triplet.yaml", EmbeddingTask, batch_size, steps, data_root,
@@ -207,7 +213,9 @@ class _StepTimer(pl.Callback):
             _sync()
             self.start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         _sync()
         self.end = time.perf_counter()
 

@@ -1,11 +1,13 @@
-"""Lightning callbacks, one per file, usable from a config's ``trainer.callbacks``::
+"""Lightning callbacks, one per file, usable from a config's ``trainer.callbacks``.
 
-    trainer:
-      callbacks:
-        - class_path: facetorch.callbacks.GradCAMLogger
-          init_args: {every_n_epochs: 5}
-        - class_path: facetorch.callbacks.FreezeUnfreeze
-          init_args: {unfreeze_at_epoch: 5, lr_factor: 0.1}
+Example::
+
+  trainer:
+    callbacks:
+      - class_path: facetorch.callbacks.GradCAMLogger
+        init_args: {every_n_epochs: 5}
+      - class_path: facetorch.callbacks.FreezeUnfreeze
+        init_args: {unfreeze_at_epoch: 5, lr_factor: 0.1}
 """
 
 from facetorch.callbacks.checkpoint import AtomicCheckpointIO, BestAndLastCheckpoint, best_checkpoint

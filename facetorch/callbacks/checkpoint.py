@@ -35,12 +35,12 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     _last_written_step: int = -1
 
-    def _save_last_checkpoint(self, trainer: "pl.Trainer", monitor_candidates: dict[str, Any]) -> None:
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)
         if self.save_last:
             self._last_written_step = trainer.global_step
 
-    def _ensure_last(self, trainer: "pl.Trainer") -> None:
+    def _ensure_last(self, trainer: pl.Trainer) -> None:
         from pytorch_lightning.trainer.states import TrainerFn
 
         if (
@@ -53,12 +53,12 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             return
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
-    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
             self._ensure_last(trainer)
 
-    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._ensure_last(trainer)

@@ -23,8 +23,10 @@ from torch.optim import Optimizer
 
 
 class FreezeUnfreeze(BaseFinetuning):
-    """Freeze ``pl_module.backbone`` until epoch ``unfreeze_at_epoch``, then train it as a new
-    parameter group at the head's current learning rate times ``lr_factor``.
+    """Freeze ``pl_module.backbone`` until epoch ``unfreeze_at_epoch``, then train it too.
+
+    The backbone joins as a new parameter group at the head's current learning rate times
+    ``lr_factor``.
 
     Args:
         unfreeze_at_epoch: First epoch (0-based) that trains the backbone; 0 never freezes it.

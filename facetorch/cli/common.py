@@ -1,5 +1,4 @@
-"""What every facetorch command line shares: the common flags, their spelling, and how a tool ends
-when its input is wrong.
+"""What every facetorch command line shares: the common flags, and how a tool ends on bad input.
 
 - ``--ckpt_path`` names a checkpoint, ``--output`` what the tool writes, ``--overwrite`` (a plain
   flag) allows replacing an existing, non-empty output, ``--quiet`` hides progress bars; flags

@@ -32,7 +32,8 @@ def detect(argv: Optional[list[str]] = None) -> DetectionRun:
                overwrite_help="write into a non-empty --output folder (files of the same name are replaced)")
     parser.add_argument("--threshold", type=float, default=0.5, help="face score threshold (default 0.5)")
     parser.add_argument("--max_frames", type=int, default=None, help="stop a video or camera after this many frames")
-    parser.add_argument("--fourcc", default="mp4v", choices=["mp4v", "MJPG"], help="annotated video codec: mp4v (.mp4) or MJPG (.avi)")
+    parser.add_argument("--fourcc", default="mp4v", choices=["mp4v", "MJPG"],
+                        help="annotated video codec: mp4v (.mp4) or MJPG (.avi)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     add_quiet(parser)
     args = parser.parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))

@@ -93,8 +93,10 @@ class FaceCLI(LightningCLI):
 
 
 def _place_run_folder(config: Namespace) -> None:
-    """``--trainer.default_root_dir=DIR`` alone places the run: a run logger left at the default
-    ``save_dir`` (``runs``) writes under ``DIR`` instead."""
+    """``--trainer.default_root_dir=DIR`` alone places the run.
+
+    A run logger left at the default ``save_dir`` (``runs``) writes under ``DIR`` instead.
+    """
     root = config.get("trainer.default_root_dir")
     logger = config.get("trainer.logger")
     if not root or not isinstance(logger, Namespace) or logger.get("class_path") not in RUN_LOGGERS:

@@ -26,7 +26,11 @@ from facetorch.data.crops import (
 from facetorch.data.haar import HaarFaceDetector
 
 PROG = "prepare_crops.py"
-RENAMED = {"--negatives-per-image": "--negatives_per_image", "--max-faces": "--max_faces", "--identity-layout": "--identity_layout"}
+RENAMED = {
+    "--negatives-per-image": "--negatives_per_image",
+    "--max-faces": "--max_faces",
+    "--identity-layout": "--identity_layout",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

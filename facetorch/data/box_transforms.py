@@ -9,8 +9,9 @@ Evaluation only resizes and normalises. Boxes come out as ``(x1, y1, x2, y2)`` n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import albumentations as A
 import cv2
@@ -128,7 +129,9 @@ class FaceCrop(BaseCrop):
         y0 = rng.randint(max(0, fy2 - crop_h), max(0, min(fy1, height - crop_h)))
         return x0, y0, x0 + crop_w, y0 + crop_h
 
-    def _face_free(self, width: int, height: int, face: Optional[tuple[float, float, float, float]]) -> Optional[tuple[int, int, int, int]]:
+    def _face_free(
+        self, width: int, height: int, face: Optional[tuple[float, float, float, float]]
+    ) -> Optional[tuple[int, int, int, int]]:
         rng = self.py_random
         for _ in range(self.tries):
             crop_w, crop_h = self._window(width, height, rng.uniform(*self.negative_scale))

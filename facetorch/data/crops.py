@@ -150,8 +150,10 @@ def _pixel_rect(box: Sequence[float], width: int, height: int) -> tuple[int, int
 
 
 def crop_box(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
-    """The pixels of ``image`` (H, W[, C]) inside an ``(x1, y1, x2, y2)`` box, clipped to the image;
-    every pixel the box touches is kept, and a sub-pixel box still gives one pixel."""
+    """The pixels of ``image`` (H, W[, C]) inside an ``(x1, y1, x2, y2)`` box, clipped to the image.
+
+    Every pixel the box touches is kept, and a sub-pixel box still gives one pixel.
+    """
     x1, y1, x2, y2 = _pixel_rect(box, image.shape[1], image.shape[0])
     return image[y1:y2, x1:x2]
 
@@ -321,7 +323,8 @@ def split_by_image(
         raise ValueError(f"expected --split TRAIN,VAL,TEST shares >= 0 summing to 1 with TRAIN > 0, got {list(fractions)}")
     # One class: the seeded split of facetorch.data.splits, photo by photo.
     parts = stratified_split([0] * len(annotations), fractions[1], fractions[2], seed)
-    return {name: [annotations[i] for i in getattr(parts, name)] for name in ("train", "val", "test") if len(getattr(parts, name))}
+    chosen = {name: getattr(parts, name) for name in ("train", "val", "test")}
+    return {name: [annotations[i] for i in indices] for name, indices in chosen.items() if len(indices)}
 
 
 def write_identity_crops(

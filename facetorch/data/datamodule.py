@@ -81,7 +81,7 @@ class FaceDataModule(pl.LightningDataModule):
         image_size: tuple[int, int] = (120, 80),
         channels: Literal[1, 3] = 1,
         normalization: Normalization = "unit",
-        augmentation: Optional[Augmentation] = Augmentation(),
+        augmentation: Optional[Augmentation] = Augmentation(),  # noqa: B008 (frozen values; jsonargparse shows them)
         batch_size: int = 64,
         num_workers: int = 0,
         val_fraction: float = 0.15,
@@ -93,7 +93,7 @@ class FaceDataModule(pl.LightningDataModule):
         eval_all: bool = False,
         predict_dir: Optional[str] = None,
         min_batches_per_epoch: int = 1,
-        box_augmentation: Optional[BoxAugmentation] = BoxAugmentation(),
+        box_augmentation: Optional[BoxAugmentation] = BoxAugmentation(),  # noqa: B008
         center_crop: Optional[tuple[float, float]] = None,
         train_batches: TrainBatches = "random",
         identities_per_batch: int = 16,
@@ -117,7 +117,9 @@ class FaceDataModule(pl.LightningDataModule):
         })  # fmt: skip
         if root is None and self.layout_spec.builtin is None and pairs_file is None:
             with_builtin = sorted(name for name, spec in LAYOUTS.items() if spec.builtin is not None)
-            raise ValueError(f"data.root is required for layout {layout!r} (only {', '.join(with_builtin)} has a built-in source)")
+            raise ValueError(
+                f"data.root is required for layout {layout!r} (only {', '.join(with_builtin)} has a built-in source)"
+            )
         # The augmentation dataclass stays out of the checkpoint so it holds only plain values.
         self.save_hyperparameters(ignore=["augmentation", "box_augmentation"])
         self.root = root

@@ -1,7 +1,8 @@
 """On-disk layouts and the dataset that reads their images.
 
 A layout scanner turns a folder into a :class:`SampleIndex` (what each sample is and its label);
-:class:`FaceImageDataset` reads and transforms the samples. Layouts (see DESIGN.md, section 3):
+:class:`FaceImageDataset` reads and transforms the samples. Layouts (the README's "Data
+layouts"; :mod:`facetorch.data.layouts` holds the table of them):
 
 - ``face_crops``: ``root/face/<images>`` and ``root/non_face/<images>``;
 - ``identity_folders``: ``root/<identity>/<images>``; loose files beside the folders are ignored.
@@ -9,9 +10,10 @@ A layout scanner turns a folder into a :class:`SampleIndex` (what each sample is
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence, Union
+from typing import Literal, Union
 
 import numpy as np
 import torch
@@ -47,7 +49,7 @@ class SampleIndex:
     def __len__(self) -> int:
         return len(self.sources)
 
-    def subset(self, indices: Sequence[int]) -> "SampleIndex":
+    def subset(self, indices: Sequence[int]) -> SampleIndex:
         """The samples at ``indices``, with the same class names."""
         return SampleIndex(
             [self.sources[i] for i in indices], [self.labels[i] for i in indices], self.class_names, self.root
@@ -202,7 +204,13 @@ class PredictDataset(Dataset):
     so a prediction CSV can report it.
     """
 
-    def __init__(self, source: str | Path, transform: Callable[[np.ndarray], torch.Tensor], channels: Literal[1, 3], image_size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        source: str | Path,
+        transform: Callable[[np.ndarray], torch.Tensor],
+        channels: Literal[1, 3],
+        image_size: tuple[int, int],
+    ) -> None:
         source = Path(source)
         if not source.exists():
             raise FileNotFoundError(f"data.predict_dir {str(source)!r} does not exist")

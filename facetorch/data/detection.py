@@ -1,16 +1,18 @@
-"""The ``labelme`` layout for the single-face detector: an index of images with their face box,
-and the dataset that serves ``(image, {"label", "box"})`` samples.
+"""The ``labelme`` layout for the single-face detector: images with their face box, and their dataset.
 
-Layout (DESIGN.md, section 3): ``root/<image>`` + ``root/<image stem>.json`` (LabelMe 5, one
+The dataset serves ``(image, {"label", "box"})`` samples.
+
+Layout (the README's "Data layouts"): ``root/<image>`` + ``root/<image stem>.json`` (LabelMe 5, one
 ``rectangle`` shape per face). An image without a JSON file, or whose JSON has no shape, is an
 image without a face (a negative). More than one face per image is an error: this detector finds one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -52,7 +54,7 @@ class BoxIndex(SampleIndex):
                 out[i] = np.asarray(box) / [width, height, width, height]
         return out
 
-    def subset(self, indices: Sequence[int]) -> "BoxIndex":
+    def subset(self, indices: Sequence[int]) -> BoxIndex:
         """The samples at ``indices``, boxes included."""
         return BoxIndex(
             [self.sources[i] for i in indices], [self.labels[i] for i in indices], self.class_names, self.root,

@@ -1,8 +1,9 @@
-"""The on-disk layouts in one table: how each is scanned, read into a dataset, and which data
-options it uses. :class:`~facetorch.data.FaceDataModule`, the baselines and the tools look a
-layout up here instead of branching on its name.
+"""The on-disk layouts in one table: how each is scanned, read, and which data options it uses.
 
-Layouts (DESIGN.md, section 3):
+:class:`~facetorch.data.FaceDataModule`, the baselines and the tools look a layout up here
+instead of branching on its name.
+
+Layouts (the README's "Data layouts"):
 
 - ``face_crops``: ``root/face/<images>``, ``root/non_face/<images>`` (built-in data without a root);
 - ``identity_folders``: ``root/<identity>/<images>``;

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional
 
 import albumentations as A
 import cv2
@@ -159,8 +159,10 @@ def build_transform(
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How a model is fed: the one description the DataModule, the checkpoint loader, the gallery
-    and detection share, so that a trained model always sees its inputs prepared the same way.
+    """How a model is fed.
+
+    The one description that the DataModule, the checkpoint loader, the gallery and detection
+    share, so that a trained model always sees its inputs prepared the same way.
 
     Attributes:
         image_size: Model input (height, width).
@@ -189,7 +191,7 @@ class InputSpec:
         return build_transform(self.image_size, self.mean, self.std, augmentation, self.center_crop)
 
     @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any]) -> "InputSpec":
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> InputSpec:
         """The input of a saved ``FaceDataModule`` (a checkpoint's ``datamodule_hyper_parameters``)."""
         crop = hparams.get("center_crop")
         return cls(

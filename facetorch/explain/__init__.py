@@ -1,5 +1,7 @@
-"""Explanations: Grad-CAM, Guided Backprop and Guided Grad-CAM (``gradcam``), their rendering as
-PNG files (``render``) and the detector's look-at-the-face check (``detector``).
+"""Explanations: Grad-CAM, Guided Backprop and Guided Grad-CAM, their pictures, and the detector's check.
+
+``gradcam`` holds the methods, ``render`` writes them as PNG files, ``detector`` checks that
+the detector looks at the face.
 
 The core context managers work on any ``nn.Module``::
 

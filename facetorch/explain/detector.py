@@ -49,7 +49,9 @@ def peak_in_box(heatmaps: Tensor, boxes: Tensor) -> tuple[np.ndarray, np.ndarray
     return hit.numpy(), mass.numpy(), masks.reshape(batch, -1).float().mean(dim=1).numpy()
 
 
-def peak_in_box_report(task: nn.Module, loader: DataLoader, layer: str, target: Target, device: Optional[torch.device] = None) -> dict[str, Any]:
+def peak_in_box_report(
+    task: nn.Module, loader: DataLoader, layer: str, target: Target, device: Optional[torch.device] = None
+) -> dict[str, Any]:
     """Grad-CAM peak-in-box statistics over every image with a face in ``loader``.
 
     Args:

@@ -174,9 +174,11 @@ class SimilarityTarget:
 
 
 class NextSampleSimilarity:
-    """Cosine similarity of each embedding to the next one in the batch (the last to the first):
-    why neighbouring faces match, with no reference image. The neighbour is detached, so each map
-    explains its own image only."""
+    """Cosine similarity of each embedding to the next one in the batch (the last to the first).
+
+    It explains why neighbouring faces match, with no reference image. The neighbour is detached,
+    so each map explains its own image only.
+    """
 
     description = "similarity to the next image"
 
@@ -538,8 +540,10 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _prepare_input(images: Tensor, requires_grad: bool = True) -> Tensor:
-    """Return a fresh leaf copy of the batch (that requires grad unless told not to); call with
-    autograd enabled."""
+    """Return a fresh leaf copy of the batch, requiring grad unless told not to.
+
+    Call it with autograd enabled.
+    """
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         raise ValueError(f"Expected images as a float tensor (B, C, H, W), got {_describe(images)}")
     # The clone turns an inference tensor into a normal one; requiring grad on the input makes

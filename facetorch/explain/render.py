@@ -28,7 +28,6 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from facetorch import io  # noqa: E402
-from facetorch.reports import to_display_image  # noqa: E402
 from facetorch.data.datasets import ImageReadError, read_image  # noqa: E402
 from facetorch.data.files import IMAGE_EXTENSIONS, is_image_file  # noqa: E402
 from facetorch.data.transforms import InputSpec  # noqa: E402
@@ -41,7 +40,7 @@ from facetorch.explain.gradcam import (  # noqa: E402
     normalize_guided,
     overlay_heatmap,
 )
-
+from facetorch.reports import to_display_image  # noqa: E402
 
 __all__ = [
     "METHODS",
@@ -222,7 +221,8 @@ def render_explanations(
         images: Model inputs (B, C, H, W) on the task's device.
         methods: Any of ``gradcam``, ``guided``, ``guided_gradcam``.
         target: Score to explain; ``None`` for the predicted class.
-        mean, std: The transform's normalisation, to show the inputs as they were before it.
+        mean: The transform's per-channel mean, to show the inputs as they were before it.
+        std: The transform's per-channel std.
     """
     methods = _check_methods(methods)
     maps = _display_maps(_raw_maps(task, images, methods, target))

@@ -1,5 +1,8 @@
-"""Trained models at work: the one checkpoint loader (``checkpoint``), the gallery of enrolled
-faces (``gallery``) and single-face detection on images, video and cameras (``detection``)."""
+"""Trained models at work.
+
+``checkpoint``: the one checkpoint loader; ``gallery``: enrolled faces, identified or ``unknown``;
+``detection``: single-face detection on images, video and cameras.
+"""
 
 from facetorch.inference.checkpoint import CheckpointError, LoadedTask, load_task, read_checkpoint
 from facetorch.inference.detection import Detection, DetectionRun, Detector, detect_source

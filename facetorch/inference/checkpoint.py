@@ -74,7 +74,9 @@ def read_checkpoint(path: str | Path, flag: str = "--ckpt_path") -> dict[str, An
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{flag} {str(path)!r} does not exist (expected a checkpoint such as runs/<name>/version_0/checkpoints/best.ckpt)")
+        raise FileNotFoundError(
+            f"{flag} {str(path)!r} does not exist (expected a checkpoint such as runs/<name>/version_0/checkpoints/best.ckpt)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{flag} {str(path)!r} is a folder; expected a checkpoint file (.ckpt)")
     if path.stat().st_size == 0:
@@ -110,7 +112,9 @@ def _resolve_class(class_path: Optional[str], expected: type[TaskT], path: Path,
     try:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
-        raise CheckpointError(f"{flag} {str(path)!r} holds a {class_path} checkpoint, a class that cannot be imported here: {error}") from error
+        raise CheckpointError(
+            f"{flag} {str(path)!r} holds a {class_path} checkpoint, a class that cannot be imported here: {error}"
+        ) from error
     if not (isinstance(cls, type) and issubclass(cls, expected)):
         article = "an" if expected.__name__[0] in "AEIOU" else "a"
         raise CheckpointError(

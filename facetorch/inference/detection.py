@@ -15,11 +15,11 @@ import csv
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -112,7 +112,8 @@ def draw(frame_bgr: np.ndarray, detection: Detection) -> np.ndarray:
     if detection.box is not None:
         x1, y1, x2, y2 = (int(round(v)) for v in detection.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), GREEN, thickness)
-        cv2.putText(out, f"face {detection.score:.2f}", (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, GREEN, thickness)
+        origin = (x1, max(12, y1 - 4))
+        cv2.putText(out, f"face {detection.score:.2f}", origin, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, GREEN, thickness)
     else:
         cv2.putText(out, f"no face {detection.score:.2f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, GREY, thickness)
     return out
@@ -202,7 +203,9 @@ def detect_source(
         return _detect_stream(detector, capture, f"camera{source}", f"camera {source}", output, max_frames, fourcc, progress)
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"--source {source!r} does not exist (expected an image, a folder, a video file or a camera index)")
+        raise FileNotFoundError(
+            f"--source {source!r} does not exist (expected an image, a folder, a video file or a camera index)"
+        )
     if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
         return _detect_stream(detector, cv2.VideoCapture(str(path)), path.stem, str(path), output, max_frames, fourcc, progress)
     return _detect_images(detector, path, output, progress)
@@ -324,7 +327,9 @@ def _write_png(path: Path, picture_bgr: np.ndarray) -> None:
     io.write_png(path, cv2.cvtColor(picture_bgr, cv2.COLOR_BGR2RGB))
 
 
-def _summary(detector: Detector, frames: int, faces: int, start: float, output: Path, csv_path: Path, stopped: bool) -> DetectionRun:
+def _summary(
+    detector: Detector, frames: int, faces: int, start: float, output: Path, csv_path: Path, stopped: bool
+) -> DetectionRun:
     seconds = time.perf_counter() - start
     return DetectionRun(
         frames=frames,

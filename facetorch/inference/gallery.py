@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import io as bytes_io
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
@@ -114,9 +115,11 @@ class Embedder:
         return torch.cat(rows).numpy().astype(np.float32)
 
     def embed_files(self, paths: Sequence[Path], show_progress: bool = True) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
-        """Embed image files; returns the embeddings, the files embedded, and the files skipped
-        (unreadable, or no face found) with the reason. ``show_progress=False`` hides the bar
-        (when the caller shows its own)."""
+        """Embed image files.
+
+        Returns the embeddings, the files embedded, and the files skipped (unreadable, or no face
+        found) with the reason. ``show_progress=False`` hides the bar (when the caller shows its own).
+        """
         faces, used, skipped = [], [], {}
         for path in io.progress(paths, "embed", enabled=self.progress and show_progress):
             try:
@@ -174,7 +177,7 @@ class Gallery:
         self.meta = meta
 
     @classmethod
-    def empty(cls, embedder: Embedder) -> "Gallery":
+    def empty(cls, embedder: Embedder) -> Gallery:
         dim = embedder.task.embedding_dim
         return cls(np.empty((0, dim), np.float32), GalleryMeta(embedder.fingerprint, embedder.threshold))
 
@@ -206,8 +209,10 @@ class Gallery:
             )
 
     def best_matches(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """For each probe (N, D): the enrolled person most similar (the best of their images) and
-        that cosine similarity."""
+        """For each probe (N, D), the most similar enrolled person and that cosine similarity.
+
+        A person's similarity is that of the best of their images.
+        """
         if len(self) == 0:
             raise GalleryError("The gallery is empty: enrol people first")
         people = self.people
@@ -221,9 +226,12 @@ class Gallery:
         return [people[k] for k in best], per_person[np.arange(len(embeddings)), best]
 
     def calibrate_open_set(self) -> float:
-        """Set ``meta.open_set_threshold`` from the enrolled people alone: each person's images are
-        matched against everyone else's, as a stranger's would be, and the threshold accepts at
-        most ``meta.open_set_fpir`` of these best matches. NaN with fewer than 3 people."""
+        """Set ``meta.open_set_threshold`` from the enrolled people alone.
+
+        Each person's images are matched against everyone else's, as a stranger's would be, and
+        the threshold accepts at most ``meta.open_set_fpir`` of these best matches. NaN with fewer
+        than 3 people.
+        """
         people, names = self.people, np.array(self.meta.names)
         if len(people) < 3:
             self.meta.open_set_threshold = float("nan")
@@ -244,8 +252,10 @@ class Gallery:
         return self.meta.threshold
 
     def identify(self, embeddings: np.ndarray, threshold: Optional[float] = None) -> list[tuple[str, float]]:
-        """(name, similarity) per probe; the name is ``"unknown"`` below the threshold (by default
-        :meth:`default_threshold`)."""
+        """The (name, similarity) of each probe; the name is ``"unknown"`` below the threshold.
+
+        The threshold is :meth:`default_threshold` unless one is given.
+        """
         threshold = self.default_threshold() if threshold is None else threshold
         if not np.isfinite(threshold):
             raise GalleryError("The gallery has no calibrated threshold (the checkpoint never validated); pass --threshold")
@@ -262,7 +272,7 @@ class Gallery:
             handle.write(buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Gallery":
+    def load(cls, path: str | Path) -> Gallery:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Gallery file {str(path)!r} does not exist; create it with `gallery.py enroll`")
@@ -292,9 +302,10 @@ def _natural_key(path: Path) -> list[Any]:
 def split_open_set(
     images: str | Path, output: str | Path, people: int, per_person: int, overwrite: bool = False
 ) -> dict[str, int]:
-    """Copy a folder of people into an open-set protocol: ``enrol/`` (the first ``per_person``
-    images of the first ``people`` people, in natural name order), ``known/`` (their other images)
-    and ``unknown/`` (every image of the remaining people).
+    """Copy a folder of people into an open-set protocol: ``enrol/``, ``known/`` and ``unknown/``.
+
+    ``enrol/`` gets the first ``per_person`` images of the first ``people`` people (in natural
+    name order), ``known/`` their other images, and ``unknown/`` every image of the others.
 
     Raises:
         FileExistsError: ``output`` exists and is not empty, and ``overwrite`` is false.
@@ -335,8 +346,10 @@ def person_folders(images: str | Path) -> dict[str, list[Path]]:
 def enroll(
     embedder: Embedder, gallery_path: str | Path, images: str | Path, open_set_fpir: Optional[float] = None
 ) -> dict[str, Any]:
-    """Enrol every person folder under ``images`` into the gallery (created if missing), then
-    recalibrate its open-set threshold (at ``open_set_fpir``, else the gallery's own setting).
+    """Enrol every person folder under ``images`` into the gallery (created if missing).
+
+    Then the gallery's open-set threshold is calibrated again (at ``open_set_fpir``, else at the
+    gallery's own setting).
 
     Returns:
         ``people`` (enrolled now), ``added`` images, ``skipped`` {file: reason}, ``total`` rows,
@@ -412,8 +425,9 @@ def evaluate_open_set(
     threshold: Optional[float] = None,
     fpirs: Sequence[float] = (0.01, 0.1),
 ) -> dict[str, Any]:
-    """Open-set identification: probes of enrolled people (``known/<person>/*``) and of people
-    never enrolled (``unknown/<person>/*``).
+    """Open-set identification of probes of enrolled people and of people never enrolled.
+
+    The probes are ``known/<person>/*`` and ``unknown/<person>/*``.
 
     Returns:
         ``identification_rate`` and ``unknown_rejection_rate`` at the threshold (the gallery's
@@ -427,9 +441,11 @@ def evaluate_open_set(
     scores, predicted, truth, known_embeddings = [], [], [], []
     for folder, is_known in ((known, True), (unknown, False)):
         people = person_folders(folder)
-        for name, files in io.progress(people.items(), "known" if is_known else "unknown", total=len(people), enabled=embedder.progress):
+        label = "known" if is_known else "unknown"
+        for name, files in io.progress(people.items(), label, total=len(people), enabled=embedder.progress):
             if is_known and name not in gallery.people:
-                raise GalleryError(f"{folder}/{name}: a known probe of a person not in the gallery ({len(gallery.people)} enrolled)")
+                enrolled = len(gallery.people)
+                raise GalleryError(f"{folder}/{name}: a known probe of a person not in the gallery ({enrolled} enrolled)")
             embeddings, used, _ = embedder.embed_files(files, show_progress=False)
             if not used:
                 continue

@@ -10,8 +10,9 @@ torchvision keeps what it downloads) or from an explicit ``weights_path``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 import torchvision
@@ -93,8 +94,10 @@ def hub_weights_file(name: str) -> Path:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a weights file: a plain state dict, or a dict holding one under
-    ``state_dict`` / ``model`` (as training scripts often save them).
+    """A state dict from a weights file.
+
+    The file holds a plain state dict, or a dict holding one under ``state_dict`` or ``model`` (as
+    training scripts often save them).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -128,8 +131,9 @@ def _adapt_first_conv(state: dict[str, torch.Tensor], module: nn.Module, source:
 
 
 def load_backbone_weights(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into a feature extractor, ignoring a classifier (``fc.*``) and fitting the
-    first conv to the model's input channels.
+    """Load ``state`` into a feature extractor.
+
+    A classifier (``fc.*``) is ignored, and the first conv is fitted to the model's input channels.
 
     Raises:
         ValueError: keys or shapes do not match the backbone; the message names some of them.
@@ -230,7 +234,9 @@ BACKBONES: dict[str, BackboneBuilder] = {
 }
 
 
-def build_backbone(name: str, in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None) -> tuple[nn.Module, int]:
+def build_backbone(
+    name: str, in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None
+) -> tuple[nn.Module, int]:
     """Build backbone ``name`` from :data:`BACKBONES`.
 
     Args:

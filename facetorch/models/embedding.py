@@ -52,8 +52,10 @@ class EmbeddingNet(BackboneClassifier):
 
 
 class CosineClassifier(nn.Module):
-    """Logits ``scale * cos(embedding, class weight)``: the optional classification loss beside the
-    metric loss, on the same unit sphere (a NormFace / CosFace-style head without the margin).
+    """Logits ``scale * cos(embedding, class weight)``.
+
+    The optional classification loss beside the metric loss, on the same unit sphere (a NormFace /
+    CosFace-style head without the margin).
 
     Args:
         embedding_dim: D.

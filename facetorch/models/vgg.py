@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import nn
@@ -34,8 +35,7 @@ def make_vgg_features(cfg: Sequence[LayerSpec], in_channels: int, batch_norm: bo
 
 
 def last_relu_name(features: nn.Sequential) -> str:
-    """Name (``"N"``) of the last ReLU in a VGG stack: the last conv block's activation, which
-    Grad-CAM explains."""
+    """Name (``"N"``) of the last ReLU in a VGG stack: the activation Grad-CAM explains."""
     return str(max(i for i, layer in enumerate(features) if isinstance(layer, nn.ReLU)))
 
 

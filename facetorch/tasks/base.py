@@ -142,9 +142,11 @@ class FaceTask(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation under DDP
     def evaluation_is_distributed(self, split: str) -> bool:
-        """Whether each rank saw only its share of ``split`` (``val`` or ``test``): true under
-        DDP with Lightning's distributed sampler; false with ``use_distributed_sampler: false``,
-        where every rank evaluates the whole split."""
+        """Whether each rank saw only its share of ``split`` (``val`` or ``test``).
+
+        True under DDP with Lightning's distributed sampler; false with
+        ``use_distributed_sampler: false``, where every rank evaluates the whole split.
+        """
         if self.trainer.world_size <= 1:
             return False
         loaders = self.trainer.val_dataloaders if split == "val" else self.trainer.test_dataloaders

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -105,8 +106,11 @@ class ClassificationTask(FaceTask):
         self.write_report(report)
 
     def classification_report(self, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        """Flat final numbers: ``acc``, ``auc`` (face score for 2 classes, macro one-vs-rest otherwise),
-        ``top5_acc`` when there are more than 5 classes, ``loss`` and ``num_samples``."""
+        """Flat final numbers: ``acc``, ``auc``, ``top5_acc``, ``loss`` and ``num_samples``.
+
+        ``auc`` is of the face score for 2 classes, macro one-vs-rest otherwise; ``top5_acc`` is
+        there with more than 5 classes.
+        """
         report: dict[str, Any] = {"acc": evaluation.accuracy(probs, labels)}
         if self.num_classes == 2:
             report["auc"] = evaluation.binary_auc(probs[:, 1], labels == 1)
@@ -128,7 +132,8 @@ class ClassificationTask(FaceTask):
         if self.num_classes > 10:  # one line per identity is unreadable; keep the averages
             curves = {k: v for k, v in curves.items() if k in ("micro", "macro")}
         reports.plot_roc_curves(curves, roc_path, title=f"ROC ({len(labels)} test images)")
-        reports.plot_confusion_matrix(self.confusion_matrix(probs, labels), self.class_names, self.artifact_path("confusion_matrix.png"))
+        matrix = self.confusion_matrix(probs, labels)
+        reports.plot_confusion_matrix(matrix, self.class_names, self.artifact_path("confusion_matrix.png"))
 
     def confusion_matrix(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Counts (num_classes, num_classes): true labels on rows, predicted labels on columns."""
@@ -163,7 +168,8 @@ class ClassificationTask(FaceTask):
                 rows.append({"file": path, "prediction": "", "probability": "", "top5": "", "error": error})
                 continue
             top = ";".join(f"{self.class_names[i]}:{q:.4f}" for i, q in zip(ids, p))
-            rows.append({"file": path, "prediction": self.class_names[ids[0]], "probability": f"{p[0]:.6f}", "top5": top, "error": ""})
+            rows.append({"file": path, "prediction": self.class_names[ids[0]], "probability": f"{p[0]:.6f}",
+                         "top5": top, "error": ""})  # fmt: skip
         self._predictions.extend(rows)
         return rows
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -144,7 +145,8 @@ class FaceDetectorTask(FaceTask):
         images, target = batch
         logits, boxes = self(images)
         self._collect(batch, "test", logits, boxes)
-        self.log("test_loss", self.criterion(logits, boxes, target["label"], target["box"]), batch_size=len(images), sync_dist=True)
+        loss = self.criterion(logits, boxes, target["label"], target["box"])
+        self.log("test_loss", loss, batch_size=len(images), sync_dist=True)
         if len(self._samples) < self.sample_images:
             self._samples.extend(images[: self.sample_images - len(self._samples)].detach().float().cpu())
 
@@ -197,7 +199,9 @@ class FaceDetectorTask(FaceTask):
             true_box = outputs["true_box"][i] if outputs["label"][i] > 0.5 else None
             face = outputs["score"][i] >= self.score_threshold
             pictures.append(draw_detection(image, outputs["box"][i] if face else None, true_box, mean, std))
-            iou = evaluation.paired_iou(outputs["box"][i : i + 1], outputs["true_box"][i : i + 1])[0] if true_box is not None else float("nan")
+            iou = float("nan")
+            if true_box is not None:
+                iou = evaluation.paired_iou(outputs["box"][i : i + 1], outputs["true_box"][i : i + 1])[0]
             score = outputs["score"][i]
             if true_box is None:
                 titles.append(f"p={score:.2f} (no face)")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-from typing import Any, Literal, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -43,8 +44,9 @@ class EmbeddingTask(FaceTask):
     Validation verifies pairs drawn among the validation identities (people never trained on
     when ``data.split_by: identity``): ``val_pair_acc`` (10-fold), ``val_auc``, ``val_eer``. The
     best-accuracy cosine threshold of each validation is kept in the ``threshold`` buffer, so every
-    checkpoint carries the threshold calibrated with it. Testing reports the verification keys of
-    DESIGN.md on the test identities (or on ``data.pairs_file``), the accuracy at the calibrated
+    checkpoint carries the threshold calibrated with it. Testing reports the verification keys
+    (``pair_acc``, ``auc``, ``eer``, ``tar_at_far_*``, ``threshold``) on the test identities (or on
+    ``data.pairs_file``), the accuracy at the calibrated
     threshold, and a linear SVM and 1-NN fit on half the images of each test identity.
 
     Args:
@@ -224,8 +226,11 @@ class EmbeddingTask(FaceTask):
         return embeddings[:num_samples].cpu()
 
     def _verify(self, split: str) -> Optional[Verification]:
-        """Verify the pairs of a split; ``None`` when the loop saw too few images to form both
-        kinds of pair (sanity check, ``fast_dev_run``)."""
+        """Verify the pairs of a split.
+
+        ``None`` when the loop saw too few images to form both kinds of pair (sanity check,
+        ``fast_dev_run``).
+        """
         data = self.trainer.datamodule
         embeddings = self._gathered_embeddings(split, len(data.splits[split]))
         pairs, folds = data.verification_pairs_of(split)
@@ -317,9 +322,11 @@ class EmbeddingTask(FaceTask):
         return f"model.{self.model.cam_layer}"
 
     def explain_target(self, spec: Optional[str] = None) -> gradcam.NextSampleSimilarity:
-        """``None`` or ``next``: each image's similarity to the next image of the batch (what the
-        Grad-CAM callback shows). ``tools/explain.py --reference IMG`` explains the similarity to
-        one reference face instead."""
+        """``None`` or ``next``: each image's similarity to the next image of the batch.
+
+        That is what the Grad-CAM callback shows. ``tools/explain.py --reference IMG`` explains the
+        similarity to one reference face instead.
+        """
         if spec in (None, "", "predicted", "next"):
             return gradcam.NextSampleSimilarity()
         raise ValueError(

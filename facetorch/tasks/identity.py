@@ -1,9 +1,12 @@
-"""Identity classification: a backbone (ResNet50 by default) with the original project's head,
-trained on a folder per person, with the reports the original produced."""
+"""Identity classification: a backbone with the original project's head, trained on a folder per person.
+
+The backbone is ResNet50 by default; the reports are those the original produced.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, Optional
 
 import numpy as np
 from sklearn.metrics import classification_report as sklearn_report
@@ -90,8 +93,10 @@ class IdentityTask(ClassificationTask):
 
     # ------------------------------------------------------------------ test reports
     def classification_report(self, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        """The base numbers plus per-class ``precision/<class>``, ``recall/<class>``, ``f1/<class>``
-        and their macro averages, all as flat keys."""
+        """The base numbers plus per-class precision, recall and F1 and their macro averages.
+
+        Flat keys: ``precision/<class>``, ``recall/<class>``, ``f1/<class>``, ``precision_macro``, ...
+        """
         report = super().classification_report(probs, labels)
         classes = np.arange(self.num_classes)
         preds = probs.argmax(axis=1)
@@ -103,8 +108,11 @@ class IdentityTask(ClassificationTask):
         return report
 
     def write_test_plots(self, probs: np.ndarray, labels: np.ndarray) -> None:
-        """ROC and confusion matrix (base class), ``classification_report.txt``, ``class_balance.png``,
-        ``samples.png`` and ``learning_curves.png``."""
+        """ROC and confusion matrix (base class) plus the identity reports.
+
+        ``classification_report.txt``, ``class_balance.png``, ``samples.png`` and
+        ``learning_curves.png``.
+        """
         super().write_test_plots(probs, labels)
         path = self.artifact_path("classification_report.txt")
         if path is None:
