@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Optional, TypeVar
@@ -82,6 +82,16 @@ def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 120) -> None:
             figure.savefig(handle, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(figure)
+
+
+def write_csv(path: str | os.PathLike, fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Atomically write ``rows`` (dicts keyed by ``fieldnames``) as a CSV file with a header."""
+    import csv
+
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fieldnames), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_png(path: str | os.PathLike, picture: np.ndarray) -> None:

@@ -100,22 +100,17 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
     if args.command == "identify":
         rows = identify(embedder, people, args.images, args.threshold)
         if args.output:
-            with io.atomic_open(args.output, "w", newline="", encoding="utf-8") as handle:
-                _write_rows(handle, rows)
+            io.write_csv(args.output, IDENTIFY_FIELDS, rows)
         else:
-            _write_rows(sys.stdout, rows)
+            writer = csv.DictWriter(sys.stdout, fieldnames=IDENTIFY_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
         return rows
     report = evaluate_open_set(embedder, people, args.known, args.unknown, args.threshold)
     if args.output:
         io.write_json(args.output, report)
     print(json.dumps(report))
     return report
-
-
-def _write_rows(handle: Any, rows: list[dict[str, Any]]) -> None:
-    writer = csv.DictWriter(handle, fieldnames=IDENTIFY_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -175,12 +174,8 @@ class ClassificationTask(FaceTask):
 
     def on_predict_epoch_end(self) -> None:
         path = self.artifact_path("predictions.csv")
-        if path is None:
-            return
-        with io.atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["file", "prediction", "probability", "top5", "error"])
-            writer.writeheader()
-            writer.writerows(self._predictions)
+        if path is not None:
+            io.write_csv(path, ["file", "prediction", "probability", "top5", "error"], self._predictions)
 
 
 class FaceClassifierTask(ClassificationTask):
