@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# albumentations asks PyPI for a newer version when imported; facetorch never reaches the network.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __all__ = ["Augmentation", "FaceDataModule"]
 
