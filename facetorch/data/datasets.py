@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 import torch
@@ -162,9 +162,18 @@ def to_uint8(image: np.ndarray, channels: Literal[1, 3]) -> np.ndarray:
 
 
 class FaceImageDataset(Dataset):
-    """Images with integer labels, read lazily (and optionally kept decoded in memory).
+    """Images with integer labels, read lazily (and optionally kept in memory once prepared).
 
-    Each item is ``(image, label)`` with ``image`` a float tensor (C, H, W) after ``transform``.
+    Each item is ``(image, label)`` with ``image`` a float tensor (C, H, W): the decoded image goes
+    through ``prepare`` (the deterministic step, e.g. :meth:`InputSpec.prepare`: crop and resize),
+    which is what the cache keeps, then through ``transform`` (augmentation, normalisation).
+
+    Args:
+        index: The samples.
+        transform: Prepared uint8 image -> tensor.
+        channels: 1 (greyscale) or 3 (RGB).
+        cache: Keep prepared images in memory after their first read.
+        prepare: The deterministic step before ``transform``; ``None`` keeps the decoded image.
     """
 
     def __init__(
@@ -173,22 +182,30 @@ class FaceImageDataset(Dataset):
         transform: Callable[[np.ndarray], torch.Tensor],
         channels: Literal[1, 3] = 1,
         cache: bool = False,
+        prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None,
     ) -> None:
         self.index = index
         self.transform = transform
         self.channels = channels
         self.cache = cache
+        self.prepare = prepare
         self._decoded: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.index)
 
+    def decode(self, i: int) -> np.ndarray:
+        """The i-th image as uint8 at its own size, as read (no caching, no preparation)."""
+        source = self.index.sources[i]
+        return to_uint8(source, self.channels) if isinstance(source, np.ndarray) else read_image(source, self.channels)
+
     def load(self, i: int) -> np.ndarray:
-        """The i-th image as uint8, before any transform."""
+        """The i-th image as uint8 after ``prepare``, before the per-sample transform (cached if asked)."""
         if i in self._decoded:
             return self._decoded[i]
-        source = self.index.sources[i]
-        image = to_uint8(source, self.channels) if isinstance(source, np.ndarray) else read_image(source, self.channels)
+        image = self.decode(i)
+        if self.prepare is not None:
+            image = self.prepare(image)
         if self.cache:
             self._decoded[i] = image
         return image

@@ -50,7 +50,7 @@ def builtin_face_crops() -> SampleIndex:
 
 
 def _image_dataset(index: SampleIndex, spec: InputSpec, augmentation: Optional[Augmentation], cache: bool) -> Dataset:
-    return FaceImageDataset(index, spec.transform(augmentation), spec.channels, cache)
+    return FaceImageDataset(index, spec.finish(augmentation), spec.channels, cache, prepare=spec.prepare)
 
 
 def _box_dataset(index: SampleIndex, spec: InputSpec, augmentation: Optional[BoxAugmentation], cache: bool) -> Dataset:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -129,32 +129,18 @@ def _augmentations(aug: Augmentation) -> list[A.BasicTransform]:
     return steps
 
 
-def build_transform(
-    image_size: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    augmentation: Augmentation | None = None,
-    center_crop: Sequence[float] | None = None,
-) -> AlbumentationsTransform:
-    """Resize to ``image_size`` (height, width), augment if asked, normalise, and make a tensor.
+class PreparedTransform:
+    """``finish(prepare(image))``: the deterministic step, then the per-sample one."""
 
-    Args:
-        image_size: Output (height, width).
-        mean: Per-channel mean in [0, 1] units.
-        std: Per-channel std in [0, 1] units.
-        augmentation: Random training augmentation; ``None`` gives the deterministic eval transform.
-        center_crop: Fractions (height, width) of the image kept around its centre before
-            resizing, in training and evaluation alike; ``None`` keeps the whole image.
-    """
-    height, width = int(image_size[0]), int(image_size[1])
-    steps: list[A.BasicTransform] = []
-    if center_crop is not None:
-        steps.append(CenterCropFraction((center_crop[0], center_crop[1])))
-    steps.append(A.Resize(height, width, interpolation=cv2.INTER_AREA))
-    if augmentation is not None:
-        steps.extend(_augmentations(augmentation))
-    steps.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
-    return AlbumentationsTransform(A.Compose(steps))
+    def __init__(self, prepare: Callable[[np.ndarray], np.ndarray], finish: Callable[[np.ndarray], torch.Tensor]) -> None:
+        self.prepare = prepare
+        self.finish = finish
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self.finish(self.prepare(image))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.prepare!r}, {self.finish!r})"
 
 
 @dataclass(frozen=True)
@@ -186,9 +172,28 @@ class InputSpec:
         """Per-channel std in [0, 1] units."""
         return normalization_stats(self.normalization, self.channels)[1]
 
-    def transform(self, augmentation: Augmentation | None = None) -> AlbumentationsTransform:
-        """The deterministic evaluation transform, or the training one with ``augmentation``."""
-        return build_transform(self.image_size, self.mean, self.std, augmentation, self.center_crop)
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The deterministic part: a decoded uint8 image -> the model's input size, still uint8.
+
+        It is the same at every epoch, so a dataset may cache its result (centre crop, then
+        resize with area interpolation). :meth:`finish` does the rest.
+        """
+        if self.center_crop is not None:
+            image = CenterCropFraction(self.center_crop).apply(image)
+        height, width = self.image_size
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return image
+
+    def finish(self, augmentation: Augmentation | None = None) -> AlbumentationsTransform:
+        """The per-sample part on a prepared image: augmentation (training) and normalisation, as a tensor."""
+        steps: list[A.BasicTransform] = _augmentations(augmentation) if augmentation is not None else []
+        steps.append(A.Normalize(mean=tuple(self.mean), std=tuple(self.std), max_pixel_value=255.0))
+        return AlbumentationsTransform(A.Compose(steps))
+
+    def transform(self, augmentation: Augmentation | None = None) -> Callable[[np.ndarray], torch.Tensor]:
+        """A decoded uint8 image -> (C, H, W) tensor: :meth:`prepare`, then :meth:`finish`."""
+        return PreparedTransform(self.prepare, self.finish(augmentation))
 
     @classmethod
     def from_hparams(cls, hparams: Mapping[str, Any]) -> InputSpec:

@@ -144,7 +144,7 @@ class IdentityTask(ClassificationTask):
     def _plot_samples(self, data: Any, preds: np.ndarray) -> None:
         """Test images titled with the true name, and the prediction when it is wrong (errors first)."""
         index = data.splits["test"]
-        raw = FaceImageDataset(index, transform=lambda image: image, channels=data.channels)
+        raw = FaceImageDataset(index, transform=lambda image: image, channels=data.channels)  # decoded, full size
         wrong = [i for i in range(len(index)) if preds[i] != index.labels[i]]
         right = [i for i in range(len(index)) if preds[i] == index.labels[i]]
         chosen = (wrong + right[:: max(1, len(right) // max(1, self.sample_images))])[: self.sample_images]
