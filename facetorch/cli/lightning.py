@@ -135,11 +135,15 @@ class TrainCLI(FaceCLI):
 
 
 class EvaluateCLI(FaceCLI):
-    """``tools/evaluate.py``: test a checkpoint on every image of ``--data.root``."""
+    """``tools/evaluate.py``: test a checkpoint (or the model as the config builds it) on every image of ``--data.root``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
-        parser.add_argument("--ckpt_path", type=str, required=True, help="Checkpoint to evaluate.")
+        parser.add_argument(
+            "--ckpt_path", type=Optional[str], default=None,
+            help="Checkpoint to evaluate. Without it, the model as the config builds it is tested: a pretrained "
+                 "network as it is (e.g. configs/embedding_dlib.yaml), or random weights.",
+        )  # fmt: skip
         parser.add_argument("--output", type=Optional[str], default=None, help="Also write the metrics JSON here.")
         parser.add_argument("--overwrite", action="store_true", help="Replace an existing, non-empty --output.")
         parser.add_argument(
@@ -213,7 +217,10 @@ def train(args: Optional[list[str]] = None) -> dict[str, Any]:
 
 
 def evaluate(args: Optional[list[str]] = None) -> dict[str, Any]:
-    """Evaluate ``--ckpt_path`` on every image under ``--data.root``; print the JSON as the last line."""
+    """Evaluate ``--ckpt_path`` (or, without it, the model as configured) on every image under ``--data.root``.
+
+    Prints the JSON as the last line.
+    """
     cli = EvaluateCLI(args=args, run=False)
     output = Path(cli.config.output) if cli.config.output else None
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)

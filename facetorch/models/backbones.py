@@ -18,6 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
+from facetorch.models.dlib_resnet import build_dlib_resnet
 from facetorch.models.vgg import LayerSpec, last_relu_name, make_vgg_features
 
 # The face_vgg backbone: the face / non-face network's convolutions, one block wider (stride 16).
@@ -231,6 +232,7 @@ BACKBONES: dict[str, BackboneBuilder] = {
     "resnet50": _resnet("resnet50"),
     "face_vgg": face_vgg,
     "tiny": tiny,
+    "dlib_resnet": build_dlib_resnet,  # dlib's face ResNet; pretrained: its .dat file (facetorch.models.dlib_resnet)
 }
 
 
