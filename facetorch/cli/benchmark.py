@@ -1,7 +1,9 @@
 """``python tools/benchmark.py --task face_vgg [--output FILE]``: throughput as ratios measured in one process.
 
 Prints one JSON object: Trainer vs plain PyTorch loop, bf16-mixed + channels_last vs fp32,
-and DataLoader vs model throughput, all measured in this process. ``--task gradcam`` instead
+and DataLoader vs model throughput, all measured in this process; for ``--task embedding`` also
+faces/s of the embedding network (fp32, bf16 + channels-last, and dlib's own network on the same
+chips for ``--config configs/embedding_dlib.yaml`` when dlib is installed). ``--task gradcam`` instead
 times Grad-CAM and Guided Backprop on VGG16 / ResNet50 against plain autograd.
 """
 
@@ -33,6 +35,10 @@ def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--data_root", default=None, help="data folder (default: the task's built-in/default data)")
+    parser.add_argument("--config", default=None,
+                        help="the config whose model and data to train (default: the task's own, e.g. "
+                             "configs/embedding_triplet.yaml); --task embedding --config configs/embedding_dlib.yaml "
+                             "times dlib's network, and dlib itself")
     parser.add_argument("--image_size", type=int, default=224, help="square input size (--task gradcam only)")
     add_output(parser, "also write the JSON here", required=False)
     args = parser.parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
@@ -45,7 +51,7 @@ def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
         result = run_gradcam(args.batch_size, args.image_size, args.repeats, warmup, args.accelerator)
     else:
         warmup = 2 if args.warmup is None else args.warmup
-        result = run(args.task, args.batch_size, args.steps, warmup, args.repeats, args.accelerator, args.data_root)
+        result = run(args.task, args.batch_size, args.steps, warmup, args.repeats, args.accelerator, args.data_root, args.config)
     if args.output:
         io.write_json(args.output, result)
     print(json.dumps(result))

@@ -463,9 +463,9 @@ def read_dnn(path: str | Path, what: str = "dlib dnn file") -> DlibNet:
     """
     stream = read_file(path, what)
     start = stream.pos
-    version = stream.int("the loss wrapper's version")
+    loss_version = stream.int("the loss wrapper's version")
     loss = read_record(stream, "the loss record")
-    if version != 1 or not loss.kind.startswith("loss"):
+    if loss_version != 1 or not loss.kind.startswith("loss"):
         raise stream.error("the loss record", f"a dnn file starts with a loss record; found {loss.name!r}", start)
     wrappers: list[int] = []
     while True:  # version integers, one per wrapper, down to the input's
@@ -487,4 +487,4 @@ def read_dnn(path: str | Path, what: str = "dlib dnn file") -> DlibNet:
             layers.append(read_record(stream, f"layer record {len(layers)}"))
             _layer_state(stream, version, at_input=False)
     stream.expect_end("the dnn net")
-    return DlibNet(loss, input_record, layers, [version, *wrappers, input_version], stream.source)
+    return DlibNet(loss, input_record, layers, [loss_version, *wrappers, input_version], stream.source)

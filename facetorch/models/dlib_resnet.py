@@ -16,7 +16,7 @@ The network of dlib's ``examples/dnn_face_recognition_ex.cpp``, 150x150 RGB in, 
 
 Each conv is followed in dlib by an ``affine_`` layer (a batch norm folded into a per-channel scale
 and shift); here it is folded into the conv's weights and bias, which computes the same function
-with one op less (dlib's file holds 5,614,592 numbers; folded, the module has 5,607,488
+with one op less (dlib's file holds 5,614,592 numbers; folded, the module has 5,574,720
 parameters, plus 32,768 in the embedding layer). The input is ``(pixel - channel mean) / 256`` in
 RGB order (``data.normalization: dlib``). Weights are read from the ``.dat`` file by
 :mod:`facetorch.models.dlib_format` and cached (:mod:`facetorch.models.dlib_files`).
