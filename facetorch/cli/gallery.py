@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from typing import Any, Optional
 
@@ -80,7 +79,7 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
     args = _parser().parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
     if args.command == "split":
         result = split_open_set(args.images, args.output, args.people, args.per_person, args.overwrite)
-        print(json.dumps(result))
+        print(io.json_line(result))
         return result
     if getattr(args, "output", None):  # before the model is loaded and any image is embedded
         io.check_output_file(args.output, args.overwrite)
@@ -89,11 +88,11 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         result = enroll(embedder, args.gallery, args.images, args.open_set_fpir)
         for path, reason in result["skipped"].items():
             print(f"skipped {path}: {reason}", file=sys.stderr)
-        print(json.dumps({k: v for k, v in result.items() if k != "skipped"} | {"skipped": len(result["skipped"])}))
+        print(io.json_line({k: v for k, v in result.items() if k != "skipped"} | {"skipped": len(result["skipped"])}))
         return result
     if args.command == "verify":
         result = verify(embedder, args.image1, args.image2, args.threshold)
-        print(json.dumps(result))
+        print(io.json_line(result))
         return result
     people = Gallery.load(args.gallery)
     people.check_model(embedder, args.gallery)
@@ -109,7 +108,7 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
     report = evaluate_open_set(embedder, people, args.known, args.unknown, args.threshold)
     if args.output:
         io.write_json(args.output, report)
-    print(json.dumps(report))
+    print(io.json_line(report))
     return report
 
 

@@ -29,8 +29,8 @@ import torch
 
 from facetorch import evaluation, io
 from facetorch.data.crops import crop_box, expand_box
-from facetorch.data.datasets import ImageReadError, read_image
 from facetorch.data.files import is_image_file, list_images
+from facetorch.data.images import ImageReadError, read_image
 from facetorch.inference.checkpoint import load_task
 
 GALLERY_FORMAT = 1

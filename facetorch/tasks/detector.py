@@ -96,7 +96,7 @@ class FaceDetectorTask(FaceTask):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, C, H, W) images -> (face logit (B, 1), boxes (B, 4) in [0, 1])."""
-        return self.model(self.to_memory_format(images))
+        return self.run_model(images)
 
     @torch.no_grad()
     def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:

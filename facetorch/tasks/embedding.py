@@ -128,7 +128,7 @@ class EmbeddingTask(FaceTask):
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, D) unit-length embeddings."""
-        return self.model(self.to_memory_format(images))
+        return self.run_model(images)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
