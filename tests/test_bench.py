@@ -21,6 +21,7 @@ def test_conditions_name_the_machine_and_warn_when_it_was_busy(monkeypatch: pyte
     assert "other work shared the machine" in conditions.finish_conditions(busy)["warning"]
 
 
+@pytest.mark.slow
 def test_inference_rows_and_the_conditions_come_with_the_result(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     result = benchmark(["--task", "face_vgg", "--batch_size", "4", "--steps", "3", "--warmup", "1", "--repeats", "1",
