@@ -130,7 +130,8 @@ def test_lrn_after_the_first_convs_and_l2_pooling_in_3b_4a_5a() -> None:
                     "Conv2d", "BatchNorm2d", "ReLU", "LocalResponseNorm", "MaxPool2d"]  # fmt: skip
     lrn = model.stem.lrn1
     assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 1e-4, 0.75, 1.0)
-    pools = {block: model.get_submodule(f"inception_{block}").branch_pool.pool for block in ("3a", "3b", "3c", "4a", "4e", "5a", "5b")}
+    blocks = ("3a", "3b", "3c", "4a", "4e", "5a", "5b")
+    pools = {block: model.get_submodule(f"inception_{block}").branch_pool.pool for block in blocks}
     assert {b for b, pool in pools.items() if isinstance(pool, L2Pool2d)} == {"3b", "4a", "5a"}
     assert all(isinstance(pools[b], nn.MaxPool2d) and pools[b].stride == 2 for b in ("3a", "3c", "4e", "5b"))
     # Block outputs at 96x96: channels and sizes of the trained network.
@@ -268,7 +269,7 @@ def test_freeze_stages_keeps_the_first_stages_and_their_batch_norm_statistics(id
     assert not torch.equal(before["layer2.0.weight"], after["layer2.0.weight"])
     assert not torch.equal(before["layer2.1.running_mean"], after["layer2.1.running_mean"])
     assert not any(p.requires_grad for p in task.model.backbone.layer1.parameters())
-    with pytest.raises(ValueError, match=r"up_to='layer9' is not a stage of backbone TinyFeatures; its stages are \['layer1', 'layer2'\]"):
+    with pytest.raises(ValueError, match=r"up_to='layer9' is not a stage of backbone TinyFeatures; its stages are \['layer1', "):
         FreezeStages(up_to="layer9").frozen_stages(task.model.backbone)
 
 

@@ -17,12 +17,13 @@ from typing import Optional
 PROBE_TIMEOUT_S = 3.0
 
 
-def unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> Optional[str]:
+def unreachable(url: str, timeout: Optional[float] = None) -> Optional[str]:
     """``None`` when ``url``'s host (or its proxy) accepts a TCP connection in ``timeout`` seconds, else why not.
 
-    The name look-up runs in a daemon thread too, so a resolver that never answers cannot block
-    the caller for longer than ``timeout``.
+    ``timeout`` defaults to :data:`PROBE_TIMEOUT_S`. The name look-up runs in a daemon thread
+    too, so a resolver that never answers cannot block the caller for longer than ``timeout``.
     """
+    timeout = PROBE_TIMEOUT_S if timeout is None else timeout
     parts = urllib.parse.urlsplit(url)
     host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     if not host:

@@ -14,8 +14,11 @@ source cannot be reached, the build fails at once with a message that says what 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -108,8 +111,9 @@ def build_timm_backbone(
     else:
         source = ""
     try:
-        model = timm.create_model(model_name, **kwargs)
-    except (RuntimeError, KeyError) as error:  # state dict keys / shapes (timm loads strictly)
+        with _missing_keys() as missing:
+            model = timm.create_model(model_name, **kwargs)
+    except (RuntimeError, KeyError) as error:  # shapes that do not fit
         if not source:
             raise
         raise ValueError(f"Weights in {source} do not fit timm model {model_name!r}: {error}") from error
@@ -120,7 +124,39 @@ def build_timm_backbone(
             f"pretrained: true for {name!r}: timm could not load its weights from {source} "
             f"({type(error).__name__}: {error}). {_what_to_do(model_name)}"
         ) from error
+    if missing:
+        raise ValueError(
+            f"Weights in {source} do not fit timm model {model_name!r}: missing {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''} ({len(missing)})"
+        )
     return TimmFeatures(model, model_name), int(model.num_features)
+
+
+@contextlib.contextmanager
+def _missing_keys() -> Iterator[list[str]]:
+    """The keys timm's pretrained loader reports missing while the block runs.
+
+    With the classifier dropped (``num_classes=0``) timm loads weights non-strictly and only logs
+    the keys a checkpoint lacks; facetorch makes a backbone left partly at random an error.
+    """
+    logger = logging.getLogger("timm.models._builder")
+    found: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith("Missing keys (") and ")" in message:
+                found.extend(key.strip() for key in message[len("Missing keys ("): message.index(")")].split(",") if key.strip())
+
+    handler, level = Collect(logging.INFO), logger.level
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _check_pretrained_source(model_name: str) -> str:
