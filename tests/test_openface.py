@@ -187,22 +187,20 @@ def test_the_files_are_keras_openfaces() -> None:
 
 def test_the_reader_loads_every_tensor_where_it_belongs(weights: tuple[Path, dict[str, torch.Tensor]]) -> None:
     folder, expected = weights
-    state = read_keras_openface_weights(folder)
-    assert set(state) == set(OpenFaceNN4Small2().state_dict()) | {"dense.weight", "dense.bias"}
-    for key, value in expected.items():
-        assert torch.equal(state[key], value), key
-    # Through the registry: the backbone gets the convs and batch norms, the head the dense layer.
+    # Through the registry (one read of the folder): the backbone gets the convs and batch norms,
+    # the head the dense layer.
     backbone, width = build_backbone("openface_nn4_small2", weights_path=str(folder))
     net = EmbeddingNet(backbone, width, 128, dropout=0.0).eval()
     assert backbone.pretrained_embedding is None  # taken by the head
-    reference = OpenFaceNN4Small2()
-    reference.load_state_dict({k: v for k, v in state.items() if not k.startswith("dense.")})
-    reference.eval()
+    state = backbone.state_dict()
+    assert set(expected) == {k for k in state if not k.endswith("num_batches_tracked")} | {"dense.weight", "dense.bias"}
+    for key, value in expected.items():
+        loaded = net.head.embedding.get_parameter(key.split(".")[1]) if key.startswith("dense.") else state[key]
+        assert torch.equal(loaded, value), key
     images = torch.rand(2, 3, 96, 96) * 2 - 1
     with torch.no_grad():
-        dense = reference(images).mean(dim=(2, 3)) @ expected["dense.weight"].T + expected["dense.bias"]
+        dense = backbone(images).mean(dim=(2, 3)) @ expected["dense.weight"].T + expected["dense.bias"]
         assert torch.allclose(net(images), torch.nn.functional.normalize(dense, dim=1), atol=1e-5)
-
 
 
 def test_a_state_dict_file_works_too_and_grey_input_sums_the_colours(

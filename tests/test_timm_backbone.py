@@ -13,6 +13,7 @@ import timm.models._builder as timm_builder
 import torch
 
 from facetorch import cli
+from facetorch.callbacks import FreezeStages
 from facetorch.explain.gradcam import GradCAM
 from facetorch.inference.checkpoint import load_task
 from facetorch.models import BackboneClassifier, IdentityHead, PretrainedWeightsError, build_backbone
@@ -34,8 +35,10 @@ def test_timm_models_give_a_feature_map_and_name_their_cam_layer(name: str, chan
     assert features.stages and all(stage.startswith("model.") for stage in features.stages)
 
 
-def test_grad_cam_explains_a_timm_backbone() -> None:
+def test_grad_cam_explains_a_timm_backbone_and_its_stages_can_be_frozen() -> None:
     features, width = build_backbone("timm:test_resnet", in_channels=3)
+    frozen = [name for name, _ in FreezeStages(up_to="model.layer1").frozen_stages(features)]
+    assert frozen == ["model.conv1", "model.bn1", "model.act1", "model.maxpool", "model.layer1"]
     model = BackboneClassifier(features, IdentityHead(width, num_classes=3, hidden=8)).eval()
     with GradCAM(model, model.cam_layer) as cam:
         heat = cam(torch.rand(2, 3, 64, 64), target=1)

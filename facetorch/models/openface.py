@@ -319,6 +319,6 @@ def build_openface_nn4_small2(
         if key.endswith("num_batches_tracked"):
             state.setdefault(key, value)
     load_backbone_weights(model, state, source)
-    if dense:
+    if "weight" in dense:
         model.pretrained_embedding = dense
     return model, NUM_FEATURES
