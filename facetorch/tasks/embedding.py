@@ -53,9 +53,12 @@ class EmbeddingTask(FaceTask):
         num_classes: Identities of the data set (the classification head's size); linked from the data.
         class_names: Identity names; linked from the data.
         in_channels: Image channels; linked from the data.
-        backbone: A name in :data:`facetorch.models.backbones.BACKBONES`.
-        pretrained: Start from ImageNet weights found in torch hub's local cache (never downloaded).
-        weights_path: Start the backbone from this state dict file instead.
+        backbone: A name in :data:`facetorch.models.backbones.BACKBONES` (``openface_nn4_small2`` included) or
+            ``timm:<model name>``.
+        pretrained: Start from pretrained weights: ImageNet weights in torch hub's cache for the torchvision
+            backbones (torchvision downloads them when missing), timm's own for ``timm:`` names.
+        weights_path: Start the backbone from this state dict file instead (for ``openface_nn4_small2``: the
+            Keras-OpenFace CSV folder, whose dense layer starts the embedding layer).
         embedding_dim: Length of the embedding.
         dropout: Dropout before the embedding layer.
         loss: ``triplet`` (needs ``pk`` batches) or ``contrastive`` (needs ``pairs`` batches).

@@ -32,8 +32,10 @@ class IdentityTask(ClassificationTask):
         num_classes: Number of identities; linked from the data.
         class_names: Identity names in label order; linked from the data (and so kept in the checkpoint).
         in_channels: Image channels; linked from the data.
-        backbone: A name in :data:`facetorch.models.backbones.BACKBONES` (``resnet50``, ``resnet18``, ``tiny``).
-        pretrained: Start from ImageNet weights found in torch hub's local cache (never downloaded).
+        backbone: A name in :data:`facetorch.models.backbones.BACKBONES` (``resnet50``, ``resnet18``, ``tiny``,
+            ``openface_nn4_small2``) or ``timm:<model name>``.
+        pretrained: Start from pretrained weights: ImageNet weights in torch hub's cache for the torchvision
+            backbones (torchvision downloads them when missing), timm's own for ``timm:`` names.
         weights_path: Start the backbone from this state dict file instead.
         hidden: Width of the head's dense layer.
         dropout: Dropout before the last layer.
