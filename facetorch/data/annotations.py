@@ -262,7 +262,8 @@ def _xml_number(node: ET.Element, key: str, path: Path, where: str = "") -> floa
 
 
 def _positive_int(value: Any, path: Path, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
+    whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value == int(value))
+    if isinstance(value, bool) or not whole or value <= 0:
         raise AnnotationError(f"{path}: key {key!r}: expected a positive whole number, got {value!r}")
     return int(value)
 
