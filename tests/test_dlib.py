@@ -439,6 +439,18 @@ def test_embedding_task_uses_dlibs_own_embedding_layer(generated_resnet: tuple[P
         EmbeddingTask(backbone="tiny", embedding_layer="backbone")
 
 
+def test_grad_cam_explains_the_dlib_embedding() -> None:
+    from facetorch.explain import GradCAM
+    from facetorch.explain.gradcam import NextSampleSimilarity
+    from facetorch.tasks import EmbeddingTask
+
+    torch.manual_seed(0)
+    task = EmbeddingTask(backbone="dlib_resnet", embedding_layer="backbone", flip_test=False)
+    with GradCAM(task, task.cam_layer) as cam:
+        heat = cam(torch.randn(2, 3, 150, 150), NextSampleSimilarity())
+    assert task.cam_layer == "model.backbone.layer4" and heat.shape == (2, 150, 150) and torch.isfinite(heat).all()
+
+
 def test_freeze_unfreeze_freezes_early_stages_only(generated_resnet: tuple[Path, dict]) -> None:
     from facetorch.callbacks import FreezeUnfreeze
     from facetorch.tasks import EmbeddingTask

@@ -346,12 +346,12 @@ def _chips(data: FaceDataModule, count: int) -> list[Any]:
     return [dataset.load(i % len(dataset)) for i in range(count)]
 
 
-def _embed_rate(model: nn.Module, batches: list[torch.Tensor], bf16: bool) -> float:
-    """Faces/s of ``model`` (eval, inference mode) over ``batches``: fp32, or bf16 autocast with channels-last."""
+def _embed_rate(model: nn.Module, batches: list[torch.Tensor], bf16: bool, channels_last: bool) -> float:
+    """Faces/s of ``model`` (eval, inference mode) over ``batches``: fp32 or bf16 autocast, channels-last or not."""
     start = time.perf_counter()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for batch in batches:
-            model(batch.contiguous(memory_format=torch.channels_last) if bf16 else batch)
+            model(batch.contiguous(memory_format=torch.channels_last) if channels_last else batch)
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 
@@ -370,7 +370,7 @@ def _dlib_network(task: EmbeddingTask) -> Optional[Any]:
 
 
 def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, repeats: int) -> dict[str, Any]:
-    """Faces/s of the embedding network on the same chips: fp32, bf16 + channels-last, and dlib's own network.
+    """Faces/s of the embedding network on the same chips: fp32 (plain, channels-last), bf16 + channels-last, dlib's.
 
     The variants alternate (the order reversed every other round); medians are reported. dlib is
     timed only for ``backbone: dlib_resnet`` with pretrained weights, when ``import dlib`` works;
@@ -385,9 +385,9 @@ def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, re
     fp32 = task.model.eval()
     fast = copy.deepcopy(task.model).to(memory_format=torch.channels_last).eval()
     network = _dlib_network(task)
-    samples: dict[str, list[float]] = {"fp32": [], "bf16": [], "dlib": []}
+    samples: dict[str, list[float]] = {"fp32": [], "fp32_cl": [], "bf16": [], "dlib": []}
     for round_ in range(repeats + 1):  # the first round warms up
-        order = ["fp32", "bf16", "dlib"][:: -1 if round_ % 2 else 1]
+        order = ["fp32", "fp32_cl", "bf16", "dlib"][:: -1 if round_ % 2 else 1]
         for name in order:
             if name == "dlib":
                 if network is None:
@@ -397,13 +397,14 @@ def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, re
                     network.compute_face_descriptor(chips[i : i + batch_size])
                 rate = len(chips) / (time.perf_counter() - start)
             else:
-                rate = _embed_rate(fp32 if name == "fp32" else fast, split, bf16=name == "bf16")
+                rate = _embed_rate(fp32 if name == "fp32" else fast, split, bf16=name == "bf16", channels_last=name != "fp32")
             if round_:
                 samples[name].append(rate)
     result: dict[str, Any] = {
         "embed_batch_size": batch_size,
         "embed_faces": len(chips),
         "embed_fp32_faces_s": round(statistics.median(samples["fp32"]), 2),
+        "embed_fp32_channels_last_faces_s": round(statistics.median(samples["fp32_cl"]), 2),
         "embed_bf16_channels_last_faces_s": round(statistics.median(samples["bf16"]), 2),
     }
     result["embed_bf16_vs_fp32"] = round(result["embed_bf16_channels_last_faces_s"] / result["embed_fp32_faces_s"], 3)
@@ -411,6 +412,7 @@ def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, re
         dlib_rate = statistics.median(samples["dlib"])
         result["dlib_faces_s"] = round(dlib_rate, 2)
         result["fp32_vs_dlib"] = round(result["embed_fp32_faces_s"] / dlib_rate, 2)
+        result["fp32_channels_last_vs_dlib"] = round(result["embed_fp32_channels_last_faces_s"] / dlib_rate, 2)
         result["bf16_vs_dlib"] = round(result["embed_bf16_channels_last_faces_s"] / dlib_rate, 2)
         theirs = np.array([np.array(network.compute_face_descriptor(chip)) for chip in chips[:8]])
         with torch.inference_mode():
