@@ -561,3 +561,22 @@ def test_the_embedding_benchmark_takes_a_config_and_times_embedding(tmp_path: Pa
     assert result["config"].endswith("embedding_tiny.yaml") and result["trainer_fp32_img_s"] > 0
     assert result["embed_fp32_faces_s"] > 0 and result["embed_bf16_channels_last_faces_s"] > 0
     assert "dlib_faces_s" not in result  # dlib's own network is timed for backbone: dlib_resnet only
+
+
+def test_a_bad_weight_file_ends_a_tool_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facetorch import cli
+    from facetorch.cli.common import run_tool
+    from tests.conftest import REPO
+    from tests.test_embedding import write_lfw_pairs
+
+    monkeypatch.chdir(tmp_path)
+    pairs = write_lfw_pairs(tmp_path / "lfw", people=3, per_person=3)
+    foreign = tiny_dnn(tmp_path)
+    args = ["--config", str(REPO / "configs" / "embedding_dlib.yaml"), "--pairs", str(pairs),
+            f"--model.init_args.weights_path={foreign}", "--data.align=null"]
+    code = run_tool("evaluate.py", cli.evaluate, args)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("evaluate.py: error: ") and "tiny.dat" in last
+    assert "is not dlib's face recognition ResNet" in last and "Union" not in last  # the model's own message, not jsonargparse's

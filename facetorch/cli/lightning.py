@@ -77,7 +77,14 @@ class FaceCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         ckpt_path = self.command_config.get("ckpt_path")
         with _initial_weights_off(self.command_config.get("model"), active=bool(ckpt_path)):
-            super().instantiate_classes()
+            try:
+                super().instantiate_classes()
+            except ValueError as error:
+                # jsonargparse wraps an error raised while building the model (a missing weight file)
+                # in a message that lists the subtypes and the whole config: raise the model's own line.
+                if isinstance(error.__cause__, (OSError, ValueError, KeyError)):
+                    raise error.__cause__ from None
+                raise
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
