@@ -45,6 +45,11 @@ SHRINK = {
     # nn4.small2 needs at least 65x65; tests never have the Keras-OpenFace weight folder.
     "embedding_openface.yaml": ["--data.image_size=[72,72]", "--data.val_fraction=0.34", "--data.identities_per_batch=2",
                                 "--data.images_per_identity=2", "--model.init_args.weights_path=null"],
+    # dlib's network needs about 103 pixels; without its .dat files (tests/test_dlib.py runs them aligned and pretrained).
+    "embedding_dlib.yaml": ["--data.image_size=[112,112]", "--data.val_fraction=0.34", "--data.identities_per_batch=2",
+                            "--data.images_per_identity=2", "--model.init_args.pretrained=false", "--data.align=null"],
+    "identity_dlib.yaml": ["--data.image_size=[112,112]", "--data.batch_size=4", "--data.val_fraction=0.2",
+                           "--data.test_fraction=0.2", "--model.init_args.pretrained=false", "--data.align=null"],
 }
 # The generated-data fixture for each layout a config can name.
 FIXTURE_FOR_LAYOUT = {"face_crops": "face_crops_dir", "identity_folders": "identity_dir", "labelme": "labelme_dir"}

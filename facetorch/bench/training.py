@@ -6,6 +6,7 @@ each measurement alternates the compared variants several times and reports medi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import platform
 import statistics
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,9 @@ class BenchmarkSetup:
     batches: list[Any]
     data: FaceDataModule
     batch1_inference: bool = False  # also time single-image inference (the detector's video path)
+    # The config's fine-tuning callbacks (FreezeUnfreeze): the Trainer runs them, the plain loop freezes the same
+    make_callbacks: Callable[[], list[pl.Callback]] = list
+    embedding_inference: bool = False  # also time embedding faces (fp32, bf16 + channels-last, dlib when it applies)
 
 
 def device_name(accelerator: str) -> str:
@@ -72,11 +77,34 @@ def _to(target: Any, device: torch.device) -> Any:
     return target.to(device, non_blocking=True)
 
 
-def config_section(config: str, section: str) -> dict[str, Any]:
+def config_path(config: str | Path) -> Path:
+    """A config file: a path as given, else a name in ``configs/``."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    if (CONFIGS / path.name).is_file():
+        return CONFIGS / path.name
+    raise FileNotFoundError(f"--config {str(config)!r} does not exist (expected a YAML file, e.g. configs/embedding_dlib.yaml)")
+
+
+def config_section(config: str | Path, section: str) -> dict[str, Any]:
     """``init_args`` of the model (or the data section) of a YAML config, to benchmark its defaults."""
-    with open(config, encoding="utf-8") as handle:
+    with open(config_path(config), encoding="utf-8") as handle:
         values = yaml.safe_load(handle)[section]
     return dict(values.get("init_args", values)) if section == "model" else dict(values)
+
+
+def config_callbacks(config: str | Path) -> list[pl.Callback]:
+    """The config's fine-tuning callbacks (:class:`~facetorch.callbacks.FreezeUnfreeze`), which change what trains."""
+    from facetorch.callbacks import FreezeUnfreeze
+
+    with open(config_path(config), encoding="utf-8") as handle:
+        trainer = yaml.safe_load(handle).get("trainer") or {}
+    callbacks: list[pl.Callback] = []
+    for spec in trainer.get("callbacks") or []:
+        if isinstance(spec, dict) and str(spec.get("class_path", "")).endswith("FreezeUnfreeze"):
+            callbacks.append(FreezeUnfreeze(**(spec.get("init_args") or {})))
+    return callbacks
 
 
 def _cross_entropy(model: nn.Module, batch: Any) -> torch.Tensor:
@@ -84,17 +112,20 @@ def _cross_entropy(model: nn.Module, batch: Any) -> torch.Tensor:
     return F.cross_entropy(model(images).float(), labels)
 
 
-def _config_data(config: str, data_root: Optional[str]) -> FaceDataModule:
+def _config_data(config: str | Path, data_root: Optional[str]) -> FaceDataModule:
     """The DataModule of ``configs/<config>``'s data section (augmentations included) on ``data_root``."""
     from facetorch.data.box_transforms import BoxAugmentation
     from facetorch.data.transforms import Augmentation
 
-    data_args = config_section(CONFIGS / config, "data")
+    data_args = config_section(config, "data")
     data_args.pop("batch_size", None)  # the benchmark's --batch-size decides
     augmentation = data_args.pop("augmentation", {})
     box_augmentation = data_args.pop("box_augmentation", {})
     if box_augmentation is not None and "negative_scale" in box_augmentation:
         box_augmentation["negative_scale"] = tuple(box_augmentation["negative_scale"])
+    for key in ("center_crop", "align_box"):
+        if data_args.get(key) is not None:
+            data_args[key] = tuple(data_args[key])
     return FaceDataModule(
         root=data_root,
         **{**data_args, "image_size": tuple(data_args["image_size"])},
@@ -105,7 +136,7 @@ def _config_data(config: str, data_root: Optional[str]) -> FaceDataModule:
 
 def config_setup(
     name: str,
-    config: str,
+    config: str | Path,
     task_class: type[FaceTask],
     batch_size: int,
     steps: int,
@@ -118,7 +149,7 @@ def config_setup(
     The plain loop trains ``plain_model(task)`` with ``plain_loss`` (by default the model and
     cross-entropy).
     """
-    model_args = config_section(CONFIGS / config, "model")
+    model_args = config_section(config, "model")
     data = _config_data(config, data_root)
     model_args.update(num_classes=data.num_classes, class_names=data.class_names, in_channels=data.channels,
                       scheduler="none")
@@ -129,19 +160,20 @@ def config_setup(
     def make_task(channels_last: bool, compile: bool = False) -> FaceTask:
         return task_class(**{**model_args, "channels_last": channels_last, "compile": compile})
 
-    return BenchmarkSetup(name, make_task, plain_model, plain_loss, _fixed_batches(data, batch_size, steps), data)
+    return BenchmarkSetup(name, make_task, plain_model, plain_loss, _fixed_batches(data, batch_size, steps), data,
+                          make_callbacks=lambda: config_callbacks(config))
 
 
-def face_vgg_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
+def face_vgg_setup(batch_size: int, steps: int, data_root: Optional[str], config: Optional[str] = None) -> BenchmarkSetup:
     """FaceVGG as in ``configs/face_vgg.yaml`` (built-in data when no root is given)."""
-    return config_setup("face_vgg", "face_vgg.yaml", FaceClassifierTask, batch_size, steps, data_root)
+    return config_setup("face_vgg", config or "face_vgg.yaml", FaceClassifierTask, batch_size, steps, data_root)
 
 
-def identity_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
+def identity_setup(batch_size: int, steps: int, data_root: Optional[str], config: Optional[str] = None) -> BenchmarkSetup:
     """IdentityTask (ResNet50) as in ``configs/identity_resnet50.yaml``, on a folder per person (e.g. ORL)."""
     if data_root is None:
         raise ValueError("--task identity needs --data-root DIR: a folder per person (e.g. ../shared/data/orl_faces)")
-    return config_setup("identity", "identity_resnet50.yaml", IdentityTask, batch_size, steps, data_root)
+    return config_setup("identity", config or "identity_resnet50.yaml", IdentityTask, batch_size, steps, data_root)
 
 
 class _PlainEmbedding(nn.Module):
@@ -161,15 +193,17 @@ class _PlainEmbedding(nn.Module):
         return loss
 
 
-def embedding_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
-    """EmbeddingTask as in ``configs/embedding_triplet.yaml`` on a folder per person (e.g. LFW DevTrain).
+def embedding_setup(batch_size: int, steps: int, data_root: Optional[str], config: Optional[str] = None) -> BenchmarkSetup:
+    """EmbeddingTask as in ``configs/embedding_triplet.yaml`` (or ``config``) on a folder per person (e.g. LFW DevTrain).
 
-    ResNet18, P x K batches, triplet + classification loss.
+    ResNet18, P x K batches, triplet + classification loss; with ``configs/embedding_dlib.yaml``,
+    fine-tuning dlib's pretrained network (its early stages frozen). Also times embedding faces.
     """
     if data_root is None:
         raise ValueError("--task embedding needs --data-root DIR: a folder per person (e.g. ../shared/data/lfw_devtrain/images)")
-    return config_setup("embedding", "embedding_triplet.yaml", EmbeddingTask, batch_size, steps, data_root,
-                                plain_model=_PlainEmbedding, plain_loss=lambda model, batch: model.loss(batch))
+    setup = config_setup("embedding", config or "embedding_triplet.yaml", EmbeddingTask, batch_size, steps, data_root,
+                         plain_model=_PlainEmbedding, plain_loss=lambda model, batch: model.loss(batch))
+    return dataclasses.replace(setup, embedding_inference=True)
 
 
 def _detection_loss(criterion: nn.Module) -> Callable[[nn.Module, Any], torch.Tensor]:
@@ -181,18 +215,18 @@ def _detection_loss(criterion: nn.Module) -> Callable[[nn.Module, Any], torch.Te
     return loss
 
 
-def detector_setup(batch_size: int, steps: int, data_root: Optional[str]) -> BenchmarkSetup:
+def detector_setup(batch_size: int, steps: int, data_root: Optional[str], config: Optional[str] = None) -> BenchmarkSetup:
     """FaceDetectorTask as in ``configs/detector_vgg16.yaml`` on a ``labelme`` folder (e.g. face_boxes_dev)."""
     from facetorch.tasks import FaceDetectorTask
 
     if data_root is None:
         raise ValueError("--task detector needs --data-root DIR: a labelme folder (e.g. ../shared/data/face_boxes_dev)")
-    setup = config_setup("detector", "detector_vgg16.yaml", FaceDetectorTask, batch_size, steps, data_root)
+    setup = config_setup("detector", config or "detector_vgg16.yaml", FaceDetectorTask, batch_size, steps, data_root)
     criterion = setup.make_task(False).criterion
     return dataclasses.replace(setup, plain_loss=_detection_loss(criterion), batch1_inference=True)
 
 
-SETUPS: dict[str, Callable[[int, int, Optional[str]], BenchmarkSetup]] = {
+SETUPS: dict[str, Callable[[int, int, Optional[str], Optional[str]], BenchmarkSetup]] = {
     "detector": detector_setup,
     "face_vgg": face_vgg_setup,
     "identity": identity_setup,
@@ -246,7 +280,7 @@ def trainer_throughput(
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=precision, max_epochs=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer],
+        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer, *setup.make_callbacks()],
     )
     trainer.fit(task, train_dataloaders=_loader(setup.batches))
     timed = len(setup.batches) - warmup
@@ -255,10 +289,15 @@ def trainer_throughput(
 
 def plain_throughput(setup: BenchmarkSetup, device: torch.device, warmup: int) -> float:
     """Images/s of a plain PyTorch loop (forward, loss, backward, step) on the same model and batches."""
+    from pytorch_lightning.callbacks import BaseFinetuning
+
     torch.manual_seed(0)
     task = setup.make_task(False)
+    for callback in setup.make_callbacks():  # freeze what the config's fine-tuning freezes
+        if isinstance(callback, BaseFinetuning):
+            callback.freeze_before_training(task)
     model = setup.plain_model(task).to(device).train()
-    optimizer = task.build_optimizer(model.parameters())
+    optimizer = task.build_optimizer([p for p in model.parameters() if p.requires_grad])
     start = 0.0
     for i, batch in enumerate(_loader(setup.batches)):  # the same DataLoader the Trainer gets
         if i == warmup:
@@ -317,6 +356,88 @@ def compiled_output_difference(setup: BenchmarkSetup, device: torch.device) -> f
     return float((first.float() - second.float()).abs().max())
 
 
+def _chips(data: FaceDataModule, count: int) -> list[Any]:
+    """``count`` prepared training images (aligned chips with ``data.align``), uint8, as the model's loader sees them."""
+    dataset = data.datasets["train"]
+    return [dataset.load(i % len(dataset)) for i in range(count)]
+
+
+def _embed_rate(model: nn.Module, batches: list[torch.Tensor], bf16: bool, channels_last: bool) -> float:
+    """Faces/s of ``model`` (eval, inference mode) over ``batches``: fp32 or bf16 autocast, channels-last or not."""
+    start = time.perf_counter()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for batch in batches:
+            model(batch.contiguous(memory_format=torch.channels_last) if channels_last else batch)
+    return sum(len(b) for b in batches) / (time.perf_counter() - start)
+
+
+def _dlib_network(task: EmbeddingTask) -> Optional[Any]:
+    """The network of the dlib library on the file the task was built from, when dlib (dlib-bin) is installed."""
+    weights = task.hparams.get("weights_path")
+    if task.hparams.get("backbone") != "dlib_resnet" or not (task.hparams.get("pretrained") or weights):
+        return None
+    try:
+        import dlib
+    except ImportError:
+        return None
+    from facetorch.models.dlib_files import RESNET_FILE, find_model_file
+
+    return dlib.face_recognition_model_v1(str(find_model_file(RESNET_FILE, weights)))
+
+
+def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, repeats: int) -> dict[str, Any]:
+    """Faces/s of the embedding network on the same chips: fp32 (plain, channels-last), bf16 + channels-last, dlib's.
+
+    The variants alternate (the order reversed every other round); medians are reported. dlib is
+    timed only for ``backbone: dlib_resnet`` with pretrained weights, when ``import dlib`` works;
+    the largest difference between the two networks' 128-d outputs on these chips comes with it.
+    """
+    torch.manual_seed(0)
+    task = setup.make_task(False).eval()
+    chips = _chips(setup.data, batch_size * batches)
+    transform = setup.data.transform(train=False).finish  # the chips are prepared already
+    tensors = torch.stack([transform(chip) for chip in chips])
+    split = list(torch.split(tensors, batch_size))
+    fp32 = task.model.eval()
+    fast = copy.deepcopy(task.model).to(memory_format=torch.channels_last).eval()
+    network = _dlib_network(task)
+    samples: dict[str, list[float]] = {"fp32": [], "fp32_cl": [], "bf16": [], "dlib": []}
+    for round_ in range(repeats + 1):  # the first round warms up
+        order = ["fp32", "fp32_cl", "bf16", "dlib"][:: -1 if round_ % 2 else 1]
+        for name in order:
+            if name == "dlib":
+                if network is None:
+                    continue
+                start = time.perf_counter()
+                for i in range(0, len(chips), batch_size):
+                    network.compute_face_descriptor(chips[i : i + batch_size])
+                rate = len(chips) / (time.perf_counter() - start)
+            else:
+                rate = _embed_rate(fp32 if name == "fp32" else fast, split, bf16=name == "bf16", channels_last=name != "fp32")
+            if round_:
+                samples[name].append(rate)
+    result: dict[str, Any] = {
+        "embed_batch_size": batch_size,
+        "embed_faces": len(chips),
+        "embed_fp32_faces_s": round(statistics.median(samples["fp32"]), 2),
+        "embed_fp32_channels_last_faces_s": round(statistics.median(samples["fp32_cl"]), 2),
+        "embed_bf16_channels_last_faces_s": round(statistics.median(samples["bf16"]), 2),
+    }
+    result["embed_bf16_vs_fp32"] = round(result["embed_bf16_channels_last_faces_s"] / result["embed_fp32_faces_s"], 3)
+    if samples["dlib"]:
+        dlib_rate = statistics.median(samples["dlib"])
+        result["dlib_faces_s"] = round(dlib_rate, 2)
+        result["fp32_vs_dlib"] = round(result["embed_fp32_faces_s"] / dlib_rate, 2)
+        result["fp32_channels_last_vs_dlib"] = round(result["embed_fp32_channels_last_faces_s"] / dlib_rate, 2)
+        result["bf16_vs_dlib"] = round(result["embed_bf16_channels_last_faces_s"] / dlib_rate, 2)
+        theirs = np.array([np.array(network.compute_face_descriptor(chip)) for chip in chips[:8]])
+        with torch.inference_mode():
+            pooled = fp32.backbone(tensors[:8]).mean(dim=(2, 3))
+            ours = fp32.head.embedding(pooled).numpy()
+        result["max_abs_diff_vs_dlib"] = float(np.abs(ours - theirs).max())
+    return result
+
+
 def run(
     task: str,
     batch_size: int = 32,
@@ -325,6 +446,7 @@ def run(
     repeats: int = 3,
     accelerator: str = "cpu",
     data_root: Optional[str] = None,
+    config: Optional[str] = None,
     compile: bool = False,
     inference_batch_sizes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
@@ -338,6 +460,7 @@ def run(
         repeats: Alternating rounds; medians are reported.
         accelerator: ``cpu`` or ``gpu``.
         data_root: The task's data folder (``None``: built-in data where the task has some).
+        config: A config file whose model and data sections replace the task's own (``--config``).
         compile: Also train with ``compile: true`` (fp32) and check its outputs against eager.
         inference_batch_sizes: Also time inference at these batch sizes
             (:func:`facetorch.bench.inference.inference_throughput`); empty: no inference rows.
@@ -351,7 +474,7 @@ def run(
     """
     if task not in SETUPS:
         raise ValueError(f"--task must be one of {sorted(SETUPS)}, got {task!r}")
-    setup = SETUPS[task](batch_size, steps, data_root)
+    setup = SETUPS[task](batch_size, steps, data_root, config)
     device = torch.device("cuda" if accelerator in ("gpu", "cuda") else "cpu")
     variants: dict[str, Callable[[], float]] = {
         "plain_fp32": lambda: plain_throughput(setup, device, warmup),
@@ -378,8 +501,11 @@ def run(
         from facetorch.bench.inference import inference_throughput
 
         extra.update(inference_throughput(setup, accelerator, inference_batch_sizes, repeats=repeats, compile=compile))
+    if setup.embedding_inference and accelerator == "cpu":
+        extra.update(embedding_inference(setup, batch_size, max(1, (steps - warmup) // 2), repeats))
     return {
         "task": task,
+        "config": str(config_path(config)) if config else None,
         "device": device_name(accelerator),
         "batch_size": batch_size,
         "timed_steps": steps - warmup,

@@ -10,11 +10,17 @@ Add it to a config's trainer callbacks::
 The task's optimiser must be built over the parameters that require grad only (as
 :meth:`facetorch.tasks.IdentityTask.trainable_parameters` does), so that the backbone can join it
 later as a parameter group of its own.
+
+To fine-tune a pretrained network by stage, freeze only its early stages, for the whole run::
+
+        - class_path: facetorch.callbacks.FreezeUnfreeze
+          init_args: {unfreeze_at_epoch: null, modules: [conv1, layer1, layer2]}
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BaseFinetuning
@@ -23,30 +29,34 @@ from torch.optim import Optimizer
 
 
 class FreezeUnfreeze(BaseFinetuning):
-    """Freeze ``pl_module.backbone`` until epoch ``unfreeze_at_epoch``, then train it too.
+    """Freeze ``pl_module.backbone`` (or some of its stages) until epoch ``unfreeze_at_epoch``, then train it too.
 
-    The backbone joins as a new parameter group at the head's current learning rate times
+    The frozen part joins as a new parameter group at the head's current learning rate times
     ``lr_factor``.
 
     Args:
-        unfreeze_at_epoch: First epoch (0-based) that trains the backbone; 0 never freezes it.
+        unfreeze_at_epoch: First epoch (0-based) that trains the frozen part; 0 never freezes it,
+            ``None`` keeps it frozen for the whole run.
         lr_factor: Learning rate of the backbone group relative to the first group's current rate.
         train_bn: Keep training the backbone's BatchNorm layers while it is frozen (Lightning's
             default; with ``False`` they are frozen too and normalise with batch statistics).
         backbone_attr: Attribute of the task that holds the backbone.
+        modules: Names of the backbone's sub-modules to freeze (e.g. ``[conv1, layer1, layer2]``,
+            the early stages of a pretrained network); ``None`` freezes the whole backbone.
     """
 
-    def __init__(self, unfreeze_at_epoch: int = 5, lr_factor: float = 0.1, train_bn: bool = True,
-                 backbone_attr: str = "backbone") -> None:
+    def __init__(self, unfreeze_at_epoch: Optional[int] = 5, lr_factor: float = 0.1, train_bn: bool = True,
+                 backbone_attr: str = "backbone", modules: Optional[Sequence[str]] = None) -> None:
         super().__init__()
-        if unfreeze_at_epoch < 0:
-            raise ValueError(f"unfreeze_at_epoch must be >= 0, got {unfreeze_at_epoch}")
+        if unfreeze_at_epoch is not None and unfreeze_at_epoch < 0:
+            raise ValueError(f"unfreeze_at_epoch must be >= 0 or null, got {unfreeze_at_epoch}")
         if lr_factor <= 0:
             raise ValueError(f"lr_factor must be > 0, got {lr_factor}")
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.lr_factor = lr_factor
         self.train_bn = train_bn
         self.backbone_attr = backbone_attr
+        self.modules = list(modules) if modules is not None else None
 
     def _backbone(self, pl_module: pl.LightningModule) -> nn.Module:
         backbone = getattr(pl_module, self.backbone_attr, None)
@@ -55,14 +65,22 @@ class FreezeUnfreeze(BaseFinetuning):
                 f"FreezeUnfreeze expects the task to hold its backbone module in .{self.backbone_attr}; "
                 f"{type(pl_module).__name__}.{self.backbone_attr} is {type(backbone).__name__}"
             )
-        return backbone
+        if self.modules is None:
+            return backbone
+        named = dict(backbone.named_modules())
+        unknown = [name for name in self.modules if name not in named]
+        if unknown:
+            children = [name for name, _ in backbone.named_children()]
+            raise ValueError(f"FreezeUnfreeze modules {unknown} are not in the backbone {type(backbone).__name__} "
+                             f"(its stages: {children})")
+        return nn.ModuleList([named[name] for name in self.modules])
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
-        if self.unfreeze_at_epoch > 0:
+        if self.unfreeze_at_epoch is None or self.unfreeze_at_epoch > 0:
             self.freeze(self._backbone(pl_module), train_bn=self.train_bn)
 
     def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
-        if self.unfreeze_at_epoch == 0 or epoch < self.unfreeze_at_epoch:
+        if self.unfreeze_at_epoch is None or self.unfreeze_at_epoch == 0 or epoch < self.unfreeze_at_epoch:
             return
         # Also after the milestone: a run resumed from a checkpoint has just frozen the backbone
         # again (in setup) while its optimiser already got the backbone group back (in on_fit_start).

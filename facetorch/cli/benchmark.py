@@ -2,8 +2,10 @@
 
 Prints one JSON object: Trainer vs plain PyTorch loop, bf16-mixed + channels_last vs fp32, and
 DataLoader vs model throughput, all measured in this process (``--compile`` adds torch.compile,
-``--inference`` the inference rows against a plain eval loop). ``--task gradcam`` times Grad-CAM and
-Guided Backprop on VGG16 / ResNet50 against plain autograd and the peer libraries. Every result
+``--inference`` the inference rows against a plain eval loop); for ``--task embedding`` also faces/s
+of the embedding network (fp32, bf16 + channels-last, and dlib's own network on the same chips for
+``--config configs/embedding_dlib.yaml`` when dlib is installed). ``--task gradcam`` times Grad-CAM
+and Guided Backprop on VGG16 / ResNet50 against plain autograd and the peer libraries. Every result
 carries the machine's conditions (threads, load at start and end, CPU flags, torch version) and a
 ``warning`` when other work shared the machine.
 
@@ -40,6 +42,10 @@ def _parser() -> Any:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--data_root", default=None, help="data folder (default: the task's built-in/default data)")
+    parser.add_argument("--config", default=None,
+                        help="the config whose model and data to train (default: the task's own, e.g. "
+                             "configs/embedding_triplet.yaml); --task embedding --config configs/embedding_dlib.yaml "
+                             "times dlib's network, and dlib itself")
     parser.add_argument("--image_size", type=int, default=224, help="square input size (--task gradcam only)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (training and inference)")
     parser.add_argument("--inference", action="store_true", help="also time inference against a plain eval loop")
@@ -56,7 +62,7 @@ def measure(args: Any) -> dict[str, Any]:
         return run_gradcam(args.batch_size, args.image_size, args.repeats, warmup, args.accelerator, peers=not args.no_peers)
     warmup = 2 if args.warmup is None else args.warmup
     batches = tuple(int(size) for size in args.inference_batch_sizes.split(",")) if args.inference else ()
-    return run(args.task, args.batch_size, args.steps, warmup, args.repeats, args.accelerator, args.data_root,
+    return run(args.task, args.batch_size, args.steps, warmup, args.repeats, args.accelerator, args.data_root, args.config,
                compile=args.compile, inference_batch_sizes=batches)  # fmt: skip
 
 

@@ -84,8 +84,9 @@ class FaceCLI(LightningCLI):
             try:
                 super().instantiate_classes()
             except ValueError as error:
-                # jsonargparse wraps a class's own error in "Does not validate against any of the
-                # Union subtypes ..."; the class's one-line message is what the user needs.
+                # jsonargparse wraps a class's own error (a missing weight file, a bad option) in
+                # "Does not validate against any of the Union subtypes ..." and the whole config;
+                # the class's one-line message is what the user needs.
                 if isinstance(error.__cause__, INPUT_ERRORS):
                     raise error.__cause__ from None
                 raise
@@ -162,11 +163,15 @@ class TrainCLI(FaceCLI):
 
 
 class EvaluateCLI(FaceCLI):
-    """``tools/evaluate.py``: test a checkpoint on every image of ``--data.root``."""
+    """``tools/evaluate.py``: test a checkpoint (or the model as the config builds it) on every image of ``--data.root``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
-        parser.add_argument("--ckpt_path", type=str, required=True, help="Checkpoint to evaluate.")
+        parser.add_argument(
+            "--ckpt_path", type=Optional[str], default=None,
+            help="Checkpoint to evaluate. Without it, the model as the config builds it is tested: a pretrained "
+                 "network as it is (e.g. configs/embedding_dlib.yaml), or random weights.",
+        )  # fmt: skip
         parser.add_argument("--output", type=Optional[str], default=None, help="Also write the metrics JSON here.")
         parser.add_argument("--overwrite", action="store_true", help="Replace an existing, non-empty --output.")
         parser.add_argument(
@@ -274,7 +279,10 @@ def train(args: Optional[list[str]] = None) -> dict[str, Any]:
 
 
 def evaluate(args: Optional[list[str]] = None) -> dict[str, Any]:
-    """Evaluate ``--ckpt_path`` on every image under ``--data.root``; print the JSON as the last line."""
+    """Evaluate ``--ckpt_path`` (or, without it, the model as configured) on every image under ``--data.root``.
+
+    Prints the JSON as the last line.
+    """
     cli = EvaluateCLI(args=args, run=False)
     output = Path(cli.config.output) if cli.config.output else None
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)

@@ -17,7 +17,7 @@ from facetorch.data.layouts import LAYOUTS, builtin_face_crops, check_layout_opt
 from facetorch.data.pairs import balanced_label_pairs, pair_fold_ids, read_lfw_pairs
 from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSampler
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
-from facetorch.data.transforms import Augmentation, InputSpec, Normalization
+from facetorch.data.transforms import Alignment, Augmentation, InputSpec, Normalization, check_alignment
 
 LayoutName = Literal["face_crops", "identity_folders", "labelme"]
 TrainBatches = Literal["random", "pk", "pairs"]
@@ -38,7 +38,8 @@ class FaceDataModule(pl.LightningDataModule):
             or ``labelme`` (images with LabelMe JSON face boxes beside them, for the detector).
         image_size: Model input (height, width).
         channels: 1 (greyscale) or 3 (RGB).
-        normalization: ``unit`` ([-1, 1]) or ``imagenet`` (for ImageNet-pretrained backbones).
+        normalization: ``unit`` ([-1, 1]), ``imagenet`` (for ImageNet-pretrained backbones) or
+            ``dlib`` (dlib's face network: (pixel - channel mean) / 256, RGB).
         augmentation: Training augmentation; ``null`` turns it off.
         batch_size: Batch size of every loader.
         num_workers: Loader worker processes.
@@ -72,6 +73,16 @@ class FaceDataModule(pl.LightningDataModule):
             verify its pairs (images under ``images/`` beside the file, else under ``root``).
         verification_pairs: Cap on each kind (same, different) of the pairs drawn among the
             validation and test identities for verification.
+        align: ``five_point``: align every image (train, val, test, pairs, predict) with dlib's
+            5-point landmarks to a square ``image_size`` chip (150x150 for ``dlib_resnet``), as
+            dlib's face network expects; ``null``: crop (``center_crop``) and resize. The
+            aligned chip is what ``cache_images`` keeps; the checkpoint records the setting.
+        align_box: Where the face is in each image, as fractions ``(x1, y1, x2, y2)``: the box
+            the landmarks are searched in. The landmark model expects a box of the face's size, as
+            a face detector gives: for LFW's 250x250 photos (0.272, 0.272, 0.728, 0.728), i.e.
+            pixels (68, 68, 182, 182). ``null``: the whole image (face crops).
+        align_model: dlib's ``shape_predictor_5_face_landmarks.dat``; ``null``: the copy in the
+            installed ``face_recognition_models`` package (``pip install "facetorch[dlib]"``).
     """
 
     def __init__(
@@ -101,6 +112,9 @@ class FaceDataModule(pl.LightningDataModule):
         batches_per_epoch: Optional[int] = None,
         pairs_file: Optional[str] = None,
         verification_pairs: int = 3000,
+        align: Optional[Alignment] = None,
+        align_box: Optional[tuple[float, float, float, float]] = None,
+        align_model: Optional[str] = None,
     ) -> None:
         super().__init__()
         if len(image_size) != 2 or min(image_size) < 8:
@@ -113,8 +127,10 @@ class FaceDataModule(pl.LightningDataModule):
         check_layout_options(self.layout_spec, {
             "augmentation": augmentation, "box_augmentation": box_augmentation, "center_crop": center_crop,
             "train_batches": train_batches, "split_by": split_by, "pairs_file": pairs_file,
-            "min_images_per_class": min_images_per_class,
+            "min_images_per_class": min_images_per_class, "align": align, "align_box": align_box,
+            "align_model": align_model,
         })  # fmt: skip
+        check_alignment(align, align_box, tuple(image_size), tuple(center_crop) if center_crop else None)
         if root is None and self.layout_spec.builtin is None and pairs_file is None:
             with_builtin = sorted(name for name, spec in LAYOUTS.items() if spec.builtin is not None)
             raise ValueError(
@@ -126,7 +142,11 @@ class FaceDataModule(pl.LightningDataModule):
         self.layout = layout
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.channels = channels
-        self.input_spec = InputSpec(self.image_size, channels, normalization, tuple(center_crop) if center_crop else None)
+        self.input_spec = InputSpec(
+            self.image_size, channels, normalization, tuple(center_crop) if center_crop else None,
+            align=align, align_box=tuple(float(f) for f in align_box) if align_box is not None else None,  # type: ignore[arg-type]
+            align_model=align_model,
+        )
         self.mean, self.std = self.input_spec.mean, self.input_spec.std
         self.augmentation = augmentation
         self.box_augmentation = box_augmentation

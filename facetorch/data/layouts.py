@@ -93,7 +93,12 @@ LAYOUT_OPTIONS: Mapping[str, Any] = {
     "split_by": "image",
     "pairs_file": None,
     "min_images_per_class": 1,
+    "align": None,
+    "align_box": None,
+    "align_model": None,
 }
+# Options of the layouts whose images go through InputSpec.prepare (the labelme detector's do not).
+_ALIGNMENT_OPTIONS = frozenset({"align", "align_box", "align_model"})
 
 LAYOUTS: dict[str, Layout] = {
     "face_crops": Layout(
@@ -101,7 +106,7 @@ LAYOUTS: dict[str, Layout] = {
         scan=lambda folder, min_images, class_names: scan_face_crops(folder),
         dataset=_image_dataset,
         augmentation_option="augmentation",
-        options=frozenset({"augmentation", "center_crop"}),
+        options=frozenset({"augmentation", "center_crop"}) | _ALIGNMENT_OPTIONS,
         train_folder_marks_split=True,
         builtin=builtin_face_crops,
     ),
@@ -110,7 +115,8 @@ LAYOUTS: dict[str, Layout] = {
         scan=scan_identity_folders,
         dataset=_image_dataset,
         augmentation_option="augmentation",
-        options=frozenset({"augmentation", "center_crop", "train_batches", "split_by", "pairs_file", "min_images_per_class"}),
+        options=frozenset({"augmentation", "center_crop", "train_batches", "split_by", "pairs_file", "min_images_per_class"})
+        | _ALIGNMENT_OPTIONS,
         train_folder_marks_split=False,
     ),
     "labelme": Layout(

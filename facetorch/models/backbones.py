@@ -20,6 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
+from facetorch.models.dlib_resnet import build_dlib_resnet
 from facetorch.models.downloads import unreachable
 from facetorch.models.vgg import LayerSpec, last_relu_name, make_vgg_features
 
@@ -274,6 +275,7 @@ BACKBONES: dict[str, BackboneBuilder] = {
     "face_vgg": face_vgg,
     "tiny": tiny,
     "openface_nn4_small2": openface_nn4_small2,
+    "dlib_resnet": build_dlib_resnet,  # dlib's face ResNet; pretrained: its .dat file (facetorch.models.dlib_resnet)
 }
 TIMM_PREFIX = "timm:"  # ``timm:<model name>``: any timm model, see facetorch.models.timm_backbone
 

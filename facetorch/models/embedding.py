@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facetorch.models import dlib_resnet
 from facetorch.models.heads import BackboneClassifier
+
+# Backbones that come with their own pretrained embedding layer: name -> (pretrained, weights_path) -> layer.
+PRETRAINED_EMBEDDINGS: dict[str, Callable[[bool, Optional[str]], nn.Linear]] = {
+    "dlib_resnet": dlib_resnet.embedding_layer,
+}
+
+
+def backbone_embedding_layer(backbone: str, pretrained: bool = False, weights_path: Optional[str] = None) -> nn.Linear:
+    """The embedding layer that backbone ``backbone`` was trained with (dlib's 256 -> 128 for ``dlib_resnet``).
+
+    Raises:
+        ValueError: the backbone has no embedding layer of its own.
+    """
+    if backbone not in PRETRAINED_EMBEDDINGS:
+        raise ValueError(
+            f"model.embedding_layer=backbone needs a backbone with its own embedding layer ({sorted(PRETRAINED_EMBEDDINGS)}); "
+            f"{backbone!r} has none: set model.embedding_layer=new"
+        )
+    return PRETRAINED_EMBEDDINGS[backbone](pretrained, weights_path)
 
 
 class EmbeddingHead(nn.Module):
@@ -16,15 +39,23 @@ class EmbeddingHead(nn.Module):
         num_features: F, the backbone's output channels.
         embedding_dim: Length D of the embedding (128 as in FaceNet).
         dropout: Dropout before the embedding layer.
+        layer: The embedding layer to use (e.g. a backbone's own, :func:`backbone_embedding_layer`);
+            ``None``: a new dense layer F -> D.
     """
 
-    def __init__(self, num_features: int, embedding_dim: int = 128, dropout: float = 0.0) -> None:
+    def __init__(self, num_features: int, embedding_dim: int = 128, dropout: float = 0.0,
+                 layer: Optional[nn.Linear] = None) -> None:
         super().__init__()
         if embedding_dim < 1:
             raise ValueError(f"model.embedding_dim must be at least 1, got {embedding_dim}")
+        if layer is not None and (layer.in_features, layer.out_features) != (num_features, embedding_dim):
+            raise ValueError(
+                f"The backbone's embedding layer maps {layer.in_features} -> {layer.out_features}; "
+                f"model.embedding_dim must be {layer.out_features}, got {embedding_dim}"
+            )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.embedding = nn.Linear(num_features, embedding_dim)
+        self.embedding = layer if layer is not None else nn.Linear(num_features, embedding_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Float32 embeddings, also under autocast."""
@@ -46,10 +77,12 @@ class EmbeddingNet(BackboneClassifier):
         num_features: F, the backbone's output channels.
         embedding_dim: Length D of the embedding.
         dropout: Dropout before the embedding layer.
+        layer: The embedding layer (``None``: a new dense layer).
     """
 
-    def __init__(self, backbone: nn.Module, num_features: int, embedding_dim: int = 128, dropout: float = 0.0) -> None:
-        super().__init__(backbone, EmbeddingHead(num_features, embedding_dim, dropout))
+    def __init__(self, backbone: nn.Module, num_features: int, embedding_dim: int = 128, dropout: float = 0.0,
+                 layer: Optional[nn.Linear] = None) -> None:
+        super().__init__(backbone, EmbeddingHead(num_features, embedding_dim, dropout, layer))
         self.embedding_dim = embedding_dim
         pretrained = getattr(backbone, "pretrained_embedding", None)
         if pretrained is not None:

@@ -15,7 +15,7 @@ from facetorch import evaluation, io, reports
 from facetorch.explain import gradcam
 from facetorch.losses import ContrastiveLoss, PairDistance, TripletLoss, TripletMining
 from facetorch.models.backbones import build_backbone
-from facetorch.models.embedding import CosineClassifier, EmbeddingNet
+from facetorch.models.embedding import CosineClassifier, EmbeddingNet, backbone_embedding_layer
 from facetorch.tasks.base import FaceTask, dataset_order
 
 MetricLoss = Literal["triplet", "contrastive"]
@@ -53,14 +53,20 @@ class EmbeddingTask(FaceTask):
         num_classes: Identities of the data set (the classification head's size); linked from the data.
         class_names: Identity names; linked from the data.
         in_channels: Image channels; linked from the data.
-        backbone: A name in :data:`facetorch.models.backbones.BACKBONES` (``openface_nn4_small2`` included) or
-            ``timm:<model name>``.
+        backbone: A name in :data:`facetorch.models.backbones.BACKBONES` (``dlib_resnet`` and
+            ``openface_nn4_small2`` included) or ``timm:<model name>``.
         pretrained: Start from pretrained weights: ImageNet weights in torch hub's cache for the torchvision
-            backbones (torchvision downloads them when missing), timm's own for ``timm:`` names.
-        weights_path: Start the backbone from this state dict file instead (for ``openface_nn4_small2``: the
-            Keras-OpenFace CSV folder, whose dense layer starts the embedding layer).
+            backbones (torchvision downloads them when missing), timm's own for ``timm:`` names; for
+            ``dlib_resnet``, dlib's ``.dat`` from the installed ``face_recognition_models`` package (never downloaded).
+        weights_path: Start the backbone from this file instead (a state dict; for ``dlib_resnet``, a
+            ``dlib_face_recognition_resnet_model_v1.dat``; for ``openface_nn4_small2``: the Keras-OpenFace CSV
+            folder, whose dense layer starts the embedding layer).
         embedding_dim: Length of the embedding.
         dropout: Dropout before the embedding layer.
+        embedding_layer: ``new`` (a dense layer on the pooled features) or ``backbone``: the
+            embedding layer the backbone was trained with, pretrained with it (``dlib_resnet``:
+            dlib's 256 -> 128 layer without bias, so the embedding is dlib's descriptor scaled to
+            unit length).
         loss: ``triplet`` (needs ``pk`` batches) or ``contrastive`` (needs ``pairs`` batches).
         margin: Triplet margin alpha on squared distances (the original: 0.1).
         mining: Triplet mining: ``batch_all``, ``batch_hard`` or ``semi_hard``.
@@ -89,6 +95,7 @@ class EmbeddingTask(FaceTask):
         weights_path: Optional[str] = None,
         embedding_dim: int = 128,
         dropout: float = 0.2,
+        embedding_layer: Literal["new", "backbone"] = "new",
         loss: MetricLoss = "triplet",
         margin: float = 0.2,
         mining: TripletMining = "semi_hard",
@@ -110,10 +117,13 @@ class EmbeddingTask(FaceTask):
             )
         if stage_two_trains not in ("all", "embedding"):
             raise ValueError(f"model.stage_two_trains must be 'all' or 'embedding', got {stage_two_trains!r}")
+        if embedding_layer not in ("new", "backbone"):
+            raise ValueError(f"model.embedding_layer must be 'new' or 'backbone', got {embedding_layer!r}")
         self.save_hyperparameters()
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         features, width = build_backbone(backbone, in_channels, pretrained, weights_path)
-        self.model = EmbeddingNet(features, width, embedding_dim, dropout)
+        layer = backbone_embedding_layer(backbone, pretrained, weights_path) if embedding_layer == "backbone" else None
+        self.model = EmbeddingNet(features, width, embedding_dim, dropout, layer)
         self.embedding_dim = embedding_dim
         self.loss_name = loss
         self.triplet = TripletLoss(margin, mining)
@@ -127,6 +137,11 @@ class EmbeddingTask(FaceTask):
         # Cosine similarity at or above which two faces are the same person; set at each validation.
         self.register_buffer("threshold", torch.tensor(float("nan")))
         self._eval_embeddings: list[torch.Tensor] = []
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The feature extractor (what :class:`~facetorch.callbacks.freeze_unfreeze.FreezeUnfreeze` freezes)."""
+        return self.model.backbone
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor) -> torch.Tensor:
