@@ -2,7 +2,9 @@
 
 Prints one JSON object: Trainer vs plain PyTorch loop, bf16-mixed + channels_last vs fp32,
 and DataLoader vs model throughput, all measured in this process. ``--task gradcam`` instead
-times Grad-CAM and Guided Backprop on VGG16 / ResNet50 against plain autograd.
+times Grad-CAM and Guided Backprop on VGG16 / ResNet50 against plain autograd. ``--task export``
+compares each task's exported ONNX graph in onnxruntime (CPU) with PyTorch eager fp32 and bf16 +
+channels-last on the same batch (``--steps`` forward passes per measurement).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Parse ``argv``, measure, print the result as one JSON line."""
     parser = tool_parser(PROG, __doc__)
-    parser.add_argument("--task", required=True, choices=sorted([*SETUPS, "gradcam"]))
+    parser.add_argument("--task", required=True, choices=sorted([*SETUPS, "gradcam", "export"]))
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12, help="training steps per measurement (incl. warm-up)")
     parser.add_argument("--warmup", type=int, default=None,
@@ -40,7 +42,9 @@ def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
         io.check_output_file(args.output, args.overwrite)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    if args.task == "gradcam":  # an inference-time benchmark, not a training setup
+    if args.task == "export":  # inference: the exported graph in onnxruntime against PyTorch eager
+        result = _export_benchmark(args)
+    elif args.task == "gradcam":  # an inference-time benchmark, not a training setup
         warmup = 1 if args.warmup is None else args.warmup
         result = run_gradcam(args.batch_size, args.image_size, args.repeats, warmup, args.accelerator)
     else:
@@ -50,6 +54,14 @@ def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
         io.write_json(args.output, result)
     print(json.dumps(result))
     return result
+
+
+def _export_benchmark(args: Any) -> dict[str, Any]:
+    from facetorch.bench.export import run_export
+    from facetorch.inference.export import graph_and_onnx
+
+    warmup = 2 if args.warmup is None else args.warmup
+    return run_export(graph_and_onnx, batch_size=args.batch_size, steps=args.steps, warmup=warmup, repeats=args.repeats)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
