@@ -160,6 +160,24 @@ def test_the_metadata_says_how_to_feed_and_decide(trained: dict, exported: dict,
     assert meta["facetorch_version"] == __import__("facetorch").__version__
 
 
+def test_the_graph_embeds_as_the_task_does_with_and_without_the_test_time_flip() -> None:
+    from facetorch.data.transforms import InputSpec
+    from facetorch.inference.export import export_graph
+
+    spec = InputSpec((32, 32), 3)
+    images = torch.randint(0, 256, (3, 3, 32, 32)).float()
+    for flip in (True, False):
+        torch.manual_seed(0)
+        task = EmbeddingTask(backbone="tiny", embedding_dim=8, flip_test=flip).eval()
+        graph = export_graph(task, spec)
+        assert graph.flip_test is flip
+        with torch.no_grad():
+            (got,) = graph(images)
+            expected = task.embed((images / 255 - 0.5) / 0.5)
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+        assert not torch.allclose(got, task.embed(images))  # the normalisation is inside the graph
+
+
 def test_a_fixed_batch_onnx_runs_any_number_of_images_in_chunks(trained: dict, exported: dict, work: Path) -> None:
     path = work / "fixed" / "face_vgg.onnx"
     summary = run_export("face_vgg.yaml", trained["face_vgg"][0], "onnx", path)
@@ -218,6 +236,9 @@ def test_bad_export_input_is_one_clear_line(trained: dict, work: Path, capsys: p
     line = one_error_line(export_cli.main, [*base, "--ckpt_path", str(trained["embedding"][0]), *out], capsys)
     assert "is an EmbeddingTask checkpoint, but --config builds a FaceClassifierTask" in line
     assert not (work / "new.onnx").exists()
+    old = ["--format", "onnx", "--opset", "13", "--output", str(work / "old.onnx")]
+    line = one_error_line(export_cli.main, [*base, "--ckpt_path", ckpt, *old], capsys)
+    assert "could not convert this model to opset 13 (it wrote 18)" in line and not (work / "old.onnx").exists()
 
 
 def plain_onnx(path: Path) -> Path:

@@ -104,6 +104,7 @@ def export(args: Optional[list[str]] = None) -> dict[str, Any]:
         "output": str(output), "format": config.format, "source": source, "task": metadata["task"],
         "input_size": metadata["input_size"], "channels": metadata["channels"], "outputs": list(metadata["outputs"]),
         "threshold": metadata["threshold"], "fingerprint": metadata["fingerprint"],
+        "opset": config.opset if config.format == "onnx" else None,
         "dynamic_batch": bool(config.dynamic_batch or config.format == "torchscript"), "check_max_abs_diff": difference,
     }  # fmt: skip
     print(json.dumps(summary), flush=True)

@@ -250,6 +250,7 @@ def export_onnx(
 
     Raises:
         ImportError: ``onnx`` or ``onnxscript`` is missing (``pip install 'facetorch[export]'``).
+        ValueError: the exporter cannot write ``opset`` for this model.
     """
     for module in ("onnx", "onnxscript"):
         try:
@@ -265,6 +266,12 @@ def export_onnx(
         opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
     )  # fmt: skip
     proto = program.model_proto
+    written = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter falls back to its own opset when it cannot convert
+        raise ValueError(
+            f"--opset {opset}: the ONNX exporter could not convert this model to opset {opset} (it wrote {written}); "
+            f"use a newer --opset ({DEFAULT_OPSET}, the exporter's own, always works)"
+        )
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)

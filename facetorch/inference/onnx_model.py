@@ -202,7 +202,9 @@ class OnnxEmbedder:
         path: The ``.onnx`` file of an exported embedding checkpoint.
         batch_size: Images per onnxruntime run (a fixed-batch export runs in its own batch size).
         face_of: Maps a decoded image to the part to embed, or ``None`` when it holds no face
-            (e.g. the largest Haar face with a margin); default: the whole image.
+            (e.g. the largest Haar face with a margin); default: the whole image. A model trained
+            on aligned faces (metadata ``align``, e.g. ``five_point``) needs one that returns the
+            aligned face chip, since this module does not align.
         progress: Show a progress bar over files (on a terminal, with tqdm installed).
         flag: The option that named the file, for error messages.
         threads: onnxruntime intra-op threads.
@@ -219,6 +221,11 @@ class OnnxEmbedder:
     ) -> None:
         self.model = OnnxModel(path, task="EmbeddingTask", flag=flag, tool="gallery.py", threads=threads)
         meta = self.model.meta
+        if meta.get("align") and face_of is None:
+            raise ExportError(
+                f"{flag} {str(path)!r} was trained on {meta['align']}-aligned faces, and the ONNX path does not align: "
+                "pass aligned face chips (face_of=an aligner), or use the checkpoint (--ckpt_path)"
+            )
         self.meta = meta
         self.channels = self.model.channels
         self.fingerprint = str(meta["fingerprint"])
