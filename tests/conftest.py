@@ -119,6 +119,32 @@ def image_size_and_mode(path: Path) -> tuple[tuple[int, int], str]:
         return image.size, image.mode
 
 
+TINY_TASKS = {  # tests/configs/<config> -> (data writer, run name)
+    "face_vgg.yaml": (write_face_crops, "face_vgg_tiny"),
+    "identity_tiny.yaml": (write_identity_folders, "identity_tiny"),
+    "embedding_tiny.yaml": (lambda root: write_identity_folders(root, identities=8), "embedding_tiny"),
+    "detector_tiny.yaml": (write_labelme_folder, "detector_tiny"),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """One trained checkpoint per task, made once per session (one epoch of each tiny config on
+    generated data): config name -> (best.ckpt, data root). Tests only read these files."""
+    from facetorch import cli
+
+    work = tmp_path_factory.mktemp("tiny_checkpoints")
+    out = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        for config, (write, name) in TINY_TASKS.items():
+            data = write(work / f"data_{name}")
+            cli.train(["--config", str(REPO / "tests" / "configs" / config), "--data.root", str(data),
+                       "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])  # fmt: skip
+            out[config] = (work / "runs" / name / "version_0" / "checkpoints" / "best.ckpt", data)
+    return out
+
+
 @pytest.fixture
 def labelme_dir(tmp_path: Path) -> Path:
     return write_labelme_folder(tmp_path / "boxes")

@@ -169,14 +169,15 @@ def help_text(tool: str, sub: list[str], capsys: pytest.CaptureFixture) -> str:
 
 
 @pytest.mark.parametrize("tool, sub", [("train.py", []), ("evaluate.py", []), ("explain.py", []), ("detect.py", []),
-                                       ("gallery.py", ["enroll"]), ("gallery.py", ["identify"]), ("gallery.py", ["verify"]),
-                                       ("gallery.py", ["evaluate"])])
+                                       ("export.py", []), ("gallery.py", ["enroll"]), ("gallery.py", ["identify"]),
+                                       ("gallery.py", ["verify"]), ("gallery.py", ["evaluate"])])
 def test_every_tool_that_reads_a_checkpoint_takes_ckpt_path(tool: str, sub: list[str], capsys: pytest.CaptureFixture) -> None:
     text = help_text(tool, sub, capsys)
     assert "--ckpt_path" in text and "--ckpt " not in text
 
 
-@pytest.mark.parametrize("tool, sub", [("evaluate.py", []), ("explain.py", []), ("detect.py", []), ("gallery.py", ["identify"]),
+@pytest.mark.parametrize("tool, sub", [("evaluate.py", []), ("explain.py", []), ("detect.py", []), ("export.py", []),
+                                       ("gallery.py", ["identify"]),
                                        ("gallery.py", ["split"]), ("baselines.py", []), ("benchmark.py", []),
                                        ("prepare_crops.py", [])])
 def test_every_tool_that_writes_takes_output_and_a_plain_overwrite_flag(

@@ -5,7 +5,9 @@ DataLoader vs model throughput, all measured in this process (``--compile`` adds
 ``--inference`` the inference rows against a plain eval loop); for ``--task embedding`` also faces/s
 of the embedding network (fp32, bf16 + channels-last, and dlib's own network on the same chips for
 ``--config configs/embedding_dlib.yaml`` when dlib is installed). ``--task gradcam`` times Grad-CAM
-and Guided Backprop on VGG16 / ResNet50 against plain autograd and the peer libraries. Every result
+and Guided Backprop on VGG16 / ResNet50 against plain autograd and the peer libraries; ``--task export``
+compares each task's exported ONNX graph in onnxruntime (CPU) with PyTorch eager fp32 and bf16 +
+channels-last on the same batch. Every result
 carries the machine's conditions (threads, load at start and end, CPU flags, torch version) and a
 ``warning`` when other work shared the machine.
 
@@ -33,7 +35,7 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
-    parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam"]), help="what to measure (or --all)")
+    parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export"]), help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12, help="training steps per measurement (incl. warm-up)")
@@ -57,6 +59,8 @@ def _parser() -> Any:
 
 def measure(args: Any) -> dict[str, Any]:
     """One task's measurement, as the flags ask."""
+    if args.task == "export":  # inference: the exported graph in onnxruntime against PyTorch eager
+        return _export_benchmark(args)
     if args.task == "gradcam":  # an inference-time benchmark, not a training setup
         warmup = 1 if args.warmup is None else args.warmup
         return run_gradcam(args.batch_size, args.image_size, args.repeats, warmup, args.accelerator, peers=not args.no_peers)
@@ -88,6 +92,14 @@ def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
         io.write_json(args.output, result)
     print(io.json_line(result))
     return result
+
+
+def _export_benchmark(args: Any) -> dict[str, Any]:
+    from facetorch.bench.export import run_export
+    from facetorch.inference.export import graph_and_onnx
+
+    warmup = 2 if args.warmup is None else args.warmup
+    return run_export(graph_and_onnx, batch_size=args.batch_size, steps=args.steps, warmup=warmup, repeats=args.repeats)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -7,6 +7,11 @@ Examples::
     python tools/gallery.py verify   --ckpt_path CKPT IMG1 IMG2
     python tools/gallery.py evaluate --ckpt_path CKPT --gallery people.npz --known DIR --unknown DIR
     python tools/gallery.py split    --images PEOPLE_DIR --people 30 --per_person 5 --output DIR
+    python tools/gallery.py identify --model model.onnx --gallery people.npz --images DIR_OR_FILE
+
+``--model FILE.onnx`` (an ``EmbeddingTask`` exported by ``tools/export.py``) runs instead of a
+checkpoint, with onnxruntime: the same embeddings, the same fingerprint (a gallery enrolled from
+the checkpoint works with its export and the other way round), the same pair threshold.
 
 ``verify`` uses the pair threshold calibrated at validation and stored in the checkpoint;
 ``identify`` and ``evaluate`` use the gallery's open-set threshold, calibrated on the enrolled
@@ -22,7 +27,17 @@ from typing import Any, Optional
 
 from facetorch import io
 from facetorch.cli.common import add_ckpt_path, add_output, add_quiet, rename_legacy_flags, run_tool, tool_parser
-from facetorch.inference.gallery import Embedder, Gallery, enroll, evaluate_open_set, identify, split_open_set, verify
+from facetorch.inference.gallery import (
+    Embedder,
+    FaceEmbedder,
+    Gallery,
+    enroll,
+    evaluate_open_set,
+    haar_face_finder,
+    identify,
+    split_open_set,
+    verify,
+)
 
 PROG = "gallery.py"
 RENAMED = {"--ckpt": "--ckpt_path", "--open-set-fpir": "--open_set_fpir", "--per-person": "--per_person"}
@@ -32,7 +47,9 @@ IDENTIFY_FIELDS = ["file", "name", "similarity", "error"]
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
     common = argparse.ArgumentParser(add_help=False)  # options every model-using command shares
-    add_ckpt_path(common, "EmbeddingTask checkpoint (runs/.../checkpoints/best.ckpt)")
+    add_ckpt_path(common, "EmbeddingTask checkpoint (runs/.../checkpoints/best.ckpt)", required=False)
+    common.add_argument("--model", default=None, metavar="FILE.onnx",
+                        help="an EmbeddingTask exported by tools/export.py --format onnx, instead of --ckpt_path")
     common.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     common.add_argument(
         "--faces", choices=("whole", "haar"), default="whole",
@@ -83,7 +100,7 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         return result
     if getattr(args, "output", None):  # before the model is loaded and any image is embedded
         io.check_output_file(args.output, args.overwrite)
-    embedder = Embedder(args.ckpt_path, device=args.device, faces=args.faces, margin=args.margin, progress=not args.quiet)
+    embedder = _embedder(args)
     if args.command == "enroll":
         result = enroll(embedder, args.gallery, args.images, args.open_set_fpir)
         for path, reason in result["skipped"].items():
@@ -110,6 +127,18 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         io.write_json(args.output, report)
     print(io.json_line(report))
     return report
+
+
+def _embedder(args: argparse.Namespace) -> FaceEmbedder:
+    """The checkpoint's :class:`Embedder`, or an exported model's :class:`OnnxEmbedder` (``--model``)."""
+    if (args.ckpt_path is None) == (args.model is None):
+        raise ValueError("give the embedding model as --ckpt_path CKPT or as --model FILE.onnx (one of the two)")
+    if args.model is None:
+        return Embedder(args.ckpt_path, device=args.device, faces=args.faces, margin=args.margin, progress=not args.quiet)
+    from facetorch.inference.onnx_model import OnnxEmbedder
+
+    face_of = haar_face_finder(args.margin) if args.faces == "haar" else None
+    return OnnxEmbedder(args.model, face_of=face_of, progress=not args.quiet)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -114,8 +114,9 @@ def check_checkpoint_fits(ckpt_path: str, class_path: Optional[str]) -> None:
     checkpoint = read_checkpoint(ckpt_path)
     saved = task_class_name(checkpoint)
     if saved and class_path and saved.rsplit(".", 1)[-1] != class_path.rsplit(".", 1)[-1]:
+        name = saved.rsplit(".", 1)[-1]
         raise CheckpointError(
-            f"--ckpt_path {ckpt_path!r} is a {saved.rsplit('.', 1)[-1]} checkpoint, but the config's model is "
+            f"--ckpt_path {ckpt_path!r} is a{'n' if name[0] in 'AEIOU' else ''} {name} checkpoint, but the config's model is "
             f"{class_path.rsplit('.', 1)[-1]}; give the config the checkpoint was trained with (its run folder's config.yaml)"
         )
 

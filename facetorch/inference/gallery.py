@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import io as bytes_io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Protocol
 
 import numpy as np
 import torch
@@ -44,6 +44,49 @@ class GalleryError(ValueError):
 # ----------------------------------------------------------------------------------------------
 # The embedding model of a checkpoint
 # ----------------------------------------------------------------------------------------------
+
+
+class FaceEmbedder(Protocol):
+    """What the gallery needs of an embedding model.
+
+    :class:`Embedder` (a checkpoint) and :class:`facetorch.inference.onnx_model.OnnxEmbedder` (an
+    exported ONNX file, run without torch) both have it.
+
+    Attributes:
+        fingerprint: Which model embeds (galleries refuse another model's); an export keeps its checkpoint's.
+        threshold: The model's cosine pair threshold (NaN when it never validated).
+        channels: 1 (grey) or 3 (RGB): how images are decoded.
+        embedding_dim: Length D of an embedding.
+        progress: Whether loops over files show a progress bar.
+    """
+
+    fingerprint: str
+    threshold: float
+    channels: int
+    embedding_dim: int
+    progress: bool
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Decoded uint8 images -> (N, D) float32 unit-length embeddings."""
+
+    def embed_files(self, paths: Sequence[Path], show_progress: bool = True) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
+        """Image files -> (embeddings, files embedded, {file: why it was skipped})."""
+
+
+def haar_face_finder(margin: float = 0.2) -> Callable[[np.ndarray], Optional[np.ndarray]]:
+    """A function: image -> the largest face OpenCV's Haar cascade finds, with ``margin`` on each side (None: no face)."""
+    from facetorch.data.haar import HaarFaceDetector
+
+    detector = HaarFaceDetector()
+
+    def face_of(image: np.ndarray) -> Optional[np.ndarray]:
+        box = detector.largest(image)
+        if box is None:
+            return None
+        height, width = image.shape[:2]
+        return crop_box(image, expand_box(box, margin, width, height))
+
+    return face_of
 
 
 class Embedder:
@@ -84,24 +127,15 @@ class Embedder:
         self.batch_size = batch_size
         self.fingerprint = model_fingerprint(self.task)
         self.threshold = float(self.task.threshold)
+        self.embedding_dim = int(self.task.embedding_dim)
         self.faces = faces
         self.margin = margin
         self.progress = progress
-        self._detector = None
-        if faces == "haar":
-            from facetorch.data.haar import HaarFaceDetector
-
-            self._detector = HaarFaceDetector()
+        self._face_of = haar_face_finder(margin) if faces == "haar" else None
 
     def face_of(self, image: np.ndarray) -> Optional[np.ndarray]:
         """The part of ``image`` to embed: all of it, or the largest Haar face with a margin (None: no face)."""
-        if self._detector is None:
-            return image
-        box = self._detector.largest(image)
-        if box is None:
-            return None
-        height, width = image.shape[:2]
-        return crop_box(image, expand_box(box, self.margin, width, height))
+        return image if self._face_of is None else self._face_of(image)
 
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -177,9 +211,9 @@ class Gallery:
         self.meta = meta
 
     @classmethod
-    def empty(cls, embedder: Embedder) -> Gallery:
-        dim = embedder.task.embedding_dim
-        return cls(np.empty((0, dim), np.float32), GalleryMeta(embedder.fingerprint, embedder.threshold))
+    def empty(cls, embedder: FaceEmbedder) -> Gallery:
+        """A gallery with nobody enrolled yet, for ``embedder``'s model."""
+        return cls(np.empty((0, embedder.embedding_dim), np.float32), GalleryMeta(embedder.fingerprint, embedder.threshold))
 
     @property
     def people(self) -> list[str]:
@@ -199,13 +233,13 @@ class Gallery:
             self.meta.files += [str(Path(files[i]).resolve()) for i in keep]
         return len(keep)
 
-    def check_model(self, embedder: Embedder, source: str | Path) -> None:
-        """Refuse a gallery that another model embedded."""
+    def check_model(self, embedder: FaceEmbedder, source: str | Path) -> None:
+        """Refuse a gallery that another model embedded (a checkpoint and its export are the same model)."""
         if self.meta.model_fingerprint != embedder.fingerprint:
             raise GalleryError(
                 f"Gallery {str(source)!r} was made by another model (fingerprint {self.meta.model_fingerprint}); "
-                f"this checkpoint's is {embedder.fingerprint}. Embeddings of different models cannot be "
-                "compared: enrol the people again into a new gallery with this checkpoint."
+                f"this model's is {embedder.fingerprint}. Embeddings of different models cannot be "
+                "compared: enrol the people again into a new gallery with this model."
             )
 
     def best_matches(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray]:
