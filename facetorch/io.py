@@ -6,6 +6,7 @@ With atomic writes a reader never sees a half-written file, and a crash never co
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -60,10 +61,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         raise
 
 
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by ``None``: JSON has no NaN, so ``null``."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    if isinstance(data, np.generic):
+        return json_safe(data.item())
+    return data
+
+
+def json_line(data: Any) -> str:
+    """``data`` as one line of strict JSON (NaN as ``null``), for the last line a tool prints."""
+    return json.dumps(json_safe(data), allow_nan=False)
+
+
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
-    """Atomically write ``data`` as indented JSON (keys in insertion order)."""
+    """Atomically write ``data`` as indented, strict JSON (keys in insertion order; NaN as ``null``)."""
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
+        json.dump(json_safe(data), handle, indent=2, allow_nan=False)
         handle.write("\n")
 
 

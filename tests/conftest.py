@@ -2,15 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
+import numpy as np  # noqa: F401 (test modules import it from here)
 import pytest
 from PIL import Image
 
+from facetorch.data.synthetic import (  # noqa: F401 (the tests' generated data, shared with benchmarks)
+    face_like,
+    non_face,
+    square_face_photo,
+    write_face_crops,
+    write_identity_folders,
+    write_labelme_folder,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# Overrides that shrink each real config to a CPU-test size and point it at generated data.
+SHRINK = {
+    "face_vgg.yaml": ["--data.image_size=[32,24]", "--data.batch_size=4"],
+    "face_vgg_original.yaml": ["--data.image_size=[32,24]", "--data.batch_size=4"],
+    # Generated identities have 5 images each: 1 val + 1 test image per person needs fractions of 0.2.
+    "identity_resnet50.yaml": ["--data.image_size=[32,32]", "--data.batch_size=4",
+                               "--data.val_fraction=0.2", "--data.test_fraction=0.2"],
+    "identity_resnet50_original.yaml": ["--data.image_size=[32,32]", "--data.batch_size=4",
+                                        "--data.val_fraction=0.2", "--data.test_fraction=0.2",
+                                        "--model.init_args.pretrained=false"],  # tests never read ImageNet weights
+    # Generated labelme photos are 64x48: a 32x32 input still passes VGG16's five pools (1x1 at the end).
+    "detector_vgg16.yaml": ["--data.image_size=[32,32]", "--data.batch_size=4",
+                            "--data.val_fraction=0.2", "--data.test_fraction=0.2"],
+    # 6 generated people: 2 validate (verification needs two), 4 train in P x K = 2 x 2 batches.
+    "embedding_triplet.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34",
+                               "--data.identities_per_batch=2", "--data.images_per_identity=2"],
+    "embedding_contrastive.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34", "--data.batch_size=4"],
+    # nn4.small2 needs at least 65x65; tests never have the Keras-OpenFace weight folder.
+    "embedding_openface.yaml": ["--data.image_size=[72,72]", "--data.val_fraction=0.34", "--data.identities_per_batch=2",
+                                "--data.images_per_identity=2", "--model.init_args.weights_path=null"],
+    # dlib's network needs about 103 pixels; without its .dat files (tests/test_dlib.py runs them aligned and pretrained).
+    "embedding_dlib.yaml": ["--data.image_size=[112,112]", "--data.val_fraction=0.34", "--data.identities_per_batch=2",
+                            "--data.images_per_identity=2", "--model.init_args.pretrained=false", "--data.align=null"],
+    "identity_dlib.yaml": ["--data.image_size=[112,112]", "--data.batch_size=4", "--data.val_fraction=0.2",
+                           "--data.test_fraction=0.2", "--model.init_args.pretrained=false", "--data.align=null"],
+}
+# The generated-data fixture for each layout a config can name.
+FIXTURE_FOR_LAYOUT = {"face_crops": "face_crops_dir", "identity_folders": "identity_dir", "labelme": "labelme_dir"}
+
 
 # Keep CPU tests predictable on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -45,6 +88,23 @@ def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
 
 
+@contextlib.contextmanager
+def expect_warning(category: type[Warning], match: str) -> Iterator[list[warnings.WarningMessage]]:
+    """Record warnings in the block and check that one of ``category`` matches ``match``.
+
+    Unlike ``pytest.warns`` it does not re-raise the other (third-party) warnings of the block
+    after it, which setup.cfg's error filter would then turn into failures.
+    """
+    import re
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", category)
+        yield caught
+    messages = [str(w.message) for w in caught if issubclass(w.category, category)]
+    assert any(re.search(match, m) for m in messages), f"no {category.__name__} matching {match!r} in {messages}"
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file, as dicts (the file is closed again)."""
     import csv
@@ -59,95 +119,30 @@ def image_size_and_mode(path: Path) -> tuple[tuple[int, int], str]:
         return image.size, image.mode
 
 
-def face_like(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """A bright ellipse with two dark 'eyes' on a dark, noisy background (uint8, H x W)."""
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    cy, cx = h / 2 + rng.uniform(-1, 1), w / 2 + rng.uniform(-1, 1)
-    image = ((yy - cy) / (0.4 * h)) ** 2 + ((xx - cx) / (0.35 * w)) ** 2 < 1
-    out = np.where(image, 200, 40).astype(np.float64)
-    for ex in (cx - w * 0.15, cx + w * 0.15):
-        out[(yy - (cy - h * 0.1)) ** 2 + (xx - ex) ** 2 < (0.06 * w) ** 2 + 1] = 30
-    out += rng.normal(0, 10, size)
-    return np.clip(out, 0, 255).astype(np.uint8)
+TINY_TASKS = {  # tests/configs/<config> -> (data writer, run name)
+    "face_vgg.yaml": (write_face_crops, "face_vgg_tiny"),
+    "identity_tiny.yaml": (write_identity_folders, "identity_tiny"),
+    "embedding_tiny.yaml": (lambda root: write_identity_folders(root, identities=8), "embedding_tiny"),
+    "detector_tiny.yaml": (write_labelme_folder, "detector_tiny"),
+}
 
 
-def non_face(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """Smooth random texture (uint8, H x W)."""
-    coarse = rng.uniform(0, 255, (4, 4))
-    image = np.kron(coarse, np.ones((size[0] // 4 + 1, size[1] // 4 + 1)))[: size[0], : size[1]]
-    return np.clip(image + rng.normal(0, 20, size), 0, 255).astype(np.uint8)
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """One trained checkpoint per task, made once per session (one epoch of each tiny config on
+    generated data): config name -> (best.ckpt, data root). Tests only read these files."""
+    from facetorch import cli
 
-
-def write_face_crops(root: Path, per_class: int = 12, size: tuple[int, int] = (30, 20), seed: int = 0) -> Path:
-    """Write the face_crops layout (PNG faces, JPEG non-faces) under ``root``."""
-    rng = np.random.default_rng(seed)
-    (root / "face").mkdir(parents=True, exist_ok=True)
-    (root / "non_face").mkdir(parents=True, exist_ok=True)
-    for i in range(per_class):
-        Image.fromarray(face_like(rng, size)).save(root / "face" / f"f{i:03d}.png")
-        Image.fromarray(non_face(rng, size)).save(root / "non_face" / f"n{i:03d}.jpg", quality=95)
-    return root
-
-
-def write_identity_folders(
-    root: Path, identities: int = 6, per_identity: int = 5, size: tuple[int, int] = (28, 24), seed: int = 0
-) -> Path:
-    """Write the identity_folders layout: each identity a distinct pattern plus noise (PGM and PNG)."""
-    rng = np.random.default_rng(seed)
-    for k in range(identities):
-        folder = root / f"person_{k:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        base = rng.uniform(0, 255, (4, 4))
-        for i in range(per_identity):
-            image = np.kron(base, np.ones((size[0] // 4 + 1, size[1] // 4 + 1)))[: size[0], : size[1]]
-            image = np.clip(image + rng.normal(0, 15, size), 0, 255).astype(np.uint8)
-            Image.fromarray(image).save(folder / (f"{i}.pgm" if i % 2 else f"{i}.png"))
-    (root / "README").write_text("loose files beside the identity folders are ignored\n")
-    return root
-
-
-def square_face_photo(rng: np.random.Generator, size: tuple[int, int], box: tuple[int, int, int, int] | None) -> np.ndarray:
-    """An RGB photo (uint8, H x W x 3): dark noisy background, and a bright square "face" with
-    two dark "eyes" filling ``box`` = (x1, y1, x2, y2) pixels (none when ``box`` is None)."""
-    h, w = size
-    image = np.clip(rng.normal(50, 12, (h, w, 3)), 0, 255)
-    if box is not None:
-        x1, y1, x2, y2 = box
-        image[y1:y2, x1:x2] = (220, 190, 170)
-        eye = max(1, (x2 - x1) // 8)
-        for ex in (x1 + (x2 - x1) // 3, x1 + 2 * (x2 - x1) // 3):
-            ey = y1 + (y2 - y1) // 3
-            image[ey - eye : ey + eye, ex - eye : ex + eye] = 30
-    return image.astype(np.uint8)
-
-
-def write_labelme_folder(
-    root: Path, count: int = 16, size: tuple[int, int] = (48, 64), negatives: int = 3, seed: int = 0
-) -> Path:
-    """Write the labelme layout: JPEG photos with a square face and a LabelMe 5 JSON beside each
-    (every other rectangle in reverse drag order), plus ``negatives`` photos without a face (the
-    first without a JSON file, the others with a JSON that has no shape)."""
-    import json
-
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    h, w = size
-    for i in range(count + negatives):
-        has_face = i < count
-        side = int(rng.integers(min(h, w) // 3, min(h, w) // 2 + 1))
-        x1, y1 = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
-        box = (x1, y1, x1 + side, y1 + side) if has_face else None
-        Image.fromarray(square_face_photo(rng, size, box)).save(root / f"p{i:03d}.jpg", quality=95)
-        if i == count:
-            continue  # a negative without any JSON file
-        corners = [[x1, y1], [x1 + side, y1 + side]]
-        shapes = [{"label": "face", "points": corners[::-1] if i % 2 else corners, "group_id": None,
-                   "shape_type": "rectangle", "flags": {}}] if has_face else []
-        data = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": f"p{i:03d}.jpg",
-                "imageData": None, "imageHeight": h, "imageWidth": w}
-        (root / f"p{i:03d}.json").write_text(json.dumps(data))
-    return root
+    work = tmp_path_factory.mktemp("tiny_checkpoints")
+    out = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        for config, (write, name) in TINY_TASKS.items():
+            data = write(work / f"data_{name}")
+            cli.train(["--config", str(REPO / "tests" / "configs" / config), "--data.root", str(data),
+                       "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])  # fmt: skip
+            out[config] = (work / "runs" / name / "version_0" / "checkpoints" / "best.ckpt", data)
+    return out
 
 
 @pytest.fixture

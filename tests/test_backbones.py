@@ -1,13 +1,25 @@
-"""Backbone registry, the identity head, and pretrained weights from local files only."""
+"""Backbone registry, the identity head, and pretrained weights: the hub cache, torchvision's download, offline errors."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
+import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
 
-from facetorch.models import BACKBONES, BackboneClassifier, IdentityHead, PretrainedWeightsError, backbones, build_backbone
+from facetorch.models import (
+    BACKBONES,
+    BackboneClassifier,
+    IdentityHead,
+    PretrainedWeightsError,
+    backbones,
+    build_backbone,
+    downloads,
+)
 
 
 @pytest.mark.parametrize("name", ["tiny", "resnet18"])
@@ -37,21 +49,106 @@ def test_identity_head_is_the_original_head() -> None:
     assert model.cam_layer == "backbone.layer2"
 
 
+def _offline_download(calls: list[str]):
+    """Stand-in for torchvision's download (``torch.hub.load_state_dict_from_url``) on a machine without network."""
+
+    def download(url: str, *args: object, **kwargs: object) -> None:
+        calls.append(url)
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    return download
+
+
 def test_pretrained_without_cached_weights_fails_fast_and_says_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.models._api as tv_api
+
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-
-    def no_download(*args: object, **kwargs: object) -> None:
-        raise AssertionError("facetorch must never try to download weights")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    monkeypatch.setattr(backbones, "unreachable", lambda url: None)  # the source answers; the download fails
+    calls: list[str] = []
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", _offline_download(calls))
     with pytest.raises(PretrainedWeightsError) as error:
         build_backbone("resnet18", pretrained=True)
     message = str(error.value)
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    assert str(expected) in message and "weights_path" in message and "never downloads" in message
+    assert calls == ["https://download.pytorch.org/models/resnet18-f37072fd.pth"]  # torchvision's own download
+    assert str(expected) in message and calls[0] in message and "weights_path" in message
+    assert "could not download it (URLError" in message and "Temporary failure in name resolution" in message
     with pytest.raises(PretrainedWeightsError, match="weights_path"):
         build_backbone("tiny", pretrained=True)  # no ImageNet weights exist for it
+
+
+def test_an_unreachable_source_is_reported_at_once_without_a_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.models._api as tv_api
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    calls: list[str] = []
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", _offline_download(calls))
+
+    def hang(address: object, timeout: float = 0.0, *args: object) -> None:
+        time.sleep(30)  # a firewall that drops packets: the connection would hang
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    monkeypatch.setattr(downloads, "PROBE_TIMEOUT_S", 0.2)
+    start = time.perf_counter()
+    with pytest.raises(PretrainedWeightsError, match=r"download it \(download.pytorch.org:443 did not answer within 0.2 s\)"):
+        build_backbone("resnet18", pretrained=True)
+    assert not calls and time.perf_counter() - start < 10
+
+
+def test_the_probe_gives_up_quickly_and_goes_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+
+    def refuse(address: object, timeout: float = 0.0, *args: object) -> None:
+        seen.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert "download.pytorch.org:443 cannot be reached (ConnectionRefusedError" in downloads.unreachable(
+        "https://download.pytorch.org/models/x.pth"
+    )
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    downloads.unreachable("https://download.pytorch.org/models/x.pth")
+    assert seen[-1] == ("proxy.example", 3128)
+
+    def hang(address: object, timeout: float = 0.0, *args: object) -> None:
+        time.sleep(30)
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    start = time.perf_counter()
+    assert "did not answer within 0.2 s" in downloads.unreachable("https://example.org/x", timeout=0.2)
+    assert time.perf_counter() - start < 5
+
+    def accept(address: object, timeout: float = 0.0, *args: object) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(socket, "create_connection", accept)
+    assert downloads.unreachable("https://example.org/x") is None
+
+
+def test_pretrained_downloads_through_torchvision_when_online(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.models._api as tv_api
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(backbones, "unreachable", lambda url: None)
+    source, _ = build_backbone("resnet18")
+    asked: list[dict] = []
+
+    def download(url: str, *args: object, **kwargs: object) -> dict:  # what torch hub does: fetch into its cache
+        asked.append(kwargs)
+        target = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        state = {**source.state_dict(), "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}
+        torch.save(state, target)
+        return state
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", download)
+    loaded, _ = build_backbone("resnet18", pretrained=True)
+    assert asked == [{"progress": True, "check_hash": True, "weights_only": True}]
+    assert torch.allclose(loaded.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    again, _ = build_backbone("resnet18", pretrained=True)  # now cached: no second download
+    assert len(asked) == 1 and torch.equal(again.conv1.weight, source.conv1.weight)
 
 
 def test_pretrained_reads_the_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,35 +15,26 @@ from facetorch import cli
 from facetorch.cli import explain as explain_cli
 from facetorch.inference.checkpoint import CheckpointError, load_task
 from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceDetectorTask, FaceTask, IdentityTask
-from tests.conftest import REPO, write_face_crops, write_identity_folders, write_labelme_folder
+from tests.conftest import REPO, write_identity_folders
 
 TINY = REPO / "tests" / "configs"
-TASKS = {  # config -> (task class, data writer, run name)
-    "face_vgg.yaml": (FaceClassifierTask, write_face_crops, "face_vgg_tiny"),
-    "identity_tiny.yaml": (IdentityTask, write_identity_folders, "identity_tiny"),
-    "embedding_tiny.yaml": (EmbeddingTask, lambda root: write_identity_folders(root, identities=8), "embedding_tiny"),
-    "detector_tiny.yaml": (FaceDetectorTask, write_labelme_folder, "detector_tiny"),
+TASKS = {  # config -> task class
+    "face_vgg.yaml": FaceClassifierTask,
+    "identity_tiny.yaml": IdentityTask,
+    "embedding_tiny.yaml": EmbeddingTask,
+    "detector_tiny.yaml": FaceDetectorTask,
 }
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    """One trained checkpoint per task (one epoch on generated data): config -> (best.ckpt, data root)."""
-    work = tmp_path_factory.mktemp("loader")
-    out = {}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(work)
-        for config, (_, write, name) in TASKS.items():
-            data = write(work / f"data_{name}")
-            cli.train(["--config", str(TINY / config), "--data.root", str(data), "--trainer.max_epochs=1",
-                       "--trainer.enable_progress_bar=false"])  # fmt: skip
-            out[config] = (work / "runs" / name / "version_0" / "checkpoints" / "best.ckpt", data)
-    return out
+def checkpoints(tiny_checkpoints: dict[str, tuple[Path, Path]]) -> dict[str, tuple[Path, Path]]:
+    """One trained checkpoint per task (conftest's, trained once per session): config -> (best.ckpt, data root)."""
+    return tiny_checkpoints
 
 
 @pytest.mark.parametrize("config", list(TASKS))
 def test_every_task_loads_through_the_one_loader(checkpoints: dict, config: str) -> None:
-    task_class = TASKS[config][0]
+    task_class = TASKS[config]
     path, _ = checkpoints[config]
     loaded = load_task(path, task_class)
     assert type(loaded.task) is task_class and not loaded.task.training

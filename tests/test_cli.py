@@ -14,35 +14,9 @@ import torch
 import yaml
 
 from facetorch import cli
-from tests.conftest import REPO, write_face_crops
+from tests.conftest import CONFIGS, FIXTURE_FOR_LAYOUT, REPO, SHRINK, write_face_crops
 
 TINY_FACE_VGG = str(REPO / "tests" / "configs" / "face_vgg.yaml")
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-# Overrides that shrink each real config to a CPU-test size and point it at generated data.
-SHRINK = {
-    "face_vgg.yaml": ["--data.image_size=[32,24]", "--data.batch_size=4"],
-    "face_vgg_original.yaml": ["--data.image_size=[32,24]", "--data.batch_size=4"],
-    # Generated identities have 5 images each: 1 val + 1 test image per person needs fractions of 0.2.
-    "identity_resnet50.yaml": ["--data.image_size=[32,32]", "--data.batch_size=4",
-                               "--data.val_fraction=0.2", "--data.test_fraction=0.2"],
-    "identity_resnet50_original.yaml": ["--data.image_size=[32,32]", "--data.batch_size=4",
-                                        "--data.val_fraction=0.2", "--data.test_fraction=0.2",
-                                        "--model.init_args.pretrained=false"],  # tests never read ImageNet weights
-    # Generated labelme photos are 64x48: a 32x32 input still passes VGG16's five pools (1x1 at the end).
-    "detector_vgg16.yaml": ["--data.image_size=[32,32]", "--data.batch_size=4",
-                            "--data.val_fraction=0.2", "--data.test_fraction=0.2"],
-    # 6 generated people: 2 validate (verification needs two), 4 train in P x K = 2 x 2 batches.
-    "embedding_triplet.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34",
-                               "--data.identities_per_batch=2", "--data.images_per_identity=2"],
-    "embedding_contrastive.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34", "--data.batch_size=4"],
-    # dlib's network needs about 103 pixels; without its .dat files (tests/test_dlib.py runs them aligned and pretrained).
-    "embedding_dlib.yaml": ["--data.image_size=[112,112]", "--data.val_fraction=0.34", "--data.identities_per_batch=2",
-                            "--data.images_per_identity=2", "--model.init_args.pretrained=false", "--data.align=null"],
-    "identity_dlib.yaml": ["--data.image_size=[112,112]", "--data.batch_size=4", "--data.val_fraction=0.2",
-                           "--data.test_fraction=0.2", "--model.init_args.pretrained=false", "--data.align=null"],
-}
-# The generated-data fixture for each layout a config can name.
-FIXTURE_FOR_LAYOUT = {"face_crops": "face_crops_dir", "identity_folders": "identity_dir", "labelme": "labelme_dir"}
 
 
 def run_dir(work: Path, name: str = "face_vgg_tiny", version: int = 0) -> Path:

@@ -15,6 +15,7 @@ from facetorch.cli.common import run_tool
 from facetorch.cli.prepare_crops import prepare_crops
 from facetorch.data.annotations import FaceAnnotation
 from facetorch.data.crops import (
+    MANIFEST,
     expand_box,
     haar_annotations,
     sample_negative_boxes,
@@ -68,7 +69,9 @@ def annotation(path: Path, boxes) -> FaceAnnotation:
 
 
 def read_tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file under ``folder`` but the tool's hidden manifests."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MANIFEST}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- boxes
@@ -188,9 +191,35 @@ def test_write_crops_refuses_non_empty_output(tmp_path):
     assert str(out) in str(info.value)
     assert read_tree(out) == {"face/old.png": b"old", "keep.txt": b"mine"}
 
-    write_crops([ann], out, negatives_per_image=1, overwrite=True)
-    # Stale crops go (they would mix into the data set); other files stay.
-    assert sorted(read_tree(out)) == ["face/img_face0.png", "keep.txt", "non_face/img_neg0.png"]
+    # --overwrite replaces only what the tool wrote: a folder holding anything else is refused, untouched.
+    with pytest.raises(FileExistsError, match="did not write.*face/old.png"):
+        write_crops([ann], out, negatives_per_image=1, overwrite=True)
+    assert read_tree(out) == {"face/old.png": b"old", "keep.txt": b"mine"}
+
+
+def test_overwrite_replaces_the_crops_of_an_earlier_run_and_nothing_else(tmp_path):
+    ann = annotation(make_image(tmp_path / "img.png"), [(10, 10, 40, 50)])
+    out = tmp_path / "out"
+    write_crops([ann], out, negatives_per_image=3)
+    assert len(read_tree(out)) == 4
+    write_crops([ann], out, negatives_per_image=1, overwrite=True)  # stale negatives must not mix in
+    assert sorted(read_tree(out)) == ["face/img_face0.png", "non_face/img_neg0.png"]
+    (out / "myphotos").mkdir()
+    (out / "myphotos" / "holiday.png").write_bytes(b"a user's photo")
+    with pytest.raises(FileExistsError, match="1 file.*myphotos/holiday.png"):
+        write_crops([ann], out, negatives_per_image=1, overwrite=True)
+    assert (out / "myphotos" / "holiday.png").read_bytes() == b"a user's photo"
+
+
+def test_overwrite_never_deletes_a_data_set_given_as_output(tool, tmp_path, capsys):
+    from tests.conftest import write_identity_folders
+
+    data = make_labelme_folder(tmp_path / "data", {"a": [(10, 10, 50, 60)]})
+    people = write_identity_folders(tmp_path / "people")  # PNG and PGM images, one folder per person
+    before = read_tree(people)
+    assert tool.main(["--labelme", str(data), "--output", str(people), "--overwrite"]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert read_tree(people) == before
 
 
 # ---------------------------------------------------------------------------------------------- Haar

@@ -188,8 +188,8 @@ def test_detector_outputs_and_cam_layer() -> None:
 
 def test_pretrained_weights_fail_fast_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(PretrainedWeightsError, match="never downloads"):
-        FaceDetector("vgg16", pretrained=True)
+    with pytest.raises(PretrainedWeightsError, match="vgg16-397923af.pth' does not exist and torchvision could not download it"):
+        FaceDetector("vgg16", pretrained=True)  # conftest refuses the connection: offline
 
 
 # ------------------------------------------------------------------------------ training, detect, explain

@@ -193,13 +193,14 @@ def test_backbone_registry_bf16_channels_last_and_pretrained_weights(generated_r
 def test_grey_input_equals_the_rgb_network_on_a_grey_image(generated_resnet: tuple[Path, dict]) -> None:
     rgb, _ = build_backbone("dlib_resnet", 3, weights_path=str(generated_resnet[0]))
     grey, _ = build_backbone("dlib_resnet", 1, weights_path=str(generated_resnet[0]))
-    pixels = torch.randint(0, 256, (1, 1, 150, 150)).float()
+    pixels = torch.randint(0, 256, (1, 1, 150, 150), generator=torch.Generator().manual_seed(0)).float()
     mean3, std3 = normalization_stats("dlib", 3)
     mean1, std1 = normalization_stats("dlib", 1)
     as_rgb = (pixels.repeat(1, 3, 1, 1) / 255 - torch.tensor(mean3).view(1, 3, 1, 1)) / std3[0]
     as_grey = (pixels / 255 - mean1[0]) / std1[0]
     with torch.no_grad():
-        assert torch.allclose(rgb.eval()(as_rgb), grey.eval()(as_grey), rtol=1e-4, atol=1e-4)
+        # float32 rounding through 29 convs: up to ~6e-4 on outputs of ~30
+        torch.testing.assert_close(rgb.eval()(as_rgb), grey.eval()(as_grey), rtol=1e-3, atol=2e-3)
 
 
 def test_dlib_normalisation_is_pixel_minus_mean_over_256() -> None:
@@ -439,6 +440,18 @@ def test_embedding_task_uses_dlibs_own_embedding_layer(generated_resnet: tuple[P
         EmbeddingTask(backbone="tiny", embedding_layer="backbone")
 
 
+def test_grad_cam_explains_the_dlib_embedding() -> None:
+    from facetorch.explain import GradCAM
+    from facetorch.explain.gradcam import NextSampleSimilarity
+    from facetorch.tasks import EmbeddingTask
+
+    torch.manual_seed(0)
+    task = EmbeddingTask(backbone="dlib_resnet", embedding_layer="backbone", flip_test=False)
+    with GradCAM(task, task.cam_layer) as cam:
+        heat = cam(torch.randn(2, 3, 150, 150), NextSampleSimilarity())
+    assert task.cam_layer == "model.backbone.layer4" and heat.shape == (2, 150, 150) and torch.isfinite(heat).all()
+
+
 def test_freeze_unfreeze_freezes_early_stages_only(generated_resnet: tuple[Path, dict]) -> None:
     from facetorch.callbacks import FreezeUnfreeze
     from facetorch.tasks import EmbeddingTask
@@ -549,3 +562,22 @@ def test_the_embedding_benchmark_takes_a_config_and_times_embedding(tmp_path: Pa
     assert result["config"].endswith("embedding_tiny.yaml") and result["trainer_fp32_img_s"] > 0
     assert result["embed_fp32_faces_s"] > 0 and result["embed_bf16_channels_last_faces_s"] > 0
     assert "dlib_faces_s" not in result  # dlib's own network is timed for backbone: dlib_resnet only
+
+
+def test_a_bad_weight_file_ends_a_tool_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facetorch import cli
+    from facetorch.cli.common import run_tool
+    from tests.conftest import REPO
+    from tests.test_embedding import write_lfw_pairs
+
+    monkeypatch.chdir(tmp_path)
+    pairs = write_lfw_pairs(tmp_path / "lfw", people=3, per_person=3)
+    foreign = tiny_dnn(tmp_path)
+    args = ["--config", str(REPO / "configs" / "embedding_dlib.yaml"), "--pairs", str(pairs),
+            f"--model.init_args.weights_path={foreign}", "--data.align=null"]
+    code = run_tool("evaluate.py", cli.evaluate, args)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("evaluate.py: error: ") and "tiny.dat" in last
+    assert "is not dlib's face recognition ResNet" in last and "Union" not in last  # the model's own message, not jsonargparse's

@@ -51,3 +51,14 @@ def test_manual_gradcam_is_a_normalised_map() -> None:
 def test_unknown_model_is_rejected() -> None:
     with pytest.raises(ValueError, match="Unknown models"):
         run_gradcam(batch_size=1, image_size=32, repeats=1, warmup=0, models=("alexnet",))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_peers_are_timed_on_the_same_batch_and_agree_where_they_compute_the_same(result: dict, name: str) -> None:
+    for peer in ("pytorch_grad_cam", "captum_gradcam", "captum_guided"):
+        assert result[f"{peer}_{name}_img_s"] > 0
+    assert result[f"gradcam_vs_pytorch_grad_cam_{name}"] > 0 and result[f"guided_vs_captum_guided_{name}"] > 0
+    assert result[f"captum_gradcam_max_abs_diff_{name}"] < 1e-4
+    assert result[f"captum_guided_max_abs_diff_{name}"] < 1e-4
+    if name == "resnet50":  # VGG16's features.28 feeds an in-place ReLU, which pytorch-grad-cam's stored activation sees
+        assert result[f"pytorch_grad_cam_max_abs_diff_{name}"] < 1e-4

@@ -85,7 +85,7 @@ def test_the_top_level_holds_at_most_eight_modules_and_the_rooms_exist() -> None
         assert (PACKAGE / room / "__init__.py").is_file(), room
     # one callback per file, as Lightning's own callbacks/
     callbacks = {p.stem for p in (PACKAGE / "callbacks").glob("*.py")}
-    assert callbacks == {"__init__", "checkpoint", "freeze_unfreeze", "gradcam_logger"}
+    assert callbacks == {"__init__", "checkpoint", "freeze_stages", "freeze_unfreeze", "gradcam_logger"}
 
 
 @pytest.mark.parametrize("path", MODULES, ids=[module_name(p) for p in MODULES])
@@ -169,14 +169,15 @@ def help_text(tool: str, sub: list[str], capsys: pytest.CaptureFixture) -> str:
 
 
 @pytest.mark.parametrize("tool, sub", [("train.py", []), ("evaluate.py", []), ("explain.py", []), ("detect.py", []),
-                                       ("gallery.py", ["enroll"]), ("gallery.py", ["identify"]), ("gallery.py", ["verify"]),
-                                       ("gallery.py", ["evaluate"])])
+                                       ("export.py", []), ("gallery.py", ["enroll"]), ("gallery.py", ["identify"]),
+                                       ("gallery.py", ["verify"]), ("gallery.py", ["evaluate"])])
 def test_every_tool_that_reads_a_checkpoint_takes_ckpt_path(tool: str, sub: list[str], capsys: pytest.CaptureFixture) -> None:
     text = help_text(tool, sub, capsys)
     assert "--ckpt_path" in text and "--ckpt " not in text
 
 
-@pytest.mark.parametrize("tool, sub", [("evaluate.py", []), ("explain.py", []), ("detect.py", []), ("gallery.py", ["identify"]),
+@pytest.mark.parametrize("tool, sub", [("evaluate.py", []), ("explain.py", []), ("detect.py", []), ("export.py", []),
+                                       ("gallery.py", ["identify"]),
                                        ("gallery.py", ["split"]), ("baselines.py", []), ("benchmark.py", []),
                                        ("prepare_crops.py", [])])
 def test_every_tool_that_writes_takes_output_and_a_plain_overwrite_flag(

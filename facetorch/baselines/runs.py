@@ -24,9 +24,10 @@ from facetorch.baselines.classical import (
     chi_square_distances,
 )
 from facetorch.data.datamodule import FaceDataModule
-from facetorch.data.datasets import SampleIndex, read_image, to_uint8
+from facetorch.data.datasets import SampleIndex, to_uint8
 from facetorch.data.detection import BoxIndex
 from facetorch.data.haar import HaarFaceDetector
+from facetorch.data.images import read_image
 from facetorch.data.transforms import CenterCropFraction
 
 Method = Literal["hog_svm", "haar", "eigenfaces_svm", "lbp_nn", "mean_box"]

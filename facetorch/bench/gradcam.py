@@ -76,6 +76,52 @@ def input_gradient(model: nn.Module, images: Tensor) -> Tensor:
     return grad
 
 
+def _normalized(cams: Tensor) -> Tensor:
+    """Per-sample min-max scaling of maps (B, H, W) to [0, 1], as facetorch's GradCAM returns them."""
+    low = cams.amin(dim=(1, 2), keepdim=True)
+    span = cams.amax(dim=(1, 2), keepdim=True) - low
+    return (cams - low) / span.clamp_min(torch.finfo(cams.dtype).tiny)
+
+
+def peer_variants(model: nn.Module, layer: nn.Module, images: Tensor) -> dict[str, Callable[[], Tensor]]:
+    """Grad-CAM and Guided Backprop of the peer libraries that are installed, on the same model and batch.
+
+    ``pytorch_grad_cam`` (jacobgil/pytorch-grad-cam) and ``captum_gradcam`` (captum's
+    LayerGradCam, upsampled bilinearly and min-max scaled per sample, as facetorch does) explain
+    each sample's predicted class at the same layer; ``captum_guided`` is captum's GuidedBackprop.
+    """
+    variants: dict[str, Callable[[], Tensor]] = {}
+    with torch.no_grad():
+        predicted = model(images).argmax(dim=1)
+    size = tuple(images.shape[-2:])
+    try:
+        from pytorch_grad_cam import GradCAM as PeerGradCAM
+    except ImportError:
+        pass
+    else:
+
+        def pytorch_grad_cam() -> Tensor:
+            with PeerGradCAM(model=model, target_layers=[layer]) as cam:
+                return torch.from_numpy(cam(input_tensor=images, targets=None)).to(images.device)
+
+        variants["pytorch_grad_cam"] = pytorch_grad_cam
+    try:
+        from captum.attr import GuidedBackprop as PeerGuidedBackprop
+        from captum.attr import LayerAttribution, LayerGradCam
+    except ImportError:
+        pass
+    else:
+
+        def captum_gradcam() -> Tensor:
+            cams = LayerGradCam(model, layer).attribute(images, target=predicted, relu_attributions=True)
+            cams = LayerAttribution.interpolate(cams, size, interpolate_mode="bilinear")[:, 0]
+            return _normalized(cams.detach())
+
+        variants["captum_gradcam"] = captum_gradcam
+        variants["captum_guided"] = lambda: PeerGuidedBackprop(model).attribute(images.clone(), target=predicted).detach()
+    return variants
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -90,8 +136,8 @@ def _timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, Tenso
     return time.perf_counter() - start, result
 
 
-def _measure_model(name: str, images: Tensor, repeats: int, warmup: int) -> dict[str, Any]:
-    """Time the four variants alternately on one model; images/s medians, ratios and map agreement."""
+def _measure_model(name: str, images: Tensor, repeats: int, warmup: int, peers: bool = False) -> dict[str, Any]:
+    """Time the variants alternately on one model; images/s medians, ratios and map agreement."""
     spec = GRADCAM_MODELS[name]
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None).to(images.device).eval()
@@ -112,6 +158,8 @@ def _measure_model(name: str, images: Tensor, repeats: int, warmup: int) -> dict
         "guided": guided,
         "input_grad": lambda: input_gradient(model, images),
     }
+    if peers:
+        variants.update(peer_variants(model, layer, images))
     rates: dict[str, list[float]] = {key: [] for key in variants}
     maps: dict[str, Tensor] = {}
     for i in range(warmup + repeats):  # alternate, so slow phases of a noisy machine hit every variant
@@ -131,7 +179,20 @@ def _measure_model(name: str, images: Tensor, repeats: int, warmup: int) -> dict
         f"guided_backprop_{name}_img_s": round(medians["guided"], 3),
         f"input_grad_{name}_img_s": round(medians["input_grad"], 3),
         f"guided_vs_input_grad_{name}": round(medians["guided"] / medians["input_grad"], 3),
+        **_peer_report(name, medians, maps),
     }
+
+
+def _peer_report(name: str, medians: dict[str, float], maps: dict[str, Tensor]) -> dict[str, Any]:
+    """The ratio of images/s (facetorch / peer) and the largest difference between the maps, per peer."""
+    report: dict[str, Any] = {}
+    for peer, ours in (("pytorch_grad_cam", "gradcam"), ("captum_gradcam", "gradcam"), ("captum_guided", "guided")):
+        if peer not in medians:
+            continue
+        report[f"{peer}_{name}_img_s"] = round(medians[peer], 3)
+        report[f"{ours}_vs_{peer}_{name}"] = round(medians[ours] / medians[peer], 3)
+        report[f"{peer}_max_abs_diff_{name}"] = float((maps[ours].float().cpu() - maps[peer].float().cpu()).abs().max())
+    return report
 
 
 def run_gradcam(
@@ -141,6 +202,7 @@ def run_gradcam(
     warmup: int = 1,
     accelerator: str = "cpu",
     models: Sequence[str] = ("vgg16", "resnet50"),
+    peers: bool = True,
 ) -> dict[str, Any]:
     """Time Grad-CAM and Guided Backprop in fp32 on torchvision models with random weights.
 
@@ -151,12 +213,15 @@ def run_gradcam(
         warmup: Untimed repetitions first (allocator, oneDNN / cuDNN kernel choice).
         accelerator: ``"cpu"`` or ``"gpu"``.
         models: Names from ``GRADCAM_MODELS``.
+        peers: Also time pytorch-grad-cam and captum (those installed) on the same model and batch.
 
     Returns:
         A flat dict; per model ``gradcam_vs_manual_<model>`` (facetorch / hand-written images/s,
         goal >= 0.9), ``gradcam_max_abs_diff_<model>`` between the two maps,
         ``guided_backprop_<model>_img_s`` and ``guided_vs_input_grad_<model>`` (against one plain
-        forward + backward to the input), the images/s medians, and the device.
+        forward + backward to the input), the images/s medians, and the device; with ``peers``,
+        ``gradcam_vs_<peer>_<model>`` / ``guided_vs_captum_guided_<model>`` (facetorch / peer
+        images/s) and ``<peer>_max_abs_diff_<model>`` (map agreement).
     """
     unknown = sorted(set(models) - set(GRADCAM_MODELS))
     if unknown:
@@ -174,5 +239,5 @@ def run_gradcam(
         "warmup": warmup,
     }
     for name in models:
-        result.update(_measure_model(name, images, repeats, warmup))
+        result.update(_measure_model(name, images, repeats, warmup, peers))
     return result

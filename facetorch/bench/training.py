@@ -35,7 +35,7 @@ class BenchmarkSetup:
     """What one task's benchmark trains: a task, the plain model inside it, and fixed batches."""
 
     name: str
-    make_task: Callable[[bool], pl.LightningModule]  # channels_last -> task
+    make_task: Callable[..., pl.LightningModule]  # (channels_last, compile=False) -> task
     plain_model: Callable[[pl.LightningModule], nn.Module]
     plain_loss: Callable[[nn.Module, Any], torch.Tensor]
     batches: list[Any]
@@ -157,8 +157,8 @@ def config_setup(
     if data.train_batches == "pk":  # P x K batches of --batch-size images
         data.identities_per_batch = max(2, batch_size // data.images_per_identity)
 
-    def make_task(channels_last: bool) -> FaceTask:
-        return task_class(**{**model_args, "channels_last": channels_last})
+    def make_task(channels_last: bool, compile: bool = False) -> FaceTask:
+        return task_class(**{**model_args, "channels_last": channels_last, "compile": compile})
 
     return BenchmarkSetup(name, make_task, plain_model, plain_loss, _fixed_batches(data, batch_size, steps), data,
                           make_callbacks=lambda: config_callbacks(config))
@@ -270,10 +270,12 @@ def _loader(batches: list[Any]) -> DataLoader:
     return DataLoader(TensorDataset(images, labels), batch_size=len(batches[0][0]), shuffle=False)
 
 
-def trainer_throughput(setup: BenchmarkSetup, accelerator: str, precision: str, channels_last: bool, warmup: int) -> float:
+def trainer_throughput(
+    setup: BenchmarkSetup, accelerator: str, precision: str, channels_last: bool, warmup: int, compile: bool = False
+) -> float:
     """Images/s of ``Trainer.fit`` on the fixed batches (no logging, checkpoints or progress bar)."""
     torch.manual_seed(0)
-    task = setup.make_task(channels_last)
+    task = setup.make_task(channels_last, compile=compile)
     timer = _StepTimer(warmup)
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=precision, max_epochs=1, logger=False,
@@ -340,18 +342,32 @@ def _cycle(loader: DataLoader) -> Iterator[Any]:
         yield from loader
 
 
+def compiled_output_difference(setup: BenchmarkSetup, device: torch.device) -> float:
+    """Max abs difference between the eager and the ``torch.compile`` forward of one task on a batch."""
+    torch.manual_seed(0)
+    eager = setup.make_task(False).to(device).eval()
+    compiled = setup.make_task(False, compile=True).to(device).eval()
+    compiled.load_state_dict(eager.state_dict())
+    images = setup.batches[0][0].to(device)
+    with torch.inference_mode():
+        first, second = eager(images), compiled(images)
+    if isinstance(first, (tuple, list)):  # the detector: (logit, box)
+        return max(float((a.float() - b.float()).abs().max()) for a, b in zip(first, second))
+    return float((first.float() - second.float()).abs().max())
+
+
 def _chips(data: FaceDataModule, count: int) -> list[Any]:
     """``count`` prepared training images (aligned chips with ``data.align``), uint8, as the model's loader sees them."""
     dataset = data.datasets["train"]
     return [dataset.load(i % len(dataset)) for i in range(count)]
 
 
-def _embed_rate(model: nn.Module, batches: list[torch.Tensor], bf16: bool) -> float:
-    """Faces/s of ``model`` (eval, inference mode) over ``batches``: fp32, or bf16 autocast with channels-last."""
+def _embed_rate(model: nn.Module, batches: list[torch.Tensor], bf16: bool, channels_last: bool) -> float:
+    """Faces/s of ``model`` (eval, inference mode) over ``batches``: fp32 or bf16 autocast, channels-last or not."""
     start = time.perf_counter()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for batch in batches:
-            model(batch.contiguous(memory_format=torch.channels_last) if bf16 else batch)
+            model(batch.contiguous(memory_format=torch.channels_last) if channels_last else batch)
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 
@@ -370,7 +386,7 @@ def _dlib_network(task: EmbeddingTask) -> Optional[Any]:
 
 
 def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, repeats: int) -> dict[str, Any]:
-    """Faces/s of the embedding network on the same chips: fp32, bf16 + channels-last, and dlib's own network.
+    """Faces/s of the embedding network on the same chips: fp32 (plain, channels-last), bf16 + channels-last, dlib's.
 
     The variants alternate (the order reversed every other round); medians are reported. dlib is
     timed only for ``backbone: dlib_resnet`` with pretrained weights, when ``import dlib`` works;
@@ -385,9 +401,9 @@ def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, re
     fp32 = task.model.eval()
     fast = copy.deepcopy(task.model).to(memory_format=torch.channels_last).eval()
     network = _dlib_network(task)
-    samples: dict[str, list[float]] = {"fp32": [], "bf16": [], "dlib": []}
+    samples: dict[str, list[float]] = {"fp32": [], "fp32_cl": [], "bf16": [], "dlib": []}
     for round_ in range(repeats + 1):  # the first round warms up
-        order = ["fp32", "bf16", "dlib"][:: -1 if round_ % 2 else 1]
+        order = ["fp32", "fp32_cl", "bf16", "dlib"][:: -1 if round_ % 2 else 1]
         for name in order:
             if name == "dlib":
                 if network is None:
@@ -397,13 +413,14 @@ def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, re
                     network.compute_face_descriptor(chips[i : i + batch_size])
                 rate = len(chips) / (time.perf_counter() - start)
             else:
-                rate = _embed_rate(fp32 if name == "fp32" else fast, split, bf16=name == "bf16")
+                rate = _embed_rate(fp32 if name == "fp32" else fast, split, bf16=name == "bf16", channels_last=name != "fp32")
             if round_:
                 samples[name].append(rate)
     result: dict[str, Any] = {
         "embed_batch_size": batch_size,
         "embed_faces": len(chips),
         "embed_fp32_faces_s": round(statistics.median(samples["fp32"]), 2),
+        "embed_fp32_channels_last_faces_s": round(statistics.median(samples["fp32_cl"]), 2),
         "embed_bf16_channels_last_faces_s": round(statistics.median(samples["bf16"]), 2),
     }
     result["embed_bf16_vs_fp32"] = round(result["embed_bf16_channels_last_faces_s"] / result["embed_fp32_faces_s"], 3)
@@ -411,6 +428,7 @@ def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, re
         dlib_rate = statistics.median(samples["dlib"])
         result["dlib_faces_s"] = round(dlib_rate, 2)
         result["fp32_vs_dlib"] = round(result["embed_fp32_faces_s"] / dlib_rate, 2)
+        result["fp32_channels_last_vs_dlib"] = round(result["embed_fp32_channels_last_faces_s"] / dlib_rate, 2)
         result["bf16_vs_dlib"] = round(result["embed_bf16_channels_last_faces_s"] / dlib_rate, 2)
         theirs = np.array([np.array(network.compute_face_descriptor(chip)) for chip in chips[:8]])
         with torch.inference_mode():
@@ -420,27 +438,69 @@ def embedding_inference(setup: BenchmarkSetup, batch_size: int, batches: int, re
     return result
 
 
-def run(task: str, batch_size: int = 32, steps: int = 12, warmup: int = 2, repeats: int = 3,
-        accelerator: str = "cpu", data_root: Optional[str] = None, config: Optional[str] = None) -> dict[str, Any]:
+def run(
+    task: str,
+    batch_size: int = 32,
+    steps: int = 12,
+    warmup: int = 2,
+    repeats: int = 3,
+    accelerator: str = "cpu",
+    data_root: Optional[str] = None,
+    config: Optional[str] = None,
+    compile: bool = False,
+    inference_batch_sizes: tuple[int, ...] = (),
+) -> dict[str, Any]:
     """Measure one task; every ratio compares variants measured alternately in this process.
+
+    Args:
+        task: A name in :data:`SETUPS`.
+        batch_size: Training batch size.
+        steps: Training steps per measurement, warm-up included.
+        warmup: Untimed steps first (with ``compile``, they hold the compilation).
+        repeats: Alternating rounds; medians are reported.
+        accelerator: ``cpu`` or ``gpu``.
+        data_root: The task's data folder (``None``: built-in data where the task has some).
+        config: A config file whose model and data sections replace the task's own (``--config``).
+        compile: Also train with ``compile: true`` (fp32) and check its outputs against eager.
+        inference_batch_sizes: Also time inference at these batch sizes
+            (:func:`facetorch.bench.inference.inference_throughput`); empty: no inference rows.
 
     Returns:
         A flat dict: ``trainer_vs_plain`` (Lightning overhead; 1.0 means none), ``bf16_speedup``
         (bf16-mixed + channels_last over fp32, both through the Trainer), ``loader_vs_model``
-        (> 1 means the loader outpaces training), the medians in images/s, and the device.
+        (> 1 means the loader outpaces training), the medians in images/s, and the device; with
+        ``compile``, ``compile_speedup`` and ``compiled_max_abs_diff``; with inference batch
+        sizes, the ``infer_*`` keys.
     """
     if task not in SETUPS:
         raise ValueError(f"--task must be one of {sorted(SETUPS)}, got {task!r}")
     setup = SETUPS[task](batch_size, steps, data_root, config)
     device = torch.device("cuda" if accelerator in ("gpu", "cuda") else "cpu")
-    samples: dict[str, list[float]] = {"plain_fp32": [], "trainer_fp32": [], "trainer_bf16_cl": []}
-    for _ in range(repeats):  # alternate, so slow phases of a noisy machine hit every variant
-        samples["plain_fp32"].append(plain_throughput(setup, device, warmup))
-        samples["trainer_fp32"].append(trainer_throughput(setup, accelerator, "32-true", False, warmup))
-        samples["trainer_bf16_cl"].append(trainer_throughput(setup, accelerator, "bf16-mixed", True, warmup))
+    variants: dict[str, Callable[[], float]] = {
+        "plain_fp32": lambda: plain_throughput(setup, device, warmup),
+        "trainer_fp32": lambda: trainer_throughput(setup, accelerator, "32-true", False, warmup),
+        "trainer_bf16_cl": lambda: trainer_throughput(setup, accelerator, "bf16-mixed", True, warmup),
+    }
+    if compile:
+        variants["trainer_compiled_fp32"] = lambda: trainer_throughput(setup, accelerator, "32-true", False, warmup, True)
+    samples: dict[str, list[float]] = {key: [] for key in variants}
+    for i in range(repeats):  # alternate, so slow phases of a noisy machine hit every variant
+        order = list(variants.items()) if i % 2 == 0 else list(variants.items())[::-1]
+        for key, measure in order:
+            samples[key].append(measure())
     medians = {key: statistics.median(values) for key, values in samples.items()}
     loader = loader_throughput(setup.data, max(4, steps))
-    extra = {"inference_batch1_fps": round(batch1_inference_fps(setup, device), 2)} if setup.batch1_inference else {}
+    extra: dict[str, Any] = {}
+    if setup.batch1_inference:
+        extra["inference_batch1_fps"] = round(batch1_inference_fps(setup, device), 2)
+    if compile:
+        extra["trainer_compiled_fp32_img_s"] = round(medians["trainer_compiled_fp32"], 2)
+        extra["compile_speedup"] = round(medians["trainer_compiled_fp32"] / medians["trainer_fp32"], 3)
+        extra["compiled_max_abs_diff"] = compiled_output_difference(setup, device)
+    if inference_batch_sizes:
+        from facetorch.bench.inference import inference_throughput
+
+        extra.update(inference_throughput(setup, accelerator, inference_batch_sizes, repeats=repeats, compile=compile))
     if setup.embedding_inference and accelerator == "cpu":
         extra.update(embedding_inference(setup, batch_size, max(1, (steps - warmup) // 2), repeats))
     return {

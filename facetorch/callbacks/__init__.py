@@ -8,10 +8,13 @@ Example::
         init_args: {every_n_epochs: 5}
       - class_path: facetorch.callbacks.FreezeUnfreeze
         init_args: {unfreeze_at_epoch: 5, lr_factor: 0.1}
+      - class_path: facetorch.callbacks.FreezeStages
+        init_args: {up_to: inception_4e}
 """
 
 from facetorch.callbacks.checkpoint import AtomicCheckpointIO, BestAndLastCheckpoint, best_checkpoint
+from facetorch.callbacks.freeze_stages import FreezeStages
 from facetorch.callbacks.freeze_unfreeze import FreezeUnfreeze
 from facetorch.callbacks.gradcam_logger import GradCAMLogger
 
-__all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeUnfreeze", "GradCAMLogger", "best_checkpoint"]
+__all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeStages", "FreezeUnfreeze", "GradCAMLogger", "best_checkpoint"]

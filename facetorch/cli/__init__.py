@@ -5,7 +5,7 @@
 - ``tools/explain.py``: :mod:`facetorch.cli.explain`; ``tools/gallery.py``: :mod:`facetorch.cli.gallery`;
   ``tools/detect.py``: :mod:`facetorch.cli.detect`; ``tools/baselines.py``: :mod:`facetorch.cli.baselines`;
   ``tools/benchmark.py``: :mod:`facetorch.cli.benchmark`; ``tools/prepare_crops.py``:
-  :mod:`facetorch.cli.prepare_crops`.
+  :mod:`facetorch.cli.prepare_crops`; ``tools/export.py``: :mod:`facetorch.cli.export`.
 
 Every tool takes ``--ckpt_path`` (where it reads a checkpoint), ``--output`` and ``--overwrite``
 (a plain flag: without it an existing, non-empty output is refused before any work starts),

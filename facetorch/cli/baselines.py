@@ -12,7 +12,6 @@ pairs.txt instead, with the keys of ``tools/evaluate.py --pairs``.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, Optional
 
@@ -51,7 +50,7 @@ def baselines(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
             report = run_verification_baseline(method, data, args.pairs)
         else:
             report = run_baseline(method, data, args.test_root)
-        print(json.dumps(report), flush=True)
+        print(io.json_line(report), flush=True)
         reports.append(report)
     if args.output:
         io.write_json(args.output, {"baselines": reports})

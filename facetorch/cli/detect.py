@@ -10,7 +10,6 @@ as the last line of stdout.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from typing import Optional
@@ -41,7 +40,7 @@ def detect(argv: Optional[list[str]] = None) -> DetectionRun:
     detector = Detector(args.ckpt_path, args.threshold, args.device)
     run = detect_source(detector, args.source, args.output, overwrite=args.overwrite, max_frames=args.max_frames,
                         fourcc=args.fourcc, progress=not args.quiet)  # fmt: skip
-    print(json.dumps(asdict(run)), flush=True)
+    print(io.json_line(asdict(run)), flush=True)
     return run
 
 

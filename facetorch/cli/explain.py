@@ -12,7 +12,6 @@ device (``--trainer.accelerator``). Nothing is trained or tested and no run fold
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -111,7 +110,7 @@ def write_peak_in_box(task: nn.Module, data: Any, target_spec: Optional[str], ou
     report = peak_in_box_report(task, data.test_dataloader(), task.cam_layer, task.explain_target(target_spec))
     path = output / "peak_in_box.json"
     io.write_json(path, report)
-    print(json.dumps(report))
+    print(io.json_line(report))
     return path
 
 

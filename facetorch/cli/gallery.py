@@ -11,6 +11,13 @@ Examples::
     python tools/gallery.py split     --images PEOPLE_DIR --people 30 --per_person 5 --output DIR
     python tools/gallery.py compose   --lfw LFW_PEOPLE_DIR [--orl ORL_DIR] --output DIR
     python tools/gallery.py score     --truth DIR/truth.csv --recognitions OUT/recognitions.csv
+    python tools/gallery.py identify  --model model.onnx --gallery people.npz --images DIR_OR_FILE
+
+``--model FILE.onnx`` (an ``EmbeddingTask`` exported by ``tools/export.py``) runs instead of a
+checkpoint, with onnxruntime: the same embeddings, the same fingerprint (a gallery enrolled from
+the checkpoint works with its export and the other way round), the same pair threshold. It embeds
+crops or the largest Haar face (``--faces``); ``recognize`` and detector enrolment need
+``--config`` or ``--ckpt_path``, which align the faces.
 
 ``enroll --images`` finds the person's face in each ordinary photo (``--detector``, default
 dlib_cnn) and aligns it; ``--faces whole`` enrols face crops as they are, ``--faces haar`` the
@@ -28,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -38,10 +44,12 @@ from facetorch import io
 from facetorch.cli.common import add_ckpt_path, add_output, add_quiet, rename_legacy_flags, run_tool, tool_parser
 from facetorch.inference.gallery import (
     Embedder,
+    FaceEmbedder,
     Gallery,
     GalleryError,
     enroll,
     evaluate_open_set,
+    haar_face_finder,
     identify,
     split_open_set,
     verify,
@@ -61,6 +69,8 @@ def _parser() -> Any:
     common.add_argument("--config", default=None, metavar="CFG",
                         help="an EmbeddingTask config whose pretrained network to use instead of a checkpoint "
                              "(e.g. configs/embedding_dlib.yaml)")  # fmt: skip
+    common.add_argument("--model", default=None, metavar="FILE.onnx",
+                        help="an EmbeddingTask exported by tools/export.py --format onnx, instead of --ckpt_path")
     common.add_argument("--device", default=None, help="torch device (cpu, cuda; default: cuda when available)")
     common.add_argument(
         "--faces", choices=("whole", "haar"), default=None,
@@ -153,16 +163,35 @@ def _device(name: Optional[str]) -> str:
     return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _embedder(args: Any, gallery: Optional[Gallery] = None, faces: str = "whole") -> Embedder:
-    """The model of ``--config`` or ``--ckpt_path``, else the one the gallery records."""
+def _embedder(args: Any, gallery: Optional[Gallery] = None, faces: str = "whole", aligned: bool = False) -> FaceEmbedder:
+    """The model of ``--config``, ``--ckpt_path`` or ``--model FILE.onnx``, else the one the gallery records.
+
+    ``aligned``: the caller embeds detector boxes (recognize, enrolment with a detector), which
+    the ONNX path cannot do (it does not align).
+    """
+    given = [flag for flag, value in (("--config", args.config), ("--ckpt_path", args.ckpt_path), ("--model", args.model))
+             if value is not None]  # fmt: skip
+    if len(given) > 1:
+        raise ValueError(f"give the embedding model once: {' and '.join(given)} were both given")
     config, ckpt = args.config, args.ckpt_path
-    if config is None and ckpt is None and gallery is not None:
-        kind, _, path = gallery.meta.model.partition(":")
+    if args.model is not None:
+        if aligned:
+            raise ValueError(f"--model {args.model!r}: the ONNX path embeds crops or the largest Haar face (--faces) and "
+                             f"does not align detector boxes; {args.command} needs --config CFG or --ckpt_path CKPT")  # fmt: skip
+        from facetorch.inference.onnx_model import OnnxEmbedder
+
+        face_of = haar_face_finder(args.margin) if faces == "haar" else None
+        return OnnxEmbedder(args.model, face_of=face_of, progress=not args.quiet)
+    if not given:
+        kind, _, path = gallery.meta.model.partition(":") if gallery is not None else ("", "", "")
         if kind in ("config", "ckpt") and Path(path).is_file():
             config, ckpt = (path, None) if kind == "config" else (None, path)
-        else:
+        elif gallery is not None:
             recorded = f"records {gallery.meta.model!r}, which is not there" if gallery.meta.model else "records no model"
             raise ValueError(f"--gallery {args.gallery!r} {recorded}: pass --config CFG or --ckpt_path CKPT")
+        else:
+            raise ValueError("give the embedding model as --config CFG (e.g. configs/embedding_dlib.yaml), "
+                             "as --ckpt_path CKPT or as --model FILE.onnx (one of them)")  # fmt: skip
     return Embedder(ckpt, device=_device(args.device), faces=faces, margin=args.margin, progress=not args.quiet,  # type: ignore[arg-type]
                     config=config)  # fmt: skip
 
@@ -198,7 +227,7 @@ def _enroll(args: Any) -> dict[str, Any]:
         raise ValueError("--source needs --name NAME: the person in front of the camera")
     if args.faces is not None:  # the original way: face crops, or the largest Haar face
         embedder = _embedder(args, faces=args.faces)
-        return enroll(embedder, args.gallery, args.images, args.open_set_fpir)
+        return enroll(embedder, args.gallery, args.images, args.open_set_fpir, faces=args.faces)
     recorded = Gallery.load(args.gallery).meta.detector if Path(args.gallery).exists() else None
     if args.images is not None and not Path(args.images).is_dir():
         raise FileNotFoundError(f"--images {args.images!r} is not a folder of person folders")
@@ -225,7 +254,7 @@ def _recognize(args: Any) -> Any:
     gallery = _load_gallery(args.gallery)
     source = open_source(args.source)  # a missing file or camera fails here, before the models load
     try:
-        embedder = _embedder(args, gallery)
+        embedder = _embedder(args, gallery, aligned=True)
         detector = _detector(args, gallery.meta.detector)
         for note in check_gallery_setup(gallery, embedder, detector.name, args.gallery):
             print(f"{PROG}: note: {note}", file=sys.stderr)
@@ -236,7 +265,7 @@ def _recognize(args: Any) -> Any:
     run = recognize_source(Recognizer(embedder, detector, matcher), source, args.output, overwrite=args.overwrite,
                            every=args.every, max_frames=args.max_frames, batch_size=args.batch_size, show=args.show,
                            fourcc=args.fourcc, progress=not args.quiet)  # fmt: skip
-    print(json.dumps(asdict(run)), flush=True)
+    print(io.json_line(asdict(run)), flush=True)
     return run
 
 
@@ -263,7 +292,7 @@ def _score(args: Any) -> dict[str, Any]:
     report = recognition_metrics(truth, found, iou=args.iou)
     if args.output:
         io.write_json(args.output, report)
-    print(json.dumps(report))
+    print(io.json_line(report))
     return report
 
 
@@ -283,7 +312,7 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
     args = _parser().parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
     if args.command == "split":
         result = split_open_set(args.images, args.output, args.people, args.per_person, args.overwrite)
-        print(json.dumps(result))
+        print(io.json_line(result))
         return result
     if args.command == "compose":
         from facetorch.data.scenes import compose_recognition_set
@@ -291,7 +320,7 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         result = compose_recognition_set(args.lfw, args.output, orl=args.orl, people=args.people,
                                          enrol_per_person=args.per_person, orl_people=args.orl_people,
                                          scenes=args.scenes, seed=args.seed, overwrite=args.overwrite)  # fmt: skip
-        print(json.dumps(result))
+        print(io.json_line(result))
         return result
     if args.command == "score":
         return _score(args)
@@ -301,14 +330,14 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         result = _enroll(args)
         for path, reason in result["skipped"].items():
             print(f"skipped {path}: {reason}", file=sys.stderr)
-        print(json.dumps({k: v for k, v in result.items() if k != "skipped"} | {"skipped": len(result["skipped"])}))
+        print(io.json_line({k: v for k, v in result.items() if k != "skipped"} | {"skipped": len(result["skipped"])}))
         return result
     if getattr(args, "output", None):  # before the model is loaded and any image is embedded
         io.check_output_file(args.output, args.overwrite)
     embedder = _embedder(args, faces=args.faces or "whole")
     if args.command == "verify":
         result = verify(embedder, args.image1, args.image2, args.threshold)
-        print(json.dumps(result))
+        print(io.json_line(result))
         return result
     people = Gallery.load(args.gallery)
     people.check_model(embedder, args.gallery)
@@ -324,7 +353,7 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
     report = evaluate_open_set(embedder, people, args.known, args.unknown, args.threshold)
     if args.output:
         io.write_json(args.output, report)
-    print(json.dumps(report))
+    print(io.json_line(report))
     return report
 
 

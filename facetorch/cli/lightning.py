@@ -11,7 +11,8 @@ under ``DIR`` (as Lightning users expect). Each new run takes the next free ``ve
 
 from __future__ import annotations
 
-import json
+import importlib
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +26,9 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from facetorch import io
 from facetorch.callbacks.checkpoint import AtomicCheckpointIO, best_checkpoint
-from facetorch.cli.common import run_tool
+from facetorch.cli.common import INPUT_ERRORS, run_tool
 from facetorch.data import FaceDataModule
-from facetorch.inference.checkpoint import INITIAL_WEIGHT_ARGS
+from facetorch.inference.checkpoint import INITIAL_WEIGHT_ARGS, CheckpointError, read_checkpoint, task_class_name
 from facetorch.tasks import FaceTask
 
 DEFAULT_SAVE_DIR = "runs"
@@ -72,12 +73,23 @@ class FaceCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
-        _place_run_folder(self.command_config)
+        config = self.command_config
+        _place_run_folder(config)
+        if config.get("ckpt_path"):  # a missing, broken or foreign checkpoint is named before any work
+            check_checkpoint_fits(config.ckpt_path, config.get("model.class_path"))
 
     def instantiate_classes(self) -> None:
         ckpt_path = self.command_config.get("ckpt_path")
         with _initial_weights_off(self.command_config.get("model"), active=bool(ckpt_path)):
-            super().instantiate_classes()
+            try:
+                super().instantiate_classes()
+            except ValueError as error:
+                # jsonargparse wraps a class's own error (a missing weight file, a bad option) in
+                # "Does not validate against any of the Union subtypes ..." and the whole config;
+                # the class's one-line message is what the user needs.
+                if isinstance(error.__cause__, INPUT_ERRORS):
+                    raise error.__cause__ from None
+                raise
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
@@ -90,6 +102,23 @@ class FaceCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
+
+
+def check_checkpoint_fits(ckpt_path: str, class_path: Optional[str]) -> None:
+    """Refuse a checkpoint that is missing, unreadable or of another task than the config's model.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not a facetorch checkpoint, or of another task (both names in the message).
+    """
+    checkpoint = read_checkpoint(ckpt_path)
+    saved = task_class_name(checkpoint)
+    if saved and class_path and saved.rsplit(".", 1)[-1] != class_path.rsplit(".", 1)[-1]:
+        name = saved.rsplit(".", 1)[-1]
+        raise CheckpointError(
+            f"--ckpt_path {ckpt_path!r} is a{'n' if name[0] in 'AEIOU' else ''} {name} checkpoint, but the config's model is "
+            f"{class_path.rsplit('.', 1)[-1]}; give the config the checkpoint was trained with (its run folder's config.yaml)"
+        )
 
 
 def _place_run_folder(config: Namespace) -> None:
@@ -158,7 +187,37 @@ class EvaluateCLI(FaceCLI):
         # Always every image of --data.root, even with a run's saved config.yaml (eval_all: false).
         self.config["data"]["eval_all"] = True
         if self.config.get("pairs"):
+            model = str(self.config.get("model.class_path") or "")
+            if not _is_embedding_task(model):
+                raise ValueError(
+                    f"--pairs verifies face pairs with an embedding model, but the config's model is "
+                    f"{model.rsplit('.', 1)[-1] or 'not set'}; give an embedding config (e.g. configs/embedding_triplet.yaml)"
+                )
             self.config["data"]["pairs_file"] = self.config["pairs"]
+
+
+def _is_embedding_task(class_path: str) -> bool:
+    from facetorch.tasks import EmbeddingTask
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, EmbeddingTask)
+
+
+def _discard_empty_run(trainer: Trainer) -> None:
+    """Remove a run folder that a failed run left holding only its config (nothing to look at)."""
+    logger = trainer.loggers[0] if trainer.loggers else None
+    folder = Path(logger.log_dir) if logger is not None and getattr(logger, "log_dir", None) else None
+    if folder is None or not folder.is_dir() or not trainer.is_global_zero:
+        return
+    leftovers = [p for p in folder.rglob("*") if p.is_file()]
+    only_setup = all(p.name in ("config.yaml", "hparams.yaml") or (p.name == "metrics.csv" and p.stat().st_size < 200)
+                     for p in leftovers)  # fmt: skip
+    if only_setup and not any(p.suffix == ".ckpt" for p in leftovers):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _best_or_last(trainer: Trainer) -> Optional[str]:
@@ -202,7 +261,11 @@ def train(args: Optional[list[str]] = None) -> dict[str, Any]:
     """
     cli = TrainCLI(args=args, run=False)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    trainer.fit(model, datamodule=data, ckpt_path=cli.config.ckpt_path)
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=cli.config.ckpt_path)
+    except BaseException:
+        _discard_empty_run(trainer)
+        raise
     ckpt = _best_or_last(trainer)
     if data.has_split("test"):
         trainer.test(model, datamodule=data, ckpt_path=ckpt)
@@ -230,7 +293,7 @@ def evaluate(args: Optional[list[str]] = None) -> dict[str, Any]:
     if cli.trainer.is_global_zero:
         _say_where(cli.trainer)
         sys.stdout.flush()
-        print(json.dumps(report), flush=True)
+        print(io.json_line(report), flush=True)
     return report
 
 

@@ -17,6 +17,7 @@ from facetorch.cli.common import add_output, add_quiet, rename_legacy_flags, run
 from facetorch.data.annotations import scan_labelme_folder, scan_voc_folder
 from facetorch.data.crops import (
     check_output_folder,
+    clear_previous_crops,
     haar_annotations,
     split_by_image,
     write_crops,
@@ -88,6 +89,8 @@ def _run(args: argparse.Namespace) -> str:
     sources = [*args.labelme, *args.voc, *args.haar]
     for source in sources:  # before any slow step
         check_output_folder(args.output, args.overwrite, source=source)
+    if args.overwrite:  # one clean-up of every earlier run's crops (with --split they sit in sub-folders)
+        clear_previous_crops(args.output)
     annotations = []
     for folder in args.labelme:
         annotations += scan_labelme_folder(folder, max_faces=args.max_faces)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
+from facetorch.data import images
 from facetorch.data.files import IMAGE_EXTENSIONS, list_images
+
+FACE_LABEL = "face"  # LabelMe rectangles whose label starts with this (any case) are faces
 
 __all__ = [
     "AnnotationError",
@@ -69,11 +69,10 @@ def read_image_size(path: Path) -> tuple[int, int]:
     """
     if not path.is_file():
         raise AnnotationError(f"{path}: image file not found")
-    # np.fromfile + imdecode instead of cv2.imread: imread fails silently on some non-ASCII paths.
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise AnnotationError(f"{path}: expected a readable image, got a file OpenCV cannot decode")
-    return int(image.shape[1]), int(image.shape[0])
+    try:
+        return images.read_image_size(path)  # EXIF orientation applied, as every reader here does
+    except images.ImageReadError as error:
+        raise AnnotationError(f"{path}: expected a readable image: {error}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,7 +86,12 @@ def read_labelme(
     check_image: bool = True,
     image_path: Path | None = None,
 ) -> FaceAnnotation:
-    """Read one LabelMe 5 JSON file; every ``rectangle`` shape is a face.
+    """Read one LabelMe 5 JSON file; every ``rectangle`` shape labelled ``face...`` is a face.
+
+    A rectangle's label must start with ``face`` (any case: ``face``, ``Face``, ``face_masked``);
+    another label (``cat``) is an error rather than a face. ``imagePath`` must name the image the
+    JSON sits beside (or a file that does not exist, as LabelMe writes paths from the machine
+    that drew the boxes): a JSON that names another existing image is an error.
 
     Args:
         json_path: The ``.json`` file.
@@ -117,6 +121,8 @@ def read_labelme(
     raw_boxes = [_labelme_rectangle(shape, json_path, i) for i, shape in enumerate(shapes)]
     if image_path is None:
         image_path = _resolve_labelme_image(json_path, data["imagePath"])
+    else:
+        _check_image_path(json_path, data["imagePath"], image_path)
     return _finish(json_path, image_path, width, height, raw_boxes, max_faces, check_image)
 
 
@@ -140,6 +146,12 @@ def _labelme_rectangle(shape: Any, path: Path, index: int) -> Box:
             raise AnnotationError(f"{where}: missing key {key!r}")
     if shape["shape_type"] != "rectangle":
         raise AnnotationError(f"{where}: expected shape_type 'rectangle' (a face box), got {shape['shape_type']!r}")
+    label = shape.get("label", "face")
+    if not (isinstance(label, str) and label.strip().lower().startswith(FACE_LABEL)):
+        raise AnnotationError(
+            f"{where}: label {label!r} is not a face; facetorch reads rectangles labelled face (any case, e.g. "
+            "'face', 'Face', 'face_masked'): relabel the shape, or remove it"
+        )
     points = shape["points"]
     if not (isinstance(points, list) and len(points) == 2 and all(_is_xy(p) for p in points)):
         raise AnnotationError(f"{where}.points: expected two [x, y] corners, got {points!r}")
@@ -153,6 +165,21 @@ def _is_xy(point: Any) -> bool:
         and len(point) == 2
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)
     )
+
+
+def _check_image_path(json_path: Path, written: Any, image: Path) -> None:
+    """Refuse a JSON beside ``image`` whose ``imagePath`` names another image that exists."""
+    if not isinstance(written, str):
+        raise AnnotationError(f"{json_path}: key 'imagePath': expected a string, got {written!r}")
+    named = Path(written.replace("\\", "/"))
+    if named.name == image.name:
+        return
+    other = json_path.parent / named
+    if other.is_file() and other.resolve() != image.resolve():
+        raise AnnotationError(
+            f"{json_path}: imagePath {written!r} names another image in the folder; expected {image.name!r} (the image "
+            "with the JSON's stem). Fix imagePath, or rename the JSON after the image it annotates"
+        )
 
 
 def _resolve_labelme_image(json_path: Path, image_path: Any) -> Path:
@@ -235,7 +262,8 @@ def _xml_number(node: ET.Element, key: str, path: Path, where: str = "") -> floa
 
 
 def _positive_int(value: Any, path: Path, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
+    whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value == int(value))
+    if isinstance(value, bool) or not whole or value <= 0:
         raise AnnotationError(f"{path}: key {key!r}: expected a positive whole number, got {value!r}")
     return int(value)
 

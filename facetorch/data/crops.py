@@ -21,12 +21,14 @@ import numpy as np
 from facetorch import io
 from facetorch.data.annotations import Box, FaceAnnotation
 from facetorch.data.files import list_images
+from facetorch.data.images import read_image
 from facetorch.data.splits import stratified_split
 from facetorch.evaluation import box_iou
 
 __all__ = [
     "CropSummary",
     "check_output_folder",
+    "clear_previous_crops",
     "crop_box",
     "expand_box",
     "haar_annotations",
@@ -40,6 +42,7 @@ __all__ = [
 FACE_DIR = "face"
 NON_FACE_DIR = "non_face"
 NO_FACE_FILE = "no_face.txt"
+MANIFEST = ".facetorch_written"  # hidden (scanners skip it): the files this module wrote into a folder
 NEGATIVE_ASPECT = 1.5  # height / width of a negative box, about that of a face box
 
 
@@ -183,30 +186,59 @@ def check_output_folder(output: Path, overwrite: bool, *, source: Path | None = 
                 f"--output {str(output)!r} holds the input folder {str(source)!r}; expected a separate folder"
             )
     io.check_output_folder(output, overwrite)
+    if overwrite and output.is_dir():
+        strangers = sorted(_files_under(output) - _written_files(output))
+        if strangers:
+            shown = ", ".join(str(p.relative_to(output)) for p in strangers[:3])
+            raise FileExistsError(
+                f"--output {str(output)!r} holds {len(strangers)} file(s) that prepare_crops did not write ({shown}"
+                f"{', ...' if len(strangers) > 3 else ''}); --overwrite only replaces the crops of an earlier run: "
+                "choose a new or empty folder"
+            )
 
 
-def _clear_previous_crops(output: Path) -> None:
-    """Delete PNG crops and the no-face list of an earlier run.
+def _files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def _written_files(folder: Path) -> set[Path]:
+    """Every file the manifests under ``folder`` list (the crops of earlier runs), and the manifests."""
+    written: set[Path] = set()
+    for manifest in folder.rglob(MANIFEST):
+        written.add(manifest)
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                written.add(manifest.parent / line.strip())
+    return written
+
+
+def _record(root: Path, path: Path) -> None:
+    """Add ``path`` to ``root``'s manifest before the file is written, so a crash cannot orphan it."""
+    with open(root / MANIFEST, "a", encoding="utf-8") as handle:
+        handle.write(f"{path.relative_to(root).as_posix()}\n")
+
+
+def clear_previous_crops(output: Path) -> None:
+    """Delete what earlier runs wrote into ``output`` (as their manifests list), and nothing else.
 
     Stale crops (say, from a run with more negatives per image) would otherwise mix into the new
-    data set. Only files this module writes are removed: ``*.png`` one folder down, ``no_face.txt``.
+    data set. :func:`check_output_folder` has refused a folder holding any other file.
     """
     if not output.is_dir():
         return
-    for folder in (p for p in output.iterdir() if p.is_dir()):
-        for png in folder.glob("*.png"):
-            png.unlink()
-    (output / NO_FACE_FILE).unlink(missing_ok=True)
+    for path in sorted(_written_files(output), key=lambda p: p.name == MANIFEST):  # manifests last
+        path.unlink(missing_ok=True)
 
 
 def _prepare_output(output: Path, overwrite: bool) -> None:
     check_output_folder(output, overwrite)
     if overwrite:
-        _clear_previous_crops(output)
+        clear_previous_crops(output)
     output.mkdir(parents=True, exist_ok=True)
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def _write_png(root: Path, path: Path, image: np.ndarray) -> None:
+    _record(root, path)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"could not encode a PNG for {path} (image shape {image.shape}, dtype {image.dtype})")
@@ -215,20 +247,18 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _read_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an image as uint8 grey or BGR (alpha dropped), checking its size when given."""
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise OSError(f"could not read image {path}: expected a file OpenCV can decode")
-    if image.dtype == np.uint16:  # 16-bit PNG: keep the high byte
-        image = (image >> 8).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise OSError(f"could not read image {path}: expected 8- or 16-bit pixels, got {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    """Read an image as uint8 grey or BGR (for OpenCV's PNG writer), checking its size when given.
+
+    Through :func:`facetorch.data.images.read_image`: upright (EXIF), any bit depth, alpha dropped.
+    """
+    image = read_image(path, channels=None)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     if expected_size is not None and (image.shape[1], image.shape[0]) != expected_size:
         raise ValueError(
             f"{path}: expected image size {expected_size[0]}x{expected_size[1]} (from its annotation), "
-            f"got {image.shape[1]}x{image.shape[0]}"
+            f"got {image.shape[1]}x{image.shape[0]} (after applying the photo's EXIF orientation, as every "
+            "facetorch reader does)"
         )
     return image
 
@@ -294,13 +324,13 @@ def write_crops(
         image = _read_image(annotation.image_path, (annotation.width, annotation.height))
         for i, box in enumerate(annotation.boxes):
             box = expand_box(box, margin, annotation.width, annotation.height)
-            _write_png(output / FACE_DIR / f"{name}_face{i}.png", crop_box(image, box))
+            _write_png(output, output / FACE_DIR / f"{name}_face{i}.png", crop_box(image, box))
             faces += 1
         boxes = sample_negative_boxes(
             annotation.width, annotation.height, annotation.boxes, negatives_per_image, _image_rng(seed, name)
         )
         for j, box in enumerate(boxes):
-            _write_png(output / NON_FACE_DIR / f"{name}_neg{j}.png", crop_box(image, box))
+            _write_png(output, output / NON_FACE_DIR / f"{name}_neg{j}.png", crop_box(image, box))
         negatives += len(boxes)
         missing += negatives_per_image - len(boxes)
     return CropSummary(output, len(annotations), faces, negatives, missing)
@@ -368,7 +398,7 @@ def write_identity_crops(
         # INTER_AREA averages when shrinking (no aliasing); it is nearest-like when enlarging.
         interpolation = cv2.INTER_AREA if min(crop.shape[:2]) >= size else cv2.INTER_LINEAR
         (output / target).parent.mkdir(exist_ok=True)
-        _write_png(output / target, cv2.resize(crop, (size, size), interpolation=interpolation))
+        _write_png(output, output / target, cv2.resize(crop, (size, size), interpolation=interpolation))
     return CropSummary(output, len(annotations), len(annotations))
 
 
@@ -377,6 +407,7 @@ def write_no_face_list(output: Path, images: Sequence[Path], root: Path) -> Path
     lines = [Path(p).relative_to(root).as_posix() for p in images]
     path = Path(output) / NO_FACE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    _record(Path(output), path)
     io.write_text(path, "".join(f"{line}\n" for line in lines))
     return path
 

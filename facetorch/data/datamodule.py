@@ -293,9 +293,20 @@ class FaceDataModule(pl.LightningDataModule):
     def _dataset(self, split: str, train: bool) -> torch.utils.data.Dataset:
         index = self.splits[split]
         if len(index) == 0:
+            names = self.class_names
+            found = f"{len(names)} {'identities' if self.split_by == 'identity' else 'classes'} ({', '.join(names[:5])}" + (
+                ", ...)" if len(names) > 5 else ")"
+            )
+            hint = (
+                "data.split_by: identity needs enough people that each split gets one: give more person folders, "
+                "or raise the split's fraction"
+                if self.split_by == "identity"
+                else "give each class more images, or raise the split's fraction"
+            )
             raise ValueError(
-                f"The {split} split of {self.root or 'the built-in data'} is empty "
-                f"(val_fraction={self.val_fraction}, test_fraction={self.test_fraction}, eval_all={self.eval_all})"
+                f"The {split} split of {self.root or 'the built-in data'} is empty: it found {found} in layout "
+                f"{self.layout!r}, split with val_fraction={self.val_fraction}, test_fraction={self.test_fraction}"
+                f"{', eval_all=true' if self.eval_all else ''}; {hint}"
             )
         augmentation = getattr(self, self.layout_spec.augmentation_option) if train else None
         return self.layout_spec.dataset(index, self.input_spec, augmentation, self.cache_images)

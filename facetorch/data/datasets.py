@@ -17,19 +17,15 @@ from typing import Literal, Optional, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from facetorch.data.files import IMAGE_EXTENSIONS, is_image_file, list_images
+from facetorch.data.images import ImageReadError, read_image
 
 FACE_CROP_CLASSES = ("non_face", "face")  # label 1 = face, so the face probability is column 1
 
 ImageSource = Union[Path, np.ndarray]
 """A sample is a file on disk or an image already in memory (H, W) or (H, W, 3), uint8."""
-
-
-class ImageReadError(OSError):
-    """An image file could not be decoded (missing, truncated, or not an image)."""
 
 
 @dataclass
@@ -132,21 +128,6 @@ def scan_identity_folders(root: str | Path, min_images: int = 1, class_names: Se
         sources.extend(imgs)
         labels.extend([label_of[name]] * len(imgs))
     return SampleIndex(sources, labels, names, str(root), dropped)
-
-
-def read_image(path: Path, channels: Literal[1, 3]) -> np.ndarray:
-    """Decode an image file fully, as uint8 (H, W) for 1 channel or (H, W, 3) RGB for 3.
-
-    Raises:
-        ImageReadError: the file is missing, truncated or not an image; the message names it.
-    """
-    try:
-        with Image.open(path) as image:
-            image.load()  # decodes everything now, so a truncated file fails here, not later
-            converted = image.convert("L" if channels == 1 else "RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ImageReadError(f"Cannot read image {str(path)!r}: {error}") from error
-    return np.asarray(converted, dtype=np.uint8)
 
 
 def to_uint8(image: np.ndarray, channels: Literal[1, 3]) -> np.ndarray:

@@ -18,9 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Pair", "balanced_label_pairs", "lfw_image_path", "pair_fold_ids", "read_lfw_pairs"]
+__all__ = ["Pair", "PairsFileError", "balanced_label_pairs", "lfw_image_path", "pair_fold_ids", "read_lfw_pairs"]
 
 _MAX_LISTED_MISSING = 10
+
+
+class PairsFileError(ValueError):
+    """A pairs file that cannot be read: its header, a line, or an index is not what LFW writes."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def _parse_header(line: str, where: str) -> tuple[int, int]:
         return 1, numbers[0]
     if len(numbers) == 2 and min(numbers) > 0:
         return numbers[0], numbers[1]
-    raise ValueError(
+    raise PairsFileError(
         f"{where}: expected a header 'N' or 'FOLDS N' with positive integers, got {line.strip()!r}"
     )
 
@@ -64,7 +68,7 @@ def _index(field: str, where: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{where}: expected a positive image index, got {field!r}")
+        raise PairsFileError(f"{where}: expected a positive image index, got {field!r}")
     return value
 
 
@@ -73,7 +77,7 @@ def _parse_pair(line: str, same: bool, images_dir: Path, fold: int | None, where
     fields = line.split()
     expected = "a matched pair 'name i j'" if same else "a mismatched pair 'name1 i name2 j'"
     if len(fields) != (3 if same else 4):
-        raise ValueError(
+        raise PairsFileError(
             f"{where}: expected {expected}, got {len(fields)} fields: {line.strip()!r}"
         )
     name1, i, name2, j = (fields[0], fields[1], fields[0], fields[2]) if same else fields
@@ -100,7 +104,7 @@ def read_lfw_pairs(
 
     Raises:
         FileNotFoundError: the pairs file or (with ``check_files``) an image is missing.
-        ValueError: a malformed header or line, or a line count that does not match the header;
+        PairsFileError: a malformed header or line, or a line count that does not match the header;
             the message names the file and line number.
     """
     pairs_file = Path(pairs_file)
@@ -108,13 +112,13 @@ def read_lfw_pairs(
         raise FileNotFoundError(f"LFW pairs file not found: {pairs_file}")
     images_dir = pairs_file.parent / "images" if images_dir is None else Path(images_dir)
     # Keep original line numbers; blank lines (e.g. a trailing newline) carry no pair.
-    lines = [
-        (n, text)
-        for n, text in enumerate(pairs_file.read_text().splitlines(), start=1)
-        if text.strip()
-    ]
+    try:
+        text = pairs_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise PairsFileError(f"{pairs_file}: expected a text pairs file (UTF-8), got bytes that are not text ({error})") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not lines:
-        raise ValueError(
+        raise PairsFileError(
             f"{pairs_file}: expected a header line 'N' or 'FOLDS N', got an empty file"
         )
 
@@ -123,7 +127,7 @@ def read_lfw_pairs(
     body = lines[1:]
     expected = folds * 2 * per_kind
     if len(body) != expected:
-        raise ValueError(
+        raise PairsFileError(
             f"{pairs_file}: header {header.strip()!r} announces {expected} pair lines "
             f"({folds} fold(s) x {per_kind} matched + {per_kind} mismatched), got {len(body)}"
         )

@@ -33,7 +33,7 @@ import numpy as np
 
 from facetorch import io
 from facetorch.data.files import list_images
-from facetorch.data.photos import read_photo
+from facetorch.data.images import read_image
 
 __all__ = ["LFW_FACE", "ORL_FACE", "TRUTH_FIELDS", "compose_recognition_set"]
 
@@ -64,7 +64,7 @@ def _people(root: Path, kind: str, min_photos: int) -> list[_Person]:
 
 def _tile(person: _Person, photo: Path) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The picture pasted into a scene (RGB) and the face box in it."""
-    image = read_photo(photo)
+    image = read_image(photo, 3)
     if person.kind == "orl":
         big = cv2.resize(image, None, fx=ORL_SCALE, fy=ORL_SCALE, interpolation=cv2.INTER_LINEAR)
         return big, tuple(v * ORL_SCALE for v in ORL_FACE)  # type: ignore[return-value]
@@ -191,7 +191,7 @@ def compose_recognition_set(
         folder.mkdir(parents=True, exist_ok=True)
         for photo in chosen:
             if person.kind == "orl":  # an ORL face is doubled, as in the scenes, so detectors see it at LFW's size
-                picture = cv2.resize(read_photo(photo), None, fx=ORL_SCALE, fy=ORL_SCALE, interpolation=cv2.INTER_LINEAR)
+                picture = cv2.resize(read_image(photo, 3), None, fx=ORL_SCALE, fy=ORL_SCALE, interpolation=cv2.INTER_LINEAR)
                 io.write_png(folder / f"{Path(photo).stem}.png", picture)
             else:
                 _copy(Path(photo), folder / Path(photo).name)

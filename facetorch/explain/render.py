@@ -28,8 +28,8 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from facetorch import io  # noqa: E402
-from facetorch.data.datasets import ImageReadError, read_image  # noqa: E402
 from facetorch.data.files import IMAGE_EXTENSIONS, is_image_file  # noqa: E402
+from facetorch.data.images import ImageReadError, read_image  # noqa: E402
 from facetorch.data.transforms import InputSpec  # noqa: E402
 from facetorch.explain.gradcam import (  # noqa: E402
     GradCAM,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from facetorch import io
+from facetorch.data.images import ImageReadError, read_image
 from facetorch.inference.checkpoint import load_task
 from facetorch.inference.streams import (
     FOURCC_SUFFIX,
@@ -38,7 +39,7 @@ from facetorch.tasks.detector import FaceDetectorTask
 __all__ = ["Detection", "DetectionRun", "Detector", "detect_source"]
 
 CSV_NAME = "detections.csv"
-CSV_FIELDS = ["source", "frame", "score", "face", "x1", "y1", "x2", "y2"]
+CSV_FIELDS = ["source", "frame", "score", "face", "x1", "y1", "x2", "y2", "error"]
 GREEN = (0, 200, 0)  # BGR, for frames drawn with OpenCV
 GREY = (160, 160, 160)
 
@@ -175,9 +176,10 @@ def _detect_images(detector: Detector, source: Source, output: Path, progress: b
             if stop_asked():
                 stopped = True
                 break
-            frame = cv2.imdecode(np.fromfile(str(file), dtype=np.uint8), cv2.IMREAD_COLOR)
-            if frame is None:
-                writer.writerow({"source": str(file), "frame": frames, "score": "", "face": ""})
+            try:  # the one reader: upright (EXIF), any bit depth; a broken file is reported, not fatal
+                frame = cv2.cvtColor(read_image(file, 3), cv2.COLOR_RGB2BGR)
+            except ImageReadError as error:
+                writer.writerow({"source": str(file), "frame": frames, "error": str(error)})
                 continue
             detection = detector(frame)
             write_png_bgr(frame_path(output, source.root, file), draw(frame, detection))

@@ -22,10 +22,10 @@ import hashlib
 import io as bytes_io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Protocol
 
 import numpy as np
 import torch
@@ -33,8 +33,8 @@ import torch
 from facetorch import evaluation, io
 from facetorch.data.alignment import align_faces
 from facetorch.data.crops import crop_box, expand_box
-from facetorch.data.datasets import ImageReadError, read_image
 from facetorch.data.files import is_image_file, list_images
+from facetorch.data.images import ImageReadError, read_image
 from facetorch.data.transforms import InputSpec
 from facetorch.inference.checkpoint import load_task
 
@@ -50,6 +50,49 @@ class GalleryError(ValueError):
 # ----------------------------------------------------------------------------------------------
 # The embedding model of a checkpoint
 # ----------------------------------------------------------------------------------------------
+
+
+class FaceEmbedder(Protocol):
+    """What the gallery needs of an embedding model.
+
+    :class:`Embedder` (a checkpoint) and :class:`facetorch.inference.onnx_model.OnnxEmbedder` (an
+    exported ONNX file, run without torch) both have it.
+
+    Attributes:
+        fingerprint: Which model embeds (galleries refuse another model's); an export keeps its checkpoint's.
+        threshold: The model's cosine pair threshold (NaN when it never validated).
+        channels: 1 (grey) or 3 (RGB): how images are decoded.
+        embedding_dim: Length D of an embedding.
+        progress: Whether loops over files show a progress bar.
+    """
+
+    fingerprint: str
+    threshold: float
+    channels: int
+    embedding_dim: int
+    progress: bool
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Decoded uint8 images -> (N, D) float32 unit-length embeddings."""
+
+    def embed_files(self, paths: Sequence[Path], show_progress: bool = True) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
+        """Image files -> (embeddings, files embedded, {file: why it was skipped})."""
+
+
+def haar_face_finder(margin: float = 0.2) -> Callable[[np.ndarray], Optional[np.ndarray]]:
+    """A function: image -> the largest face OpenCV's Haar cascade finds, with ``margin`` on each side (None: no face)."""
+    from facetorch.data.haar import HaarFaceDetector
+
+    detector = HaarFaceDetector()
+
+    def face_of(image: np.ndarray) -> Optional[np.ndarray]:
+        box = detector.largest(image)
+        if box is None:
+            return None
+        height, width = image.shape[:2]
+        return crop_box(image, expand_box(box, margin, width, height))
+
+    return face_of
 
 
 class Embedder:
@@ -102,35 +145,21 @@ class Embedder:
         self.batch_size = batch_size
         self.fingerprint = model_fingerprint(self.task)
         self.threshold = float(self.task.threshold)
+        self.embedding_dim = int(self.task.embedding_dim)
         self.faces = faces
         self.margin = margin
         self.progress = progress
         self._finish = self.input.finish()
-        self._detector = None
-        if faces == "haar":
-            from facetorch.data.haar import HaarFaceDetector
-
-            self._detector = HaarFaceDetector()
+        self._face_of = haar_face_finder(margin) if faces == "haar" else None
 
     @property
     def alignment(self) -> str:
         """How faces are aligned before the network: ``five_point`` or ``none``."""
         return alignment_of(self.input)
 
-    @property
-    def embedding_dim(self) -> int:
-        """D, the length of an embedding."""
-        return int(self.task.embedding_dim)
-
     def face_of(self, image: np.ndarray) -> Optional[np.ndarray]:
         """The part of ``image`` to embed: all of it, or the largest Haar face with a margin (None: no face)."""
-        if self._detector is None:
-            return image
-        box = self._detector.largest(image)
-        if box is None:
-            return None
-        height, width = image.shape[:2]
-        return crop_box(image, expand_box(box, self.margin, width, height))
+        return image if self._face_of is None else self._face_of(image)
 
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -300,9 +329,9 @@ class Gallery:
         self.meta = meta
 
     @classmethod
-    def empty(cls, embedder: Embedder, detector: Optional[str] = None) -> Gallery:
+    def empty(cls, embedder: FaceEmbedder, detector: Optional[str] = None) -> Gallery:
         """A gallery for ``embedder``'s faces, found by ``detector`` (default: how ``embedder.faces`` finds them)."""
-        dim = getattr(embedder, "embedding_dim", None) or embedder.task.embedding_dim
+        dim = embedder.embedding_dim
         detector = detector or ("haar_largest" if getattr(embedder, "faces", "whole") == "haar" else "whole")
         meta = GalleryMeta(embedder.fingerprint, embedder.threshold, model=getattr(embedder, "source", ""),
                            detector=detector, alignment=alignment_of(getattr(embedder, "input", None)))  # fmt: skip
@@ -358,13 +387,13 @@ class Gallery:
         found_by = self.meta.detector or "an unrecorded detector"
         return [f"the gallery's faces were found by {found_by}; recognising with {detector}"]
 
-    def check_model(self, embedder: Embedder, source: str | Path) -> None:
-        """Refuse a gallery that another model embedded."""
+    def check_model(self, embedder: FaceEmbedder, source: str | Path) -> None:
+        """Refuse a gallery that another model embedded (a checkpoint and its export are the same model)."""
         if self.meta.model_fingerprint != embedder.fingerprint:
             raise GalleryError(
                 f"Gallery {str(source)!r} was made by another model (fingerprint {self.meta.model_fingerprint}); "
-                f"this checkpoint's is {embedder.fingerprint}. Embeddings of different models cannot be "
-                "compared: enrol the people again into a new gallery with this checkpoint."
+                f"this model's is {embedder.fingerprint}. Embeddings of different models cannot be "
+                "compared: enrol the people again into a new gallery with this model."
             )
 
     def best_matches(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -514,19 +543,26 @@ def person_folders(images: str | Path) -> dict[str, list[Path]]:
 
 
 def enroll(
-    embedder: Embedder, gallery_path: str | Path, images: str | Path, open_set_fpir: Optional[float] = None
+    embedder: FaceEmbedder,
+    gallery_path: str | Path,
+    images: str | Path,
+    open_set_fpir: Optional[float] = None,
+    faces: Optional[str] = None,
 ) -> dict[str, Any]:
-    """Enrol every person folder under ``images`` into the gallery (created if missing).
+    """Enrol every person folder of face crops (or the largest Haar face of each image) into the gallery (created if missing).
 
     Then the gallery's open-set threshold is calibrated again (at ``open_set_fpir``, else at the
-    gallery's own setting).
+    gallery's own setting). ``faces`` (``whole`` or ``haar``) says how ``embedder`` finds the face,
+    which the gallery records (default: the embedder's ``faces``). Ordinary photos, with a face
+    detector and alignment, are enrolled by :func:`facetorch.inference.recognition.enroll_photos`.
 
     Returns:
         ``people`` (enrolled now), ``added`` images, ``skipped`` {file: reason}, ``total`` rows,
         ``open_set_threshold``.
     """
     gallery_path = Path(gallery_path)
-    gallery = open_gallery(embedder, gallery_path, "haar_largest" if embedder.faces == "haar" else "whole")
+    faces = faces or getattr(embedder, "faces", "whole")
+    gallery = open_gallery(embedder, gallery_path, "haar_largest" if faces == "haar" else "whole")
     added, skipped = 0, {}
     people = person_folders(images)
     for name, files in io.progress(people.items(), "enrol", total=len(people), enabled=embedder.progress):
@@ -541,7 +577,7 @@ def enroll(
             "open_set_threshold": threshold}
 
 
-def open_gallery(embedder: Embedder, gallery_path: str | Path, detector: str) -> Gallery:
+def open_gallery(embedder: FaceEmbedder, gallery_path: str | Path, detector: str) -> Gallery:
     """The gallery to enrol faces of ``detector`` into: the file's (same model, alignment and detector), else a new one.
 
     Raises:

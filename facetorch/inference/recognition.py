@@ -33,7 +33,7 @@ import numpy as np
 
 from facetorch import io
 from facetorch.data.crops import crop_box, expand_box
-from facetorch.data.photos import ImageReadError, read_photo
+from facetorch.data.images import ImageReadError, read_image
 from facetorch.inference.face_detectors import FaceDetector
 from facetorch.inference.gallery import UNKNOWN, Gallery, GalleryError, alignment_of, open_gallery, person_folders
 from facetorch.inference.streams import (
@@ -385,7 +385,7 @@ def _recognize_images(recognizer: Recognizer, source: Source, output: Path, wind
                 break
             counts.read += 1
             try:
-                image = read_photo(file)
+                image = read_image(file, 3)
             except ImageReadError as error:
                 print(f"gallery.py: skipped {file}: {error}", file=sys.stderr)
                 unreadable.append(str(file))
@@ -520,7 +520,7 @@ def enroll_photos(
         photos, used = [], []
         for path in files:
             try:
-                photos.append(read_photo(path))
+                photos.append(read_image(path, 3))
                 used.append(path)
             except ImageReadError as error:
                 skipped[str(path)] = str(error)

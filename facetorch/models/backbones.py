@@ -1,11 +1,13 @@
 """Backbones by name: each builder returns a feature extractor (images -> (B, C, h, w)) and C.
 
 ``BACKBONES`` maps a name to a builder ``(in_channels, pretrained, weights_path) -> (module, width)``.
-Every feature extractor names the layer Grad-CAM explains in its ``cam_layer`` attribute.
+Every feature extractor names the layer Grad-CAM explains in its ``cam_layer`` attribute. Any timm
+model is a backbone too, named ``timm:<model name>`` (:mod:`facetorch.models.timm_backbone`).
 
-Pretrained weights are read from local files only and nothing here ever downloads: ImageNet
-weights come from torch hub's cache (``torch.hub.get_dir()/checkpoints/<file>``, where
-torchvision keeps what it downloads) or from an explicit ``weights_path``.
+ImageNet weights for the torchvision backbones come from torch hub's cache
+(``torch.hub.get_dir()/checkpoints/<file>``); when the file is not there, torchvision downloads it
+(its weights enum, ``get_state_dict``). A source that cannot be reached is reported at once, with
+the file to provide, instead of a hanging download. An explicit ``weights_path`` is read instead.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torchvision
 from torch import nn
 
 from facetorch.models.dlib_resnet import build_dlib_resnet
+from facetorch.models.downloads import unreachable
 from facetorch.models.vgg import LayerSpec, last_relu_name, make_vgg_features
 
 # The face_vgg backbone: the face / non-face network's convolutions, one block wider (stride 16).
@@ -28,7 +31,7 @@ BackboneBuilder = Callable[[int, bool, Optional[str]], tuple[nn.Module, int]]
 
 
 class PretrainedWeightsError(FileNotFoundError):
-    """Pretrained weights were asked for but no local file holds them."""
+    """Pretrained weights were asked for, but no local file holds them and none could be downloaded."""
 
 
 class ResNetFeatures(nn.Module):
@@ -156,7 +159,15 @@ def load_backbone_weights(module: nn.Module, state: Mapping[str, torch.Tensor], 
 
 
 def pretrained_state(name: str, weights_path: Optional[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """The state dict to start from, and where it came from. Never downloads."""
+    """The state dict to start from, and where it came from.
+
+    ``weights_path`` when given; else the ImageNet weights of ``name`` from torch hub's cache,
+    downloaded there by torchvision first when the file is missing and the source can be reached.
+
+    Raises:
+        PretrainedWeightsError: no weights exist for ``name``, or the file is neither cached nor
+            downloadable (offline); the message names the file and where to put it.
+    """
     if weights_path is not None:
         return read_state_dict(weights_path), repr(str(weights_path))
     if name not in IMAGENET_WEIGHTS:
@@ -166,14 +177,36 @@ def pretrained_state(name: str, weights_path: Optional[str]) -> tuple[dict[str, 
         )
     cached = hub_weights_file(name)
     if not cached.is_file():
-        # Check the cache ourselves: torchvision's own loader would try to download the file.
+        download_imagenet_weights(name)
+    return read_state_dict(cached), repr(str(cached))
+
+
+def download_imagenet_weights(name: str) -> None:
+    """Download backbone ``name``'s ImageNet weights into torch hub's cache with torchvision.
+
+    The source is checked first with a short connection timeout, so an offline machine gets its
+    answer in seconds.
+
+    Raises:
+        PretrainedWeightsError: the source cannot be reached or the download failed.
+    """
+    weights = IMAGENET_WEIGHTS[name]
+    cached = hub_weights_file(name)
+    reason = unreachable(weights.url)
+    if reason is None:
+        try:
+            weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+        except OSError as error:  # urllib's URLError, an interrupted transfer, a full disk
+            reason = f"{type(error).__name__}: {error}"
+        except RuntimeError as error:  # torch hub's hash check
+            reason = str(error)
+    if reason is not None or not cached.is_file():
         raise PretrainedWeightsError(
             f"pretrained: true needs ImageNet weights for {name!r}, but {str(cached)!r} does not exist and "
-            f"facetorch never downloads. Put the file {IMAGENET_WEIGHTS[name].url} at that path "
-            "(torch hub's cache: $TORCH_HOME/hub/checkpoints), or pass model.init_args.weights_path=FILE "
-            "with a state dict, or set pretrained: false."
+            f"torchvision could not download it ({reason or 'no file was written'}). Put the file "
+            f"{weights.url} at that path (torch hub's cache: $TORCH_HOME/hub/checkpoints), or pass "
+            "model.init_args.weights_path=FILE with a state dict, or set pretrained: false."
         )
-    return read_state_dict(cached), repr(str(cached))
 
 
 def _resnet(name: str) -> BackboneBuilder:
@@ -227,33 +260,51 @@ def check_channels(in_channels: int, name: str) -> None:
         raise ValueError(f"Backbone {name!r} takes in_channels 1 or 3, got {in_channels}")
 
 
+def openface_nn4_small2(
+    in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None
+) -> tuple[nn.Module, int]:
+    """OpenFace's nn4.small2 up to inception 5b (736 channels): :mod:`facetorch.models.openface`."""
+    from facetorch.models.openface import build_openface_nn4_small2  # it uses this module's helpers
+
+    return build_openface_nn4_small2(in_channels, pretrained, weights_path)
+
+
 BACKBONES: dict[str, BackboneBuilder] = {
     "resnet18": _resnet("resnet18"),
     "resnet50": _resnet("resnet50"),
     "face_vgg": face_vgg,
     "tiny": tiny,
+    "openface_nn4_small2": openface_nn4_small2,
     "dlib_resnet": build_dlib_resnet,  # dlib's face ResNet; pretrained: its .dat file (facetorch.models.dlib_resnet)
 }
+TIMM_PREFIX = "timm:"  # ``timm:<model name>``: any timm model, see facetorch.models.timm_backbone
 
 
 def build_backbone(
     name: str, in_channels: int = 3, pretrained: bool = False, weights_path: Optional[str] = None
 ) -> tuple[nn.Module, int]:
-    """Build backbone ``name`` from :data:`BACKBONES`.
+    """Build backbone ``name``: a key of :data:`BACKBONES`, or ``timm:<model name>``.
 
     Args:
-        name: A key of :data:`BACKBONES`.
+        name: A key of :data:`BACKBONES`, or ``timm:`` and any timm model name (``timm:resnet34``,
+            ``timm:convnext_tiny.fb_in1k``).
         in_channels: 1 (greyscale) or 3 (RGB).
-        pretrained: Start from ImageNet weights in torch hub's local cache.
-        weights_path: Start from this state dict instead (implies pretrained).
+        pretrained: Start from pretrained weights: ImageNet weights in torch hub's cache for the
+            torchvision backbones (downloaded by torchvision when missing and reachable), timm's own
+            pretrained weights for ``timm:`` names.
+        weights_path: Start from this file (or, for ``openface_nn4_small2``, folder) instead.
 
     Returns:
         The feature extractor (images (B, C, H, W) -> (B, width, h, w)) and ``width``.
 
     Raises:
         ValueError: unknown name or channels, or weights that do not fit.
-        PretrainedWeightsError: pretrained weights were asked for and no local file holds them.
+        PretrainedWeightsError: pretrained weights were asked for and none could be read or downloaded.
     """
+    if name.startswith(TIMM_PREFIX):
+        from facetorch.models.timm_backbone import build_timm_backbone  # imports timm (slow) only when asked
+
+        return build_timm_backbone(name, in_channels, pretrained, weights_path)
     if name not in BACKBONES:
-        raise ValueError(f"model.backbone must be one of {sorted(BACKBONES)}, got {name!r}")
+        raise ValueError(f"model.backbone must be one of {sorted(BACKBONES)} or timm:<model name>, got {name!r}")
     return BACKBONES[name](in_channels, pretrained, weights_path)

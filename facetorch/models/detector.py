@@ -7,8 +7,8 @@ outputs: ``x1, y1, x2, y2`` normalised to [0, 1] of the input). ``forward`` retu
 
 Backbones: ``vgg16`` and ``vgg16_bn`` (torchvision's layer layout, so ImageNet weights load
 into them; ``width`` < 1 narrows every conv for training from scratch on a CPU) and ``tiny``
-(two conv blocks, for tests). Pretrained weights are read from local files only, as in
-:mod:`facetorch.models.backbones`: torch hub's cache or an explicit ``weights_path``.
+(two conv blocks, for tests). Pretrained weights come as in :mod:`facetorch.models.backbones`:
+torch hub's cache (torchvision downloads them there when missing) or an explicit ``weights_path``.
 """
 
 from __future__ import annotations
@@ -79,12 +79,12 @@ def build_detector_features(
         name: ``vgg16``, ``vgg16_bn`` or ``tiny``.
         in_channels: 1 or 3 (ImageNet first-conv weights are summed over colours for grey input).
         width: Factor on every conv width (1.0 is VGG16); pretrained weights need 1.0.
-        pretrained: Start from ImageNet weights in torch hub's local cache (never downloaded).
+        pretrained: Start from ImageNet weights in torch hub's cache (torchvision downloads them when missing).
         weights_path: Start from this state dict (torchvision VGG keys ``features.N.*``).
 
     Raises:
         ValueError: unknown name, bad width or channels, or weights that do not fit.
-        PretrainedWeightsError: pretrained weights were asked for and no local file holds them.
+        PretrainedWeightsError: pretrained weights were asked for and could be neither read nor downloaded.
     """
     if name not in DETECTOR_BACKBONES:
         raise ValueError(f"model.backbone must be one of {DETECTOR_BACKBONES}, got {name!r}")
@@ -118,7 +118,7 @@ class FaceDetector(nn.Module):
         hidden: Width of each head's dense layer (2048 in the original).
         dropout: Dropout after each head's dense layer.
         pool_grid: Side of the max-pool grid.
-        pretrained: Start the backbone from ImageNet weights in torch hub's local cache.
+        pretrained: Start the backbone from ImageNet weights in torch hub's cache (downloaded when missing).
         weights_path: Start the backbone from this state dict.
     """
 

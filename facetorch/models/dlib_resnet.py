@@ -122,7 +122,9 @@ class DlibResNet(nn.Module):
         return [self.conv1, *(getattr(self, f"layer{i}") for i in range(1, len(STAGES) + 1))]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.conv1(images)))
+        # max pool, then ReLU: the same numbers as dlib's ReLU-then-pool (max commutes with a monotone
+        # function), on a quarter of the values
+        x = self.relu(self.maxpool(self.conv1(images)))
         for i in range(1, len(STAGES) + 1):
             x = getattr(self, f"layer{i}")(x)
         return x

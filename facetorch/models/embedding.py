@@ -67,7 +67,9 @@ class EmbeddingNet(BackboneClassifier):
     """A backbone with an :class:`EmbeddingHead`: one unit-length vector per face.
 
     The shared timm-style split into ``forward_features`` (the backbone's feature map) and
-    ``forward_head`` lets the two-stage schedule train the head alone.
+    ``forward_head`` lets the two-stage schedule train the head alone. A backbone that comes with
+    its own pretrained embedding layer (``backbone.pretrained_embedding``: ``weight`` (D, F) and
+    ``bias``, e.g. OpenFace's dense layer) starts the head's embedding layer from it.
 
     Args:
         backbone: Images (B, C, H, W) -> feature map (B, F, h, w); names its Grad-CAM layer in
@@ -82,6 +84,24 @@ class EmbeddingNet(BackboneClassifier):
                  layer: Optional[nn.Linear] = None) -> None:
         super().__init__(backbone, EmbeddingHead(num_features, embedding_dim, dropout, layer))
         self.embedding_dim = embedding_dim
+        pretrained = getattr(backbone, "pretrained_embedding", None)
+        if pretrained is not None:
+            self._load_pretrained_embedding(pretrained)
+            backbone.pretrained_embedding = None  # taken: the head holds it now
+
+    def _load_pretrained_embedding(self, state: dict[str, torch.Tensor]) -> None:
+        """Start the embedding layer from a backbone's own pretrained one (``weight`` (D, F), ``bias`` (D,))."""
+        layer = self.head.embedding
+        weight = state["weight"]
+        if tuple(weight.shape) != tuple(layer.weight.shape):
+            raise ValueError(
+                f"The pretrained embedding layer of backbone {type(self.backbone).__name__} maps {weight.shape[1]} "
+                f"features to {weight.shape[0]}; this head maps {layer.in_features} to {layer.out_features}: set "
+                f"model.embedding_dim={weight.shape[0]}, or start without the pretrained weights"
+            )
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            layer.bias.copy_(state.get("bias", torch.zeros_like(layer.bias)))
 
 
 class CosineClassifier(nn.Module):

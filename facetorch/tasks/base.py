@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -9,6 +10,7 @@ from typing import Any, Literal, Optional
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.data import DistributedSampler
 
@@ -51,6 +53,11 @@ class FaceTask(pl.LightningModule):
         plateau_patience: Epochs without improvement before the plateau schedule steps.
         channels_last: Keep weights and inputs in channels-last memory format (faster convs with
             bf16 on CPUs with AMX and on tensor-core GPUs).
+        compile: Run the model through ``torch.compile`` for training and for inference without
+            gradients (validation, test, predict, the gallery). Explanations, which ask a model in
+            eval mode for gradients through hooks on its layers, keep the eager model. Off by
+            default: compiling costs tens of seconds per input shape, and pays only on long runs
+            (see the README's benchmark section).
     """
 
     monitor: str = "val_loss"
@@ -67,6 +74,7 @@ class FaceTask(pl.LightningModule):
         plateau_factor: float = 0.5,
         plateau_patience: int = 2,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.optimizer_name = optimizer
@@ -78,7 +86,10 @@ class FaceTask(pl.LightningModule):
         self.plateau_factor = plateau_factor
         self.plateau_patience = plateau_patience
         self.channels_last = channels_last
+        self.compile_model = compile  # not self.compile: that is nn.Module.compile()
         self.test_report: dict[str, Any] = {}
+        # Not a submodule (kept out of state_dict and of .to()): it shares self.model's parameters.
+        self.__dict__["_compiled_model"] = None
 
     # ------------------------------------------------------------------ memory format
     def on_fit_start(self) -> None:
@@ -96,6 +107,19 @@ class FaceTask(pl.LightningModule):
     def _apply_memory_format(self) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def run_model(self, images: torch.Tensor) -> Any:
+        """``self.model`` on (B, C, H, W) images in the task's memory format, compiled where asked.
+
+        With ``compile``, training and gradient-free inference go through ``torch.compile(self.model)``;
+        a model in eval mode asked for gradients (Grad-CAM and the other explainers) stays eager.
+        """
+        images = self.to_memory_format(images)
+        if self.compile_model and (self.training or not torch.is_grad_enabled()):
+            if self._compiled_model is None:
+                self.__dict__["_compiled_model"] = torch.compile(self.model)
+            return self._compiled_model(images)
+        return self.model(images)
 
     def to_memory_format(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in the task's memory format (a no-op unless ``channels_last``)."""
@@ -182,7 +206,14 @@ class FaceTask(pl.LightningModule):
         return Path(log_dir) if log_dir else Path(trainer.default_root_dir)
 
     def write_report(self, report: dict[str, Any], filename: str = "metrics.json") -> None:
-        """Keep ``report`` as ``self.test_report`` and write it to the run folder (rank 0 only)."""
+        """Keep ``report`` as ``self.test_report`` and write it to the run folder (rank 0 only).
+
+        A number the split cannot measure (NaN) is written as ``null``, with a warning that names it.
+        """
+        undefined = sorted(key for key, value in report.items() if isinstance(value, float) and not math.isfinite(value))
+        if undefined:
+            rank_zero_warn(f"{filename}: {', '.join(undefined)} cannot be measured on this split (NaN); written as null")
+            report = {key: (None if key in undefined else value) for key, value in report.items()}
         self.test_report = report
         run_dir = self.run_dir
         if run_dir is not None and self.trainer.is_global_zero:

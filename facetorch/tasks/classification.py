@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.metrics import confusion_matrix
 from torch import nn
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
@@ -51,7 +52,7 @@ class ClassificationTask(FaceTask):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, num_classes) logits."""
-        return self.model(self.to_memory_format(images))
+        return self.run_model(images)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
@@ -117,6 +118,15 @@ class ClassificationTask(FaceTask):
             curves = evaluation.roc_curves(probs, labels, self.class_names)
             report["auc"] = float(curves["macro"].auc) if "macro" in curves else float("nan")
             report["top5_acc"] = evaluation.top_k_accuracy(probs, labels, k=5)
+        present = np.unique(labels)
+        if len(present) < 2 or not np.isfinite(report["auc"]):
+            names = [self.class_names[int(k)] for k in present]
+            rank_zero_warn(
+                f"The test split holds {len(labels)} image(s) of {len(present)} class(es) ({', '.join(names[:5])}): "
+                "AUC needs images of at least two classes, so it is reported as null. Give the split more images "
+                "of each class (data.test_fraction, or a test/ folder with every class)"
+            )
+            report["auc"] = None
         log_probs = np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))
         report["loss"] = float(-log_probs.mean())
         report["num_samples"] = int(len(labels))

@@ -42,7 +42,7 @@ class FaceDetectorTask(FaceTask):
         in_channels: Image channels; linked from the data.
         backbone: ``vgg16``, ``vgg16_bn`` or ``tiny`` (tests).
         width: Conv width factor of VGG16 (1.0 is VGG16; pretrained weights need 1.0).
-        pretrained: Start from ImageNet weights in torch hub's local cache (never downloaded).
+        pretrained: Start from ImageNet weights in torch hub's cache (torchvision downloads them when missing).
         weights_path: Start the backbone from this state dict file instead.
         hidden: Width of each head's dense layer (2048 in the original).
         dropout: Dropout in the heads.
@@ -96,7 +96,7 @@ class FaceDetectorTask(FaceTask):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, C, H, W) images -> (face logit (B, 1), boxes (B, 4) in [0, 1])."""
-        return self.model(self.to_memory_format(images))
+        return self.run_model(images)
 
     @torch.no_grad()
     def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:

@@ -53,12 +53,14 @@ class EmbeddingTask(FaceTask):
         num_classes: Identities of the data set (the classification head's size); linked from the data.
         class_names: Identity names; linked from the data.
         in_channels: Image channels; linked from the data.
-        backbone: A name in :data:`facetorch.models.backbones.BACKBONES`.
-        pretrained: Start from the backbone's pretrained weights, from local files only (ImageNet
-            weights in torch hub's cache; for ``dlib_resnet``, dlib's ``.dat`` from the installed
-            ``face_recognition_models`` package). Never downloaded.
-        weights_path: Start the backbone from this file instead (a state dict; for
-            ``dlib_resnet``, a ``dlib_face_recognition_resnet_model_v1.dat``).
+        backbone: A name in :data:`facetorch.models.backbones.BACKBONES` (``dlib_resnet`` and
+            ``openface_nn4_small2`` included) or ``timm:<model name>``.
+        pretrained: Start from pretrained weights: ImageNet weights in torch hub's cache for the torchvision
+            backbones (torchvision downloads them when missing), timm's own for ``timm:`` names; for
+            ``dlib_resnet``, dlib's ``.dat`` from the installed ``face_recognition_models`` package (never downloaded).
+        weights_path: Start the backbone from this file instead (a state dict; for ``dlib_resnet``, a
+            ``dlib_face_recognition_resnet_model_v1.dat``; for ``openface_nn4_small2``: the Keras-OpenFace CSV
+            folder, whose dense layer starts the embedding layer).
         embedding_dim: Length of the embedding.
         dropout: Dropout before the embedding layer.
         embedding_layer: ``new`` (a dense layer on the pooled features) or ``backbone``: the
@@ -144,7 +146,7 @@ class EmbeddingTask(FaceTask):
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, D) unit-length embeddings."""
-        return self.model(self.to_memory_format(images))
+        return self.run_model(images)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -32,9 +32,12 @@ class IdentityTask(ClassificationTask):
         num_classes: Number of identities; linked from the data.
         class_names: Identity names in label order; linked from the data (and so kept in the checkpoint).
         in_channels: Image channels; linked from the data.
-        backbone: A name in :data:`facetorch.models.backbones.BACKBONES` (``resnet50``, ``resnet18``, ``tiny``).
-        pretrained: Start from ImageNet weights found in torch hub's local cache (never downloaded).
-        weights_path: Start the backbone from this state dict file instead.
+        backbone: A name in :data:`facetorch.models.backbones.BACKBONES` (``resnet50``, ``resnet18``, ``tiny``,
+            ``dlib_resnet``, ``openface_nn4_small2``) or ``timm:<model name>``.
+        pretrained: Start from pretrained weights: ImageNet weights in torch hub's cache for the torchvision
+            backbones (torchvision downloads them when missing), timm's own for ``timm:`` names; for
+            ``dlib_resnet``, dlib's ``.dat`` (``configs/identity_dlib.yaml``, never downloaded).
+        weights_path: Start the backbone from this file instead (a state dict, or dlib's ``.dat``).
         hidden: Width of the head's dense layer.
         dropout: Dropout before the last layer.
         label_smoothing: Label smoothing of the cross-entropy.
