@@ -231,7 +231,7 @@ def _enroll(args: Any) -> dict[str, Any]:
     recorded = Gallery.load(args.gallery).meta.detector if Path(args.gallery).exists() else None
     if args.images is not None and not Path(args.images).is_dir():
         raise FileNotFoundError(f"--images {args.images!r} is not a folder of person folders")
-    embedder = _embedder(args)
+    embedder = _embedder(args, aligned=True)
     detector = _detector(args, recorded)
     if args.source is not None:
         return enroll_stream(embedder, detector, args.gallery, args.source, args.name, args.count, args.every,

@@ -135,6 +135,7 @@ class SvmMatcher:
     kind = "svm"
 
     def __init__(self, gallery: Gallery, threshold: Optional[float] = None) -> None:
+        from sklearn.calibration import CalibratedClassifierCV
         from sklearn.svm import SVC
 
         if len(gallery) == 0:
@@ -145,7 +146,11 @@ class SvmMatcher:
             raise GalleryError(f"--matcher svm needs 2 or more people with 2 or more images each; the gallery has {len(people)} "
                                f"people, the fewest images {int(counts.min())}")  # fmt: skip
         self.threshold = 0.5 if threshold is None else float(threshold)
-        self.model = SVC(kernel="linear", probability=True, random_state=0).fit(gallery.embeddings, names)
+        # Platt scaling on cross-validated decision values, then one SVM on everything: what SVC(probability=True)
+        # did, in the form scikit-learn keeps (that flag is deprecated since 1.9).
+        folds = int(min(5, counts.min()))
+        self.model = CalibratedClassifierCV(SVC(kernel="linear"), method="sigmoid", cv=folds, ensemble=False)
+        self.model.fit(gallery.embeddings, names)
 
     def __call__(self, embeddings: np.ndarray) -> list[tuple[str, float]]:
         probabilities = self.model.predict_proba(embeddings)

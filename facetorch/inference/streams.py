@@ -74,7 +74,12 @@ class Source:
 
 
 def _open_capture(target: int | str, label: str) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(target)
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our one-line error says it; not OpenCV's warnings too
+    try:
+        capture = cv2.VideoCapture(target)
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
     if not capture.isOpened():
         capture.release()
         if isinstance(target, int):
@@ -244,12 +249,13 @@ def write_png_bgr(path: Path, picture_bgr: np.ndarray) -> None:
 
 
 def draw_label(picture_bgr: np.ndarray, box: Sequence[float], text: str, colour: tuple[int, int, int]) -> None:
-    """Draw a box and a text above it, in place, with a line width that grows with the picture."""
-    thickness = max(1, round(max(picture_bgr.shape[:2]) / 240))
+    """Draw a box and a text above it, in place; the text is sized to the box (a small face gets a small label)."""
+    thickness = max(1, round(max(picture_bgr.shape[:2]) / 480))
     x1, y1, x2, y2 = (int(round(v)) for v in box)
     cv2.rectangle(picture_bgr, (x1, y1), (x2, y2), colour, thickness)
-    scale = 0.4 * thickness
-    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    scale = float(np.clip((x2 - x1) / 160, 0.35, 1.2))
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     top = y1 - height - baseline - 2 if y1 - height - baseline - 2 >= 0 else y2 + 2
     cv2.rectangle(picture_bgr, (x1, top), (x1 + width + 2, top + height + baseline + 2), colour, cv2.FILLED)
-    cv2.putText(picture_bgr, text, (x1 + 1, top + height + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness)
+    cv2.putText(picture_bgr, text, (x1 + 1, top + height + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
