@@ -9,9 +9,11 @@ dlib's .dat files or ../shared/data).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -374,3 +376,33 @@ def test_the_pretrained_config_enrols_photos_and_names_people_in_a_composed_scen
                          "--recognitions", str(tmp_path / "out" / "recognitions.csv")])  # fmt: skip
     report = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert report["detection_rate"] >= 0.5 and report["identification_rate_of_found"] >= 0.5
+
+
+# ---------------------------------------------------------------------------------------------- the measurements
+
+
+def test_the_speed_and_box_measurements_on_toy_functions() -> None:
+    from facetorch.bench.recognition import run_box_accuracy, run_recognition_speed
+
+    frames = [picture([(COLOURS["red"], 5, 5, 30), (STRANGER, 60, 40, 30)])] * 2
+    detector = SquareDetector()
+    speed = run_recognition_speed({"ours": lambda f: len(detector.detect(f)[0]), "theirs": lambda f: 1}, frames, repeats=2)
+    assert (speed["ours"]["faces"], speed["theirs"]["faces"], speed["frames"], speed["repeats"]) == (4, 2, 2, 2)
+    assert len(speed["ours"]["seconds"]) == 2 and speed["ratio_frames_s"] > 0
+    truth = [(5, 5, 35, 35), (0, 0, 10, 10)]
+    boxes = run_box_accuracy({"squares": lambda image: detector.detect(image)[0], "none": lambda image: np.zeros((0, 4))},
+                             [picture([(COLOURS["red"], 5, 5, 30)]), picture([])], truth)  # fmt: skip
+    assert boxes["squares"] | {"seconds": 0} == {"mean_iou": 0.5, "iou50_rate": 0.5, "none_found_rate": 0.5, "seconds": 0}
+    assert boxes["none"]["mean_iou"] == 0.0 and boxes["num_samples"] == 2
+
+
+@pytest.mark.slow
+def test_face_recognition_imports_without_pkg_resources() -> None:
+    pytest.importorskip("dlib")
+    if importlib.util.find_spec("face_recognition") is None or importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face_recognition is not installed")
+    from facetorch.bench.recognition import load_face_recognition
+
+    fr = load_face_recognition()
+    assert callable(fr.face_locations) and Path(fr.api.cnn_face_detection_model).is_file()
+    assert not isinstance(sys.modules.get("pkg_resources"), type(sys)) or hasattr(sys.modules["pkg_resources"], "__file__")
