@@ -267,14 +267,17 @@ def test_the_command_enrols_recognises_and_ends_with_the_json_summary(
     people, gallery = people_folder(tmp_path / "people"), str(tmp_path / "g.npz")
     gallery_cli.gallery(["enroll", "--images", str(people), "--gallery", gallery, "--quiet"])
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["added"] == 9
+    camera = write_video(tmp_path / "camera.avi", [picture([(STRANGER, 30, 30, 40)])] * 3)  # as a camera would give
+    gallery_cli.gallery(["enroll", "--source", str(camera), "--name", "yellow", "--count", "2", "--gallery", gallery, "--quiet"])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["captured"] == 2
     video = write_video(tmp_path / "clip.avi", [picture([(COLOURS["red"], 10, 10, 40), (STRANGER, 70, 40, 30)])] * 4)
     gallery_cli.gallery(["recognize", "--gallery", gallery, "--source", str(video), "--output", str(tmp_path / "out"),
                          "--max-frames", "3", "--threshold", "0.9", "--quiet"])  # fmt: skip
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert (summary["frames"], summary["faces"], summary["known"]) == (3, 6, 3)
+    assert (summary["frames"], summary["faces"], summary["known"]) == (3, 6, 6)
     assert {"frames_s", "faces_s"} <= set(summary) and summary["threshold"] == 0.9
     rows = read_csv(tmp_path / "out" / "recognitions.csv")
-    assert [r["name"] for r in rows] == ["red", "unknown"] * 3
+    assert [r["name"] for r in rows] == ["red", "yellow"] * 3  # yellow, enrolled from the "camera", is known now
 
 
 def test_bad_input_of_recognize_is_one_clear_line(toy_models: None, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -406,3 +409,27 @@ def test_face_recognition_imports_without_pkg_resources() -> None:
     fr = load_face_recognition()
     assert callable(fr.face_locations) and Path(fr.api.cnn_face_detection_model).is_file()
     assert not isinstance(sys.modules.get("pkg_resources"), type(sys)) or hasattr(sys.modules["pkg_resources"], "__file__")
+
+
+@pytest.mark.slow
+def test_a_detector_checkpoint_finds_one_face_and_a_checkpoint_embeds_boxes(tiny_checkpoints: dict) -> None:
+    from facetorch.inference.checkpoint import CheckpointError
+    from facetorch.inference.face_detectors import CheckpointFaces, build_face_detector
+    from facetorch.inference.gallery import Embedder
+
+    detector_ckpt, _ = tiny_checkpoints["detector_tiny.yaml"]
+    embedding_ckpt, _ = tiny_checkpoints["embedding_tiny.yaml"]
+    image = picture([(COLOURS["red"], 20, 20, 40), (STRANGER, 70, 40, 30)])
+    detector = CheckpointFaces(detector_ckpt, threshold=1e-6, device="cpu")  # every score passes: one box
+    boxes, scores = detector.detect(image)
+    assert detector.name.startswith("ckpt:") and boxes.shape == (1, 4) and scores.shape == (1,)
+    assert 0 <= boxes[0, 0] < boxes[0, 2] <= image.shape[1] and 0 <= boxes[0, 1] < boxes[0, 3] <= image.shape[0]
+    assert build_face_detector(str(detector_ckpt), device="cpu").name == detector.name
+    with pytest.raises(ValueError, match="neither haar nor dlib_cnn nor an existing FaceDetectorTask checkpoint"):
+        build_face_detector("no_such_detector")
+    with pytest.raises(CheckpointError):
+        build_face_detector(str(embedding_ckpt), device="cpu")
+    embedder = Embedder(embedding_ckpt, progress=False)
+    embeddings = embedder.embed_faces(image, np.array([[20, 20, 60, 60], [70, 40, 100, 70]], dtype=float))
+    assert embeddings.shape == (2, embedder.embedding_dim)
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
