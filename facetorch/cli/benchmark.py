@@ -149,7 +149,11 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
             enroll_photos(embedder, detector, path, root / "enrol", progress=False)
         ours = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(path)))
     known = {name: [read_image(f, 3) for f in files] for name, files in person_folders(root / "enrol").items()}
-    theirs = face_recognition_recognizer(known)
+    try:
+        theirs = face_recognition_recognizer(known)
+    except ModuleNotFoundError as error:  # the peer is optional: say what to install, in one line
+        hint = "its own dlib dependency builds from source: pip install --no-deps face-recognition beside dlib-bin"
+        raise ValueError(f"--task recognition compares with the face_recognition library: {error} ({hint})") from error
     result = run_recognition_speed({"facetorch": lambda frame: len(ours([frame])[0]),
                                     "face_recognition": lambda frame: len(theirs(frame))},
                                    frames, repeats=args.repeats, warmup=1)  # fmt: skip

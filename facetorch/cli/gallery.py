@@ -107,7 +107,8 @@ def _parser() -> Any:
     rec.add_argument("--source", required=True, help="image, folder of images, video file, or camera index (0)")
     add_output(rec, "output folder, new or empty: annotated images or video, and recognitions.csv")
     rec.add_argument("--threshold", type=float, default=None,
-                     help="open_set: cosine similarity to accept a match (default: the gallery's); svm: probability (0.5)")
+                     help="open_set: cosine similarity to accept a match (default: the gallery's); svm: least probability "
+                          "(default 0: closed set, as the original)")
     rec.add_argument("--matcher", choices=("open_set", "svm"), default="open_set",
                      help="open_set: the gallery's open-set threshold; svm: the original's linear SVM and its probability")
     rec.add_argument("--show", action="store_true", help="also show the annotated frames in a window (q stops)")
