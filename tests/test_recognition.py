@@ -433,3 +433,76 @@ def test_a_detector_checkpoint_finds_one_face_and_a_checkpoint_embeds_boxes(tiny
     embeddings = embedder.embed_faces(image, np.array([[20, 20, 60, 60], [70, 40, 100, 70]], dtype=float))
     assert embeddings.shape == (2, embedder.embedding_dim)
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+def test_recognition_metrics_match_faces_one_to_one_by_iou() -> None:
+    from facetorch.evaluation import recognition_metrics
+
+    truth = [{"key": "a", "box": [0, 0, 10, 10], "name": "ann", "enrolled": True},
+             {"key": "a", "box": [20, 0, 30, 10], "name": "bob", "enrolled": True},
+             {"key": "a", "box": [40, 0, 50, 10], "name": "zed", "enrolled": False},
+             {"key": "b", "box": [0, 0, 10, 10], "name": "ann", "enrolled": True}]  # fmt: skip
+    found = [{"key": "a", "box": [1, 1, 10, 10], "name": "ann"}, {"key": "a", "box": [20, 0, 29, 10], "name": "ann"},
+             {"key": "a", "box": [40, 0, 50, 10], "name": "unknown"}, {"key": "a", "box": [70, 70, 80, 80], "name": "bob"},
+             {"key": "c", "box": [0, 0, 5, 5], "name": "unknown"}]  # fmt: skip
+    report = recognition_metrics(truth, found)
+    assert report["detection_rate"] == 0.75 and report["identification_rate"] == pytest.approx(1 / 3)
+    assert report["identification_rate_of_found"] == 0.5 and report["stranger_rejection_rate"] == 1.0
+    assert (report["misidentified"], report["false_accepts"], report["extra_detections"], report["extra_named"]) == (1, 0, 2, 1)
+    assert (report["faces"], report["enrolled_faces"], report["stranger_faces"], report["pictures"]) == (4, 3, 1, 3)
+
+
+def test_a_composed_set_is_seeded_and_its_truth_boxes_sit_on_the_pasted_faces(tmp_path: Path) -> None:
+    from facetorch.data.scenes import LFW_FACE, compose_recognition_set
+
+    rng = np.random.default_rng(0)
+    for k in range(5):  # 250x250 "LFW photos": a bright square where LFW's face is, on a dark photo
+        for i in range(3):
+            photo = np.full((250, 250, 3), 20, np.uint8)
+            photo[LFW_FACE[1] : LFW_FACE[3], LFW_FACE[0] : LFW_FACE[2]] = rng.integers(120, 255, 3)
+            write_rgb(tmp_path / "lfw" / f"person_{k}" / f"person_{k}_{i:04d}.png", photo)
+    kwargs = {"people": 2, "enrol_per_person": 2, "scenes": 3, "faces_per_scene": (2, 3), "scene_size": (240, 480)}
+    summary = compose_recognition_set(tmp_path / "lfw", tmp_path / "set", **kwargs)
+    assert (summary["scenes"], summary["video_frames"], summary["enrolment_photos"]) == (3, 9, 4)
+    truth = read_csv(tmp_path / "set" / "truth.csv")
+    assert len(truth) == summary["faces"] and len(read_csv(tmp_path / "set" / "video_truth.csv")) == 3 * len(truth)
+    enrolled = {p.name: len(list(p.iterdir())) for p in (tmp_path / "set" / "enrol").iterdir()}
+    assert sorted(enrolled.values()) == [2, 2] and {r["name"] for r in truth if r["enrolled"] == "1"} <= set(enrolled)
+    assert not {r["name"] for r in truth if r["enrolled"] == "0"} & set(enrolled)
+    for row in truth:  # the box covers the bright square pasted into the (JPEG) scene
+        scene = read_image_rgb(tmp_path / "set" / "scenes" / row["source"])
+        x1, y1, x2, y2 = (int(round(float(row[k]))) for k in ("x1", "y1", "x2", "y2"))
+        assert scene[y1 + 3 : y2 - 3, x1 + 3 : x2 - 3].mean() > 100
+    compose_recognition_set(tmp_path / "lfw", tmp_path / "again", **kwargs)
+    assert read_csv(tmp_path / "again" / "truth.csv") == truth
+    with pytest.raises(FileExistsError):
+        compose_recognition_set(tmp_path / "lfw", tmp_path / "set", **kwargs)
+
+
+def read_image_rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_dlibs_pyramid_canvas_and_overlap_suppression() -> None:
+    import torch
+
+    from facetorch.models.dlib_mmod import DlibMMODDetector, DlibMMODNet, dlib_nms, tiled_pyramid_rects
+
+    rects, rows, cols = tiled_pyramid_rects(120, 160)
+    assert rects[0] == (11, 11, 11 + 160 - 1, 11 + 120 - 1) and cols == 160 + 22
+    sizes = [(b - t + 1, r - x + 1) for x, t, r, b in rects]
+    assert all(h2 == int(h1 * 5 / 6) for (h1, _), (h2, _) in zip(sizes, sizes[1:]))
+    assert all(0 <= x <= r < cols and 0 <= t <= b < rows for x, t, r, b in rects)
+    boxes = np.array([[0, 0, 9, 9], [1, 1, 10, 10], [50, 50, 59, 59]], dtype=np.int64)
+    assert dlib_nms(boxes, np.array([0.5, 0.9, 0.1]), iou=0.4).tolist() == [1, 2]
+    state = {k: v for k, v in DlibMMODNet().state_dict().items()}
+    state.update({"meta.window": torch.tensor([40.0, 40.0]), "meta.nms": torch.tensor([0.4, 1.0]),
+                  "meta.mean": torch.tensor([122.8, 117.0, 104.3]), "meta.pyramid_padding": torch.tensor([10, 11])})  # fmt: skip
+    detector = DlibMMODDetector(state, device="cpu")  # random weights: shapes and types, not faces
+    images = [np.zeros((60, 80, 3), np.uint8), np.zeros((60, 80), np.uint8), np.zeros((50, 50, 3), np.uint8)]
+    found = detector.detect_batch(images, threshold=-1e9)
+    assert len(found) == 3 and all(b.shape[1:] == (4,) and len(b) == len(s) >= 1 for b, s in found)
+    assert detector.detect(np.zeros((60, 80, 3), np.uint8), threshold=1e9)[0].shape == (0, 4)
