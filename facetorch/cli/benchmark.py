@@ -2,7 +2,8 @@
 
 Prints one JSON object: Trainer vs plain PyTorch loop, bf16-mixed + channels_last vs fp32,
 and DataLoader vs model throughput, all measured in this process. ``--task gradcam`` instead
-times Grad-CAM and Guided Backprop on VGG16 / ResNet50 against plain autograd.
+times Grad-CAM and Guided Backprop on VGG16 / ResNet50 against plain autograd. ``--task losses``
+times facetorch's triplet losses against pytorch-metric-learning's, with their peak memory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Optional
 
 from facetorch import io
 from facetorch.bench.gradcam import run_gradcam
+from facetorch.bench.losses import BATCH_SIZES, run_losses
 from facetorch.bench.training import SETUPS, run
 from facetorch.cli.common import add_output, rename_legacy_flags, run_tool, tool_parser
 
@@ -25,7 +27,7 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Parse ``argv``, measure, print the result as one JSON line."""
     parser = tool_parser(PROG, __doc__)
-    parser.add_argument("--task", required=True, choices=sorted([*SETUPS, "gradcam"]))
+    parser.add_argument("--task", required=True, choices=sorted([*SETUPS, "gradcam", "losses"]))
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12, help="training steps per measurement (incl. warm-up)")
     parser.add_argument("--warmup", type=int, default=None,
@@ -34,13 +36,18 @@ def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--data_root", default=None, help="data folder (default: the task's built-in/default data)")
     parser.add_argument("--image_size", type=int, default=224, help="square input size (--task gradcam only)")
+    parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
+                        help="comma-separated batch sizes (--task losses only)")
     add_output(parser, "also write the JSON here", required=False)
     args = parser.parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
     if args.output:
         io.check_output_file(args.output, args.overwrite)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    if args.task == "gradcam":  # an inference-time benchmark, not a training setup
+    if args.task == "losses":
+        sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
+        result = run_losses(sizes, max(3, args.repeats), args.accelerator)
+    elif args.task == "gradcam":  # an inference-time benchmark, not a training setup
         warmup = 1 if args.warmup is None else args.warmup
         result = run_gradcam(args.batch_size, args.image_size, args.repeats, warmup, args.accelerator)
     else:

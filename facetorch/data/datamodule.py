@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -12,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, RandomSampler
 
 from facetorch.data.box_transforms import BoxAugmentation
+from facetorch.data.cache import default_cache_bytes
 from facetorch.data.datasets import PredictDataset, SampleIndex
 from facetorch.data.layouts import LAYOUTS, builtin_face_crops, check_layout_options, get_layout
 from facetorch.data.pairs import balanced_label_pairs, pair_fold_ids, read_lfw_pairs
@@ -47,7 +49,13 @@ class FaceDataModule(pl.LightningDataModule):
         split_by: ``image`` (stratified by class) or ``identity`` (people disjoint across splits).
         seed: Seed of the split.
         min_images_per_class: Identities with fewer images are dropped (and reported).
-        cache_images: Keep decoded images in memory after the first epoch.
+        cache_images: Keep prepared images (after the centre crop and resize that every epoch repeats)
+            in memory after their first read, up to ``cache_bytes``.
+        cache_bytes: The cache's budget in bytes, per training process (rank), for its loader
+            workers (which share it when forked, as on Linux) and its train / val / test splits
+            together (each split gets a share by its number of samples). Samples beyond it are read
+            from disk each time. ``null``: a quarter of the memory available at start, divided
+            among the ranks on this machine.
         eval_all: Use every image under ``root`` as the test split (to evaluate a held-out folder).
         predict_dir: Folder (or file) of images for ``predict``.
         min_batches_per_epoch: A training set smaller than this many batches is drawn several
@@ -90,6 +98,7 @@ class FaceDataModule(pl.LightningDataModule):
         seed: int = 0,
         min_images_per_class: int = 1,
         cache_images: bool = True,
+        cache_bytes: Optional[int] = None,
         eval_all: bool = False,
         predict_dir: Optional[str] = None,
         min_batches_per_epoch: int = 1,
@@ -138,6 +147,9 @@ class FaceDataModule(pl.LightningDataModule):
         self.seed = seed
         self.min_images_per_class = min_images_per_class
         self.cache_images = cache_images
+        if cache_bytes is not None and cache_bytes < 0:
+            raise ValueError(f"data.cache_bytes must be >= 0 bytes (or null for the default), got {cache_bytes}")
+        self.cache_bytes = cache_bytes
         self.eval_all = eval_all
         self.predict_dir = predict_dir
         self.min_batches_per_epoch = min_batches_per_epoch
@@ -278,7 +290,19 @@ class FaceDataModule(pl.LightningDataModule):
                 f"(val_fraction={self.val_fraction}, test_fraction={self.test_fraction}, eval_all={self.eval_all})"
             )
         augmentation = getattr(self, self.layout_spec.augmentation_option) if train else None
-        return self.layout_spec.dataset(index, self.input_spec, augmentation, self.cache_images)
+        return self.layout_spec.dataset(
+            index, self.input_spec, augmentation, self.cache_images, self.cache_budget(split), self.num_workers
+        )
+
+    def cache_budget(self, split: str) -> int:
+        """Bytes of the image cache for ``split``: its share (by samples) of this process's ``cache_bytes``."""
+        total = self.cache_bytes if self.cache_bytes is not None else default_cache_bytes(self._ranks_on_this_machine())
+        counts = {name: len(self.splits[name]) for name in SPLITS}
+        return int(total * counts[split] / max(1, sum(counts.values())))
+
+    def _ranks_on_this_machine(self) -> int:
+        devices = getattr(self.trainer, "num_devices", None) if self.trainer is not None else None
+        return int(devices or os.environ.get("LOCAL_WORLD_SIZE", 1))
 
     def has_split(self, split: str) -> bool:
         """Whether ``split`` holds any sample."""

@@ -35,8 +35,11 @@ __all__ = ["LAYOUTS", "LAYOUT_OPTIONS", "Layout", "builtin_face_crops", "check_l
 
 Scanner = Callable[[Path, int, Optional[Sequence[str]]], SampleIndex]
 """(folder, min_images_per_class, class_names or None) -> the folder's samples."""
-DatasetBuilder = Callable[[SampleIndex, InputSpec, Any, bool], Dataset]
-"""(samples, input, augmentation or None for evaluation, cache) -> the dataset."""
+DatasetBuilder = Callable[..., Dataset]
+"""(samples, input, augmentation or None for evaluation, cache, cache_bytes=None, workers=0) -> the dataset.
+
+``cache`` turns the image cache on; ``cache_bytes`` is its budget (None: the machine's default) and
+``workers`` the loader workers that will share it."""
 
 
 def builtin_face_crops() -> SampleIndex:
@@ -49,13 +52,28 @@ def builtin_face_crops() -> SampleIndex:
     return SampleIndex(sources, labels, list(FACE_CROP_CLASSES), "skimage.data.lfw_subset()")
 
 
-def _image_dataset(index: SampleIndex, spec: InputSpec, augmentation: Optional[Augmentation], cache: bool) -> Dataset:
-    return FaceImageDataset(index, spec.finish(augmentation), spec.channels, cache, prepare=spec.prepare)
+def prepared_shape(spec: InputSpec) -> tuple[int, ...]:
+    """The shape of an image after ``spec.prepare``: (H, W) grey or (H, W, 3) RGB, uint8."""
+    height, width = spec.image_size
+    return (height, width) if spec.channels == 1 else (height, width, 3)
 
 
-def _box_dataset(index: SampleIndex, spec: InputSpec, augmentation: Optional[BoxAugmentation], cache: bool) -> Dataset:
+def _image_dataset(
+    index: SampleIndex, spec: InputSpec, augmentation: Optional[Augmentation], cache: bool,
+    cache_bytes: Optional[int] = None, workers: int = 0,
+) -> Dataset:  # fmt: skip
+    # The cache keeps prepared images, whose size is the model's input: fixed-size slots.
+    return FaceImageDataset(index, spec.finish(augmentation), spec.channels, cache, prepare=spec.prepare,
+                            cache_bytes=cache_bytes, prepared_shape=prepared_shape(spec), workers=workers)  # fmt: skip
+
+
+def _box_dataset(
+    index: SampleIndex, spec: InputSpec, augmentation: Optional[BoxAugmentation], cache: bool,
+    cache_bytes: Optional[int] = None, workers: int = 0,
+) -> Dataset:  # fmt: skip
+    # Crops happen per sample before the resize, so the cache keeps full photos, sized by their annotations.
     transform = build_box_transform(spec.image_size, spec.mean, spec.std, augmentation, spec.channels)
-    return FaceBoxDataset(index, transform, spec.channels, cache)  # type: ignore[arg-type]
+    return FaceBoxDataset(index, transform, spec.channels, cache, cache_bytes, workers)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
