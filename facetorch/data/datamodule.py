@@ -18,6 +18,7 @@ from facetorch.data.datasets import PredictDataset, SampleIndex
 from facetorch.data.layouts import LAYOUTS, builtin_face_crops, check_layout_options, get_layout
 from facetorch.data.pairs import balanced_label_pairs, pair_fold_ids, read_lfw_pairs
 from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSampler
+from facetorch.data.shards import has_shards, join, read_meta, scan_shards
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
 from facetorch.data.transforms import Augmentation, InputSpec, Normalization
 
@@ -36,6 +37,9 @@ class FaceDataModule(pl.LightningDataModule):
         root: Data folder. ``None`` with ``layout="face_crops"`` uses scikit-image's
             ``lfw_subset()`` (100 faces + 100 non-faces). A root holding ``train/`` (and ``val/``,
             ``test/``) folders is used as already split.
+        shards: Instead of ``root``: a shard set written by ``tools/prepare_shards.py`` from a folder of
+            this layout, as a local folder or a URL LitData reads (``s3://...``). It gives the same
+            samples, labels, splits and samplers as the folder; samples are read from the shards.
         layout: ``face_crops`` (``face/``, ``non_face/``), ``identity_folders`` (a folder per person)
             or ``labelme`` (images with LabelMe JSON face boxes beside them, for the detector).
         image_size: Model input (height, width).
@@ -86,6 +90,7 @@ class FaceDataModule(pl.LightningDataModule):
         self,
         root: Optional[str] = None,
         layout: LayoutName = "face_crops",
+        shards: Optional[str] = None,
         image_size: tuple[int, int] = (120, 80),
         channels: Literal[1, 3] = 1,
         normalization: Normalization = "unit",
@@ -124,7 +129,12 @@ class FaceDataModule(pl.LightningDataModule):
             "train_batches": train_batches, "split_by": split_by, "pairs_file": pairs_file,
             "min_images_per_class": min_images_per_class,
         })  # fmt: skip
-        if root is None and self.layout_spec.builtin is None and pairs_file is None:
+        if root is not None and shards is not None:
+            raise ValueError(f"Give data.root or data.shards, not both (got root={root!r}, shards={shards!r})")
+        if shards is not None and not self.layout_spec.shardable:
+            users = sorted(name for name, spec in LAYOUTS.items() if spec.shardable)
+            raise ValueError(f"data.shards is not available for layout {layout!r} (only for {', '.join(users)})")
+        if root is None and shards is None and self.layout_spec.builtin is None and pairs_file is None:
             with_builtin = sorted(name for name, spec in LAYOUTS.items() if spec.builtin is not None)
             raise ValueError(
                 f"data.root is required for layout {layout!r} (only {', '.join(with_builtin)} has a built-in source)"
@@ -132,6 +142,7 @@ class FaceDataModule(pl.LightningDataModule):
         # The augmentation dataclass stays out of the checkpoint so it holds only plain values.
         self.save_hyperparameters(ignore=["augmentation", "box_augmentation"])
         self.root = root
+        self.shards = shards
         self.layout = layout
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.channels = channels
@@ -166,14 +177,33 @@ class FaceDataModule(pl.LightningDataModule):
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
 
     # ------------------------------------------------------------------ indexing and splitting
-    def _scan(self, folder: Path, class_names: Optional[list[str]] = None) -> SampleIndex:
-        return self.layout_spec.scan(folder, self.min_images_per_class, class_names)
+    @property
+    def source(self) -> Optional[str]:
+        """Where the samples come from: ``shards`` or ``root`` (``None``: the built-in data)."""
+        return self.shards if self.shards is not None else self.root
+
+    def _scan(self, folder: str | Path, class_names: Optional[list[str]] = None) -> SampleIndex:
+        if self.shards is None:
+            return self.layout_spec.scan(Path(folder), self.min_images_per_class, class_names)
+        index = scan_shards(str(folder), self.min_images_per_class, class_names)
+        stored = read_meta(str(folder))["layout"]
+        if stored != self.layout:
+            raise ValueError(f"data.shards {str(folder)!r} holds the {stored!r} layout, but data.layout is {self.layout!r}")
+        index.check_input(self.input_spec)
+        return index
+
+    def _is_folder(self, location: str) -> bool:
+        return has_shards(location) if self.shards is not None else Path(location).is_dir()
 
     def _has_split_folders(self) -> bool:
-        root = Path(self.root) if self.root else None
-        if root is None or not (root / "train").is_dir():
+        source = self.source
+        if source is None or not self._is_folder(join(source, "train")):
             return False
-        return self.layout_spec.train_folder_marks_split or (root / "val").is_dir() or (root / "test").is_dir()
+        return (
+            self.layout_spec.train_folder_marks_split
+            or self._is_folder(join(source, "val"))
+            or self._is_folder(join(source, "test"))
+        )
 
     def _split(self, index: SampleIndex) -> SplitIndices:
         split = identity_split if self.split_by == "identity" else stratified_split
@@ -207,12 +237,12 @@ class FaceDataModule(pl.LightningDataModule):
         return SampleIndex([str(p) for p in paths], labels, names, str(pairs_file))
 
     def _build_splits_without_pairs(self) -> dict[str, SampleIndex]:
-        if self.root is None:
+        if self.source is None:
             full = self.layout_spec.builtin()
         elif self._has_split_folders() and not self.eval_all:
             return self._read_split_folders()
         else:
-            full = self._scan(Path(self.root))
+            full = self._scan(self.source)
         if full.dropped:
             rank_zero_info(
                 f"Dropped {len(full.dropped)} identities with fewer than {self.min_images_per_class} images "
@@ -225,13 +255,13 @@ class FaceDataModule(pl.LightningDataModule):
         return {name: full.subset(getattr(parts, name)) for name in SPLITS}
 
     def _read_split_folders(self) -> dict[str, SampleIndex]:
-        root = Path(self.root)
-        train = self._scan(root / "train")
+        source = str(self.source)
+        train = self._scan(join(source, "train"))
         class_names = None if self.split_by == "identity" else train.class_names
         splits = {"train": train}
         for name in ("val", "test"):
-            folder = root / name
-            splits[name] = self._scan(folder, class_names) if folder.is_dir() else train.subset([])
+            folder = join(source, name)
+            splits[name] = self._scan(folder, class_names) if self._is_folder(folder) else train.subset([])
         if len(splits["val"]) == 0:  # carve validation out of train/ when there is no val/
             parts = self._split(train)
             splits["train"], splits["val"] = train.subset(parts.train), train.subset(np.sort(np.r_[parts.val, parts.test]))
@@ -243,7 +273,7 @@ class FaceDataModule(pl.LightningDataModule):
         if self._splits is None:
             self._splits = self._build_splits()
             sizes = ", ".join(f"{name} {len(self._splits[name])}" for name in SPLITS)
-            rank_zero_info(f"FaceDataModule: {self.layout} from {self._splits['test'].root or self.root}: {sizes}")
+            rank_zero_info(f"FaceDataModule: {self.layout} from {self._splits['test'].root or self.source}: {sizes}")
         return self._splits
 
     @property
@@ -278,7 +308,7 @@ class FaceDataModule(pl.LightningDataModule):
             return balanced_label_pairs(self.splits[split].labels, self.verification_pairs, self.seed), None
         except ValueError as error:
             raise ValueError(
-                f"The {split} split of {self.root} cannot be verified: {error}. Give it more people "
+                f"The {split} split of {self.source} cannot be verified: {error}. Give it more people "
                 f"(data.val_fraction / data.test_fraction with data.split_by: identity)"
             ) from error
 
@@ -286,7 +316,7 @@ class FaceDataModule(pl.LightningDataModule):
         index = self.splits[split]
         if len(index) == 0:
             raise ValueError(
-                f"The {split} split of {self.root or 'the built-in data'} is empty "
+                f"The {split} split of {self.source or 'the built-in data'} is empty "
                 f"(val_fraction={self.val_fraction}, test_fraction={self.test_fraction}, eval_all={self.eval_all})"
             )
         augmentation = getattr(self, self.layout_spec.augmentation_option) if train else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -156,12 +157,35 @@ def read_image(path: Path, channels: Literal[1, 3]) -> np.ndarray:
     Raises:
         ImageReadError: the file is missing, truncated or not an image; the message names it.
     """
+    return _decode(path, channels, str(path))
+
+
+def decode_image(data: bytes, channels: Literal[1, 3], name: str, check_only: bool = False) -> np.ndarray:
+    """Decode an encoded image (a file's bytes) exactly as :func:`read_image` decodes the file.
+
+    Args:
+        data: The encoded bytes (JPEG, PNG, PGM, ...).
+        channels: 1 or 3.
+        name: What to call it in an error message.
+        check_only: Only check that it decodes; returns an empty array.
+
+    Raises:
+        ImageReadError: not a readable image; the message names it.
+    """
+    return _decode(BytesIO(data), channels, name, check_only)
+
+
+def _decode(source: Any, channels: Literal[1, 3], name: str, check_only: bool = False) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()  # decodes everything now, so a truncated file fails here, not later
+            if check_only:
+                return np.zeros(0, dtype=np.uint8)
             converted = image.convert("L" if channels == 1 else "RGB")
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ImageReadError(f"Cannot read image {str(path)!r}: {error}") from error
+        in_memory = isinstance(source, BytesIO)  # PIL would name the buffer object, not the file
+        reason = "not an image PIL can identify" if in_memory and isinstance(error, UnidentifiedImageError) else error
+        raise ImageReadError(f"Cannot read image {name!r}: {reason}") from error
     return np.asarray(converted, dtype=np.uint8)
 
 

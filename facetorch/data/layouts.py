@@ -29,6 +29,7 @@ from facetorch.data.datasets import (
     scan_identity_folders,
 )
 from facetorch.data.detection import FaceBoxDataset, scan_labelme_index
+from facetorch.data.shards import prepared_shape
 from facetorch.data.transforms import Augmentation, InputSpec
 
 __all__ = ["LAYOUTS", "LAYOUT_OPTIONS", "Layout", "builtin_face_crops", "check_layout_options", "get_layout"]
@@ -50,12 +51,6 @@ def builtin_face_crops() -> SampleIndex:
     labels = [1] * 100 + [0] * 100  # label 1 = face, as in FACE_CROP_CLASSES
     sources = [np.round(image * 255).astype(np.uint8) for image in images]
     return SampleIndex(sources, labels, list(FACE_CROP_CLASSES), "skimage.data.lfw_subset()")
-
-
-def prepared_shape(spec: InputSpec) -> tuple[int, ...]:
-    """The shape of an image after ``spec.prepare``: (H, W) grey or (H, W, 3) RGB, uint8."""
-    height, width = spec.image_size
-    return (height, width) if spec.channels == 1 else (height, width, 3)
 
 
 def _image_dataset(
@@ -91,6 +86,8 @@ class Layout:
             layout keeps its images elsewhere than in such a folder); otherwise ``val/`` or
             ``test/`` must be there too, since ``train`` could be a person's name.
         builtin: Samples used when ``data.root`` is not given, if the layout has any.
+        shardable: The layout can be written as shards (``tools/prepare_shards.py``) and read back
+            through ``data.shards``: its samples are an image and a label.
     """
 
     name: str
@@ -100,6 +97,7 @@ class Layout:
     options: frozenset[str]
     train_folder_marks_split: bool
     builtin: Optional[Callable[[], SampleIndex]] = None
+    shardable: bool = False
 
 
 LAYOUT_OPTIONS: Mapping[str, Any] = {
@@ -122,6 +120,7 @@ LAYOUTS: dict[str, Layout] = {
         options=frozenset({"augmentation", "center_crop"}),
         train_folder_marks_split=True,
         builtin=builtin_face_crops,
+        shardable=True,
     ),
     "identity_folders": Layout(
         name="identity_folders",
@@ -130,6 +129,7 @@ LAYOUTS: dict[str, Layout] = {
         augmentation_option="augmentation",
         options=frozenset({"augmentation", "center_crop", "train_batches", "split_by", "pairs_file", "min_images_per_class"}),
         train_folder_marks_split=False,
+        shardable=True,
     ),
     "labelme": Layout(
         name="labelme",
