@@ -35,6 +35,8 @@ SHRINK = {
     "embedding_triplet.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34",
                                "--data.identities_per_batch=2", "--data.images_per_identity=2"],
     "embedding_contrastive.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34", "--data.batch_size=4"],
+    "embedding_arcface.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34", "--data.batch_size=4",
+                               "--data.num_workers=0", "--model.init_args.embedding_dim=16"],
 }
 # The generated-data fixture for each layout a config can name.
 FIXTURE_FOR_LAYOUT = {"face_crops": "face_crops_dir", "identity_folders": "identity_dir", "labelme": "labelme_dir"}

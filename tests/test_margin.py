@@ -23,7 +23,9 @@ def batch(seed: int = 0, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(size, DIM, generator=generator, dtype=torch.float64), torch.randint(CLASSES, (size,), generator=generator)
 
 
-def reference_loss(x: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, kind: str, margin: float, scale: float) -> torch.Tensor:
+def reference_loss(
+    x: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, kind: str, margin: float, scale: float
+) -> torch.Tensor:
     """The textbook loss: scaled cosines, the margin on the true class, softmax cross-entropy."""
     cosine = F.normalize(x, dim=1) @ F.normalize(weight, dim=1).T
     target = cosine.gather(1, labels[:, None])[:, 0]
@@ -96,7 +98,8 @@ SPLIT = 7
 
 
 def _rank_main(rank: int, port: int, out: str, kind: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
     try:
         x, labels = batch(2, GLOBAL)
@@ -132,13 +135,19 @@ def _free_port() -> int:
 @pytest.mark.parametrize("kind", ["arcface", "cosface"])
 def test_two_ranks_give_the_unsharded_loss_and_gradients(kind: str, tmp_path: Path) -> None:
     out, port = str(tmp_path / "result.pt"), _free_port()
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: a fork of this process, whose OpenMP threads have already run, can hang
+    context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_rank_main, args=(rank, port, out, kind)) for rank in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(120)
-    assert [worker.exitcode for worker in workers] == [0, 0]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert [worker.exitcode for worker in workers] == [0, 0]
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
     result, other = torch.load(out), torch.load(out + ".1")
     x, labels = batch(2, GLOBAL)
     single = MarginSoftmaxHead(DIM, CLASSES, kind, scale=16.0, seed=5).double()  # type: ignore[arg-type]
@@ -146,7 +155,8 @@ def test_two_ranks_give_the_unsharded_loss_and_gradients(kind: str, tmp_path: Pa
     x.requires_grad_(True)
     loss = single(x, labels)
     loss.backward()
-    assert result["loss"][0] == pytest.approx(loss.item(), rel=1e-12) and other["loss"][0] == pytest.approx(loss.item(), rel=1e-12)
+    assert result["loss"][0] == pytest.approx(loss.item(), rel=1e-12)
+    assert other["loss"][0] == pytest.approx(loss.item(), rel=1e-12)
     # Each rank's embedding gradient is twice the global one: DDP halves it when it averages the backbone.
     assert torch.allclose(result["grad"], 2 * x.grad, atol=1e-12)
     assert torch.allclose(result["weight_grad"], single.weight.grad, atol=1e-12)

@@ -131,10 +131,18 @@ def test_min_images_and_class_names_apply_to_shards(tmp_path: Path) -> None:
     assert index.dropped == {"person_03": 1} and len(index) == 9
 
 
-def test_a_run_from_shards_trains_and_caches(shards: Path, in_tmp: Path) -> None:
-    report = cli.train(["--config", TINY, "--data.shards", str(shards), "--trainer.max_epochs=1",
-                        "--data.cache_bytes=100000", "--trainer.enable_progress_bar=false"])  # fmt: skip
-    assert report["num_samples"] > 0 and (in_tmp / "runs" / "embedding_tiny" / "version_0" / "metrics.json").is_file()
+def test_a_run_from_shards_trains_caches_and_reports_its_speed(shards: Path, in_tmp: Path) -> None:
+    report = cli.train(["--config", TINY, "--data.shards", str(shards), "--trainer.max_epochs=2",
+                        "--data.cache_bytes=100000", "--trainer.enable_progress_bar=false",
+                        "--trainer.callbacks+=facetorch.callbacks.TrainThroughput"])  # fmt: skip
+    run = in_tmp / "runs" / "embedding_tiny" / "version_0"
+    assert report["num_samples"] > 0 and (run / "metrics.json").is_file()
+    header, *rows = (run / "metrics.csv").read_text().splitlines()
+    logged = [dict(zip(header.split(","), row.split(","))) for row in rows]
+    speeds = [float(row["train_img_per_s"]) for row in logged if row.get("train_img_per_s")]
+    assert len(speeds) == 2 and min(speeds) > 0
+    assert all(0 <= float(row["train_loader_wait"]) <= 1 for row in logged if row.get("train_loader_wait"))
+    assert all(float(row["peak_tree_pss_mb"]) > 0 for row in logged if row.get("peak_tree_pss_mb"))
 
 
 @pytest.mark.slow

@@ -13,5 +13,6 @@ Example::
 from facetorch.callbacks.checkpoint import AtomicCheckpointIO, BestAndLastCheckpoint, best_checkpoint
 from facetorch.callbacks.freeze_unfreeze import FreezeUnfreeze
 from facetorch.callbacks.gradcam_logger import GradCAMLogger
+from facetorch.callbacks.throughput import TrainThroughput
 
-__all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeUnfreeze", "GradCAMLogger", "best_checkpoint"]
+__all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeUnfreeze", "GradCAMLogger", "TrainThroughput", "best_checkpoint"]

@@ -3,7 +3,8 @@
 Prints one JSON object: Trainer vs plain PyTorch loop, bf16-mixed + channels_last vs fp32,
 and DataLoader vs model throughput, all measured in this process. ``--task gradcam`` instead
 times Grad-CAM and Guided Backprop on VGG16 / ResNet50 against plain autograd. ``--task losses``
-times facetorch's triplet losses against pytorch-metric-learning's, with their peak memory.
+times facetorch's triplet losses against pytorch-metric-learning's, with their peak memory, and
+``--task scan --data_root DIR`` times indexing a folder of many files.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Optional
 from facetorch import io
 from facetorch.bench.gradcam import run_gradcam
 from facetorch.bench.losses import BATCH_SIZES, run_losses
+from facetorch.bench.scan import run_scan
 from facetorch.bench.training import SETUPS, run
 from facetorch.cli.common import add_output, rename_legacy_flags, run_tool, tool_parser
 
@@ -27,7 +29,7 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Parse ``argv``, measure, print the result as one JSON line."""
     parser = tool_parser(PROG, __doc__)
-    parser.add_argument("--task", required=True, choices=sorted([*SETUPS, "gradcam", "losses"]))
+    parser.add_argument("--task", required=True, choices=sorted([*SETUPS, "gradcam", "losses", "scan"]))
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12, help="training steps per measurement (incl. warm-up)")
     parser.add_argument("--warmup", type=int, default=None,
@@ -44,7 +46,11 @@ def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
         io.check_output_file(args.output, args.overwrite)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    if args.task == "losses":
+    if args.task == "scan":
+        if args.data_root is None:
+            raise ValueError("--task scan needs --data_root DIR (an identity_folders tree; tools/synthetic_faces.py --empty)")
+        result = run_scan(args.data_root, args.repeats)
+    elif args.task == "losses":
         sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
         result = run_losses(sizes, max(3, args.repeats), args.accelerator)
     elif args.task == "gradcam":  # an inference-time benchmark, not a training setup

@@ -37,9 +37,6 @@ class FaceDataModule(pl.LightningDataModule):
         root: Data folder. ``None`` with ``layout="face_crops"`` uses scikit-image's
             ``lfw_subset()`` (100 faces + 100 non-faces). A root holding ``train/`` (and ``val/``,
             ``test/``) folders is used as already split.
-        shards: Instead of ``root``: a shard set written by ``tools/prepare_shards.py`` from a folder of
-            this layout, as a local folder or a URL LitData reads (``s3://...``). It gives the same
-            samples, labels, splits and samplers as the folder; samples are read from the shards.
         layout: ``face_crops`` (``face/``, ``non_face/``), ``identity_folders`` (a folder per person)
             or ``labelme`` (images with LabelMe JSON face boxes beside them, for the detector).
         image_size: Model input (height, width).
@@ -55,11 +52,6 @@ class FaceDataModule(pl.LightningDataModule):
         min_images_per_class: Identities with fewer images are dropped (and reported).
         cache_images: Keep prepared images (after the centre crop and resize that every epoch repeats)
             in memory after their first read, up to ``cache_bytes``.
-        cache_bytes: The cache's budget in bytes, per training process (rank), for its loader
-            workers (which share it when forked, as on Linux) and its train / val / test splits
-            together (each split gets a share by its number of samples). Samples beyond it are read
-            from disk each time. ``null``: a quarter of the memory available at start, divided
-            among the ranks on this machine.
         eval_all: Use every image under ``root`` as the test split (to evaluate a held-out folder).
         predict_dir: Folder (or file) of images for ``predict``.
         min_batches_per_epoch: A training set smaller than this many batches is drawn several
@@ -84,13 +76,20 @@ class FaceDataModule(pl.LightningDataModule):
             verify its pairs (images under ``images/`` beside the file, else under ``root``).
         verification_pairs: Cap on each kind (same, different) of the pairs drawn among the
             validation and test identities for verification.
+        cache_bytes: The cache's budget in bytes, per training process (rank), for its loader
+            workers (which share it when forked, as on Linux) and its train / val / test splits
+            together (each split gets a share by its number of samples). Samples beyond it are read
+            from disk each time. ``null``: a quarter of the memory available at start, divided
+            among the ranks on this machine.
+        shards: Instead of ``root``: a shard set written by ``tools/prepare_shards.py`` from a folder of
+            this layout, as a local folder or a URL LitData reads (``s3://...``). It gives the same
+            samples, labels, splits and samplers as the folder; samples are read from the shards.
     """
 
     def __init__(
         self,
         root: Optional[str] = None,
         layout: LayoutName = "face_crops",
-        shards: Optional[str] = None,
         image_size: tuple[int, int] = (120, 80),
         channels: Literal[1, 3] = 1,
         normalization: Normalization = "unit",
@@ -103,7 +102,6 @@ class FaceDataModule(pl.LightningDataModule):
         seed: int = 0,
         min_images_per_class: int = 1,
         cache_images: bool = True,
-        cache_bytes: Optional[int] = None,
         eval_all: bool = False,
         predict_dir: Optional[str] = None,
         min_batches_per_epoch: int = 1,
@@ -115,6 +113,8 @@ class FaceDataModule(pl.LightningDataModule):
         batches_per_epoch: Optional[int] = None,
         pairs_file: Optional[str] = None,
         verification_pairs: int = 3000,
+        cache_bytes: Optional[int] = None,
+        shards: Optional[str] = None,
     ) -> None:
         super().__init__()
         if len(image_size) != 2 or min(image_size) < 8:
