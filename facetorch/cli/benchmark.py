@@ -7,7 +7,9 @@ of the embedding network (fp32, bf16 + channels-last, and dlib's own network on 
 ``--config configs/embedding_dlib.yaml`` when dlib is installed). ``--task gradcam`` times Grad-CAM
 and Guided Backprop on VGG16 / ResNet50 against plain autograd and the peer libraries; ``--task export``
 compares each task's exported ONNX graph in onnxruntime (CPU) with PyTorch eager fp32 and bf16 +
-channels-last on the same batch. Every result
+channels-last on the same batch; ``--task losses`` times facetorch's triplet losses against
+pytorch-metric-learning's, with their peak memory, and ``--task scan --data_root DIR`` times indexing
+a folder of many files. Every result
 carries the machine's conditions (threads, load at start and end, CPU flags, torch version) and a
 ``warning`` when other work shared the machine.
 
@@ -26,6 +28,8 @@ from typing import Any, Optional
 from facetorch import io
 from facetorch.bench.conditions import finish_conditions, start_conditions
 from facetorch.bench.gradcam import run_gradcam
+from facetorch.bench.losses import BATCH_SIZES, run_losses
+from facetorch.bench.scan import run_scan
 from facetorch.bench.training import SETUPS, run
 from facetorch.cli.common import add_output, rename_legacy_flags, run_tool, tool_parser
 
@@ -35,7 +39,8 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
-    parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export"]), help="what to measure (or --all)")
+    parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan"]),
+                        help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12, help="training steps per measurement (incl. warm-up)")
@@ -53,6 +58,8 @@ def _parser() -> Any:
     parser.add_argument("--inference", action="store_true", help="also time inference against a plain eval loop")
     parser.add_argument("--inference_batch_sizes", default="1,64", help="batch sizes of --inference (default 1,64)")
     parser.add_argument("--no_peers", action="store_true", help="--task gradcam: leave out pytorch-grad-cam and captum")
+    parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
+                        help="comma-separated batch sizes (--task losses only)")
     add_output(parser, "also write the JSON here", required=False)
     return parser
 
@@ -61,6 +68,13 @@ def measure(args: Any) -> dict[str, Any]:
     """One task's measurement, as the flags ask."""
     if args.task == "export":  # inference: the exported graph in onnxruntime against PyTorch eager
         return _export_benchmark(args)
+    if args.task == "scan":
+        if args.data_root is None:
+            raise ValueError("--task scan needs --data_root DIR (an identity_folders tree; tools/synthetic_faces.py --empty)")
+        return run_scan(args.data_root, args.repeats)
+    if args.task == "losses":
+        sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
+        return run_losses(sizes, max(3, args.repeats), args.accelerator)
     if args.task == "gradcam":  # an inference-time benchmark, not a training setup
         warmup = 1 if args.warmup is None else args.warmup
         return run_gradcam(args.batch_size, args.image_size, args.repeats, warmup, args.accelerator, peers=not args.no_peers)
