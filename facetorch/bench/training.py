@@ -220,7 +220,7 @@ def detector_setup(batch_size: int, steps: int, data_root: Optional[str], config
     from facetorch.tasks import FaceDetectorTask
 
     if data_root is None:
-        raise ValueError("--task detector needs --data-root DIR: a labelme folder (e.g. ../shared/data/face_boxes_dev)")
+        raise ValueError("--task detector needs --data_root DIR: a labelme folder (e.g. ../shared/data/face_boxes_dev)")
     setup = config_setup("detector", config or "detector_vgg16.yaml", FaceDetectorTask, batch_size, steps, data_root)
     criterion = setup.make_task(False).criterion
     return dataclasses.replace(setup, plain_loss=_detection_loss(criterion), batch1_inference=True)
