@@ -206,3 +206,42 @@ def test_a_labelme_json_naming_another_existing_image_is_refused(tmp_path: Path)
         scan_labelme_folder(folder)
     # A path from the machine that drew the boxes (that file is not here) is fine: LabelMe writes those.
     assert len(scan_labelme_folder(_labelme_pair(tmp_path / "elsewhere", "c", image_path="C:\\photos\\c.jpg"))) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Folders: split folders in any case, and a word about everything that is not read
+# --------------------------------------------------------------------------------------------
+
+
+def test_capitalised_val_and_test_folders_are_the_splits(tmp_path: Path) -> None:
+    from facetorch.data import FaceDataModule
+
+    for name, seed in (("Train", 0), ("Val", 1), ("TEST", 2)):
+        write_face_crops(tmp_path / name, per_class=3 + seed, seed=seed)
+    data = FaceDataModule(root=str(tmp_path), image_size=(16, 16))
+    assert [len(data.splits[split]) for split in ("train", "val", "test")] == [6, 8, 10]
+
+
+def test_two_folders_for_one_split_are_refused(tmp_path: Path) -> None:
+    from facetorch.data import FaceDataModule
+
+    for name in ("train", "val", "Val"):
+        write_face_crops(tmp_path / name, per_class=2)
+    with pytest.raises(ValueError, match=r"has 2 folders for the val split \(Val, val\): keep one"):
+        FaceDataModule(root=str(tmp_path), image_size=(16, 16)).splits
+
+
+def test_nested_folders_and_other_files_in_class_folders_are_named_and_gifs_are_read(tmp_path: Path) -> None:
+    from facetorch.data import FaceDataModule
+
+    root = write_identity_folders(tmp_path / "people", identities=3, per_identity=4)
+    Image.fromarray(np.full((24, 28), 90, np.uint8)).save(root / "person_00" / "anim.gif")
+    (root / "person_01" / "more").mkdir()
+    Image.fromarray(np.full((24, 28), 90, np.uint8)).save(root / "person_01" / "more" / "x.png")
+    (root / "person_02" / "notes.txt").write_text("not an image")
+    (root / "person_02" / ".DS_Store").write_text("hidden files are not data")
+    data = FaceDataModule(root=str(root), layout="identity_folders", image_size=(16, 16), eval_all=True)
+    with expect_warning(UserWarning, r"2 entries in class folders not read .*person_01/more/, person_02/notes.txt"):
+        index = data.splits["test"]
+    assert len(index) == 13 and any(str(source).endswith("anim.gif") for source in index.sources)
+    assert read_image(root / "person_00" / "anim.gif", 1).shape == (24, 28)

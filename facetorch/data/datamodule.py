@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from facetorch.data.box_transforms import BoxAugmentation
 from facetorch.data.cache import default_cache_bytes
 from facetorch.data.datasets import PredictDataset, SampleIndex
+from facetorch.data.files import subfolder_names
 from facetorch.data.layouts import LAYOUTS, builtin_face_crops, check_layout_options, get_layout
 from facetorch.data.pairs import balanced_label_pairs, pair_fold_ids, read_lfw_pairs
 from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSampler
@@ -25,6 +27,8 @@ from facetorch.data.transforms import Alignment, Augmentation, InputSpec, Normal
 LayoutName = Literal["face_crops", "identity_folders", "labelme"]
 TrainBatches = Literal["random", "pk", "pairs"]
 SPLITS = ("train", "val", "test")
+# Folder names (any case) that mark a root as already split; shards keep the names tools/prepare_shards.py wrote.
+SPLIT_FOLDER_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 
 __all__ = ["FaceDataModule", "builtin_face_crops"]
@@ -204,7 +208,16 @@ class FaceDataModule(pl.LightningDataModule):
 
     def _scan(self, folder: str | Path, class_names: Optional[list[str]] = None) -> SampleIndex:
         if self.shards is None:
-            return self.layout_spec.scan(Path(folder), self.min_images_per_class, class_names)
+            index = self.layout_spec.scan(Path(folder), self.min_images_per_class, class_names)
+            if index.skipped:
+                count = len(index.skipped)
+                warnings.warn(
+                    f"{str(folder)!r}: {count} entr{'y' if count == 1 else 'ies'} in class folders not read "
+                    f"(only image files directly inside each class folder are; sub-folders and other files are "
+                    f"skipped): {', '.join(index.skipped[:5])}{', ...' if count > 5 else ''}",
+                    stacklevel=2,
+                )
+            return index
         index = scan_shards(str(folder), self.min_images_per_class, class_names)
         stored = read_meta(str(folder))["layout"]
         if stored != self.layout:
@@ -212,17 +225,33 @@ class FaceDataModule(pl.LightningDataModule):
         index.check_input(self.input_spec)
         return index
 
-    def _is_folder(self, location: str) -> bool:
-        return has_shards(location) if self.shards is not None else Path(location).is_dir()
+    def _split_folder(self, split: str) -> Optional[str]:
+        """The source's folder (or shard set) of ``split``; ``None`` when there is none.
+
+        ``train/``, ``val/`` (or ``valid/``, ``validation/``) and ``test/`` are found in any case (``Val/``).
+
+        Raises:
+            ValueError: two folders name the same split (``val/`` and ``Val/``).
+        """
+        source = str(self.source)
+        if self.shards is not None:
+            location = join(source, split)
+            return location if has_shards(location) else None
+        if not Path(source).is_dir():
+            return None
+        found = [name for name in subfolder_names(source) if name.lower() in SPLIT_FOLDER_NAMES[split]]
+        if len(found) > 1:
+            names = ", ".join(found)
+            raise ValueError(f"data.root {source!r} has {len(found)} folders for the {split} split ({names}): keep one")
+        return join(source, found[0]) if found else None
 
     def _has_split_folders(self) -> bool:
-        source = self.source
-        if source is None or not self._is_folder(join(source, "train")):
+        if self.source is None or self._split_folder("train") is None:
             return False
         return (
             self.layout_spec.train_folder_marks_split
-            or self._is_folder(join(source, "val"))
-            or self._is_folder(join(source, "test"))
+            or self._split_folder("val") is not None
+            or self._split_folder("test") is not None
         )
 
     def _split(self, index: SampleIndex) -> SplitIndices:
@@ -275,13 +304,12 @@ class FaceDataModule(pl.LightningDataModule):
         return {name: full.subset(getattr(parts, name)) for name in SPLITS}
 
     def _read_split_folders(self) -> dict[str, SampleIndex]:
-        source = str(self.source)
-        train = self._scan(join(source, "train"))
+        train = self._scan(str(self._split_folder("train")))
         class_names = None if self.split_by == "identity" else train.class_names
         splits = {"train": train}
         for name in ("val", "test"):
-            folder = join(source, name)
-            splits[name] = self._scan(folder, class_names) if self._is_folder(folder) else train.subset([])
+            folder = self._split_folder(name)
+            splits[name] = self._scan(folder, class_names) if folder is not None else train.subset([])
         if len(splits["val"]) == 0:  # carve validation out of train/ when there is no val/
             parts = self._split(train)
             splits["train"], splits["val"] = train.subset(parts.train), train.subset(np.sort(np.r_[parts.val, parts.test]))

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facetorch.data.cache import ImageCache, default_cache_bytes
-from facetorch.data.files import IMAGE_EXTENSIONS, FileList, image_names, is_image_file, subfolder_names
+from facetorch.data.files import IMAGE_EXTENSIONS, FileList, class_folder_listing, is_image_file, subfolder_names
 from facetorch.data.images import ImageReadError, read_image
 
 FACE_CROP_CLASSES = ("non_face", "face")  # label 1 = face, so the face probability is column 1
@@ -38,6 +38,8 @@ class SampleIndex:
     class_names: list[str]
     root: str = "<built-in>"
     dropped: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    """What the scan found in the class folders and does not read (sub-folders, non-image files), relative to root."""
 
     def __post_init__(self) -> None:
         if len(self.sources) != len(self.labels):
@@ -86,6 +88,7 @@ def scan_face_crops(root: str | Path) -> SampleIndex:
     _require_dir(root, "data.root (layout face_crops)")
     relative: list[str] = []
     labels: list[int] = []
+    skipped: list[str] = []
     for label, name in enumerate(FACE_CROP_CLASSES):
         folder = root / name
         if not folder.is_dir():
@@ -94,7 +97,8 @@ def scan_face_crops(root: str | Path) -> SampleIndex:
                 f"Layout face_crops expects folders 'face/' and 'non_face/' in {str(root)!r}; "
                 f"{name + '/'!r} is missing (found folders: {found or 'none'})"
             )
-        images = image_names(folder)
+        images, not_read = class_folder_listing(folder)
+        skipped.extend(f"{name}/{entry}" for entry in not_read)
         if not images:
             raise ValueError(
                 f"Class folder {str(folder)!r} holds no image (expected files ending in {sorted(IMAGE_EXTENSIONS)})"
@@ -102,7 +106,7 @@ def scan_face_crops(root: str | Path) -> SampleIndex:
         relative.extend(f"{name}/{image}" for image in images)
         labels.extend([label] * len(images))
     sources = FileList(root, relative)
-    return SampleIndex(sources, labels, list(FACE_CROP_CLASSES), str(root))
+    return SampleIndex(sources, labels, list(FACE_CROP_CLASSES), str(root), skipped=skipped)
 
 
 def scan_identity_folders(root: str | Path, min_images: int = 1, class_names: Sequence[str] | None = None) -> SampleIndex:
@@ -124,7 +128,9 @@ def scan_identity_folders(root: str | Path, min_images: int = 1, class_names: Se
     root = Path(root)
     _require_dir(root, "data.root (layout identity_folders)")
     # os.scandir: one directory read per folder, file types from the listing itself (no stat per file)
-    per_identity = {name: image_names(root / name) for name in subfolder_names(root)}
+    listings = {name: class_folder_listing(root / name) for name in subfolder_names(root)}
+    per_identity = {name: images for name, (images, _) in listings.items()}
+    skipped = [f"{name}/{entry}" for name, (_, not_read) in listings.items() for entry in not_read]
     dropped = {name: len(imgs) for name, imgs in per_identity.items() if len(imgs) < min_images}
     kept = {name: imgs for name, imgs in per_identity.items() if len(imgs) >= min_images}
     if not kept:
@@ -143,7 +149,7 @@ def scan_identity_folders(root: str | Path, min_images: int = 1, class_names: Se
     for name, imgs in kept.items():
         labels.extend([label_of[name]] * len(imgs))
     sources = FileList(root, (f"{name}/{image}" for name, imgs in kept.items() for image in imgs))
-    return SampleIndex(sources, labels, names, str(root), dropped)
+    return SampleIndex(sources, labels, names, str(root), dropped, skipped)
 
 
 def to_uint8(image: np.ndarray, channels: Literal[1, 3]) -> np.ndarray:

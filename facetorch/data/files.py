@@ -13,7 +13,9 @@ from typing import Any, Union, overload
 
 import numpy as np
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif",  # a GIF: its first frame
+)  # fmt: skip
 
 
 def is_image_name(name: str) -> bool:
@@ -30,6 +32,27 @@ def image_names(folder: str | os.PathLike[str]) -> list[str]:
     """Names of the image files directly inside ``folder``, sorted (one ``scandir``, no ``stat`` per file)."""
     with os.scandir(folder) as entries:
         return sorted(entry.name for entry in entries if is_image_name(entry.name) and entry.is_file())
+
+
+def class_folder_listing(folder: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """The image files directly inside a class folder, and what it holds that is not read.
+
+    Returns:
+        ``(images, skipped)``, both sorted: image file names, and the names of visible entries
+        that are not read (sub-folders, with a trailing ``/``, and files that are not images).
+    """
+    images, skipped = [], []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden files (.DS_Store, editors' files) are not data
+            if entry.is_dir():
+                skipped.append(entry.name + "/")
+            elif is_image_name(entry.name) and entry.is_file():
+                images.append(entry.name)
+            else:
+                skipped.append(entry.name)
+    return sorted(images), sorted(skipped)
 
 
 def subfolder_names(folder: str | os.PathLike[str]) -> list[str]:
