@@ -125,6 +125,29 @@ def test_no_import_cycle_between_rooms() -> None:
             visit(node, [])
 
 
+def test_no_import_cycle_between_modules() -> None:
+    """Inside a room too, two files never import each other, directly or around a circle.
+
+    Package faces (``__init__.py``) only re-export, so they are left out of the graph.
+    """
+    names = {module_name(p) for p in MODULES if p.name != "__init__.py"}
+    graph = {module_name(p): {t for t in facetorch_imports(p) if t in names} - {module_name(p)}
+             for p in MODULES if p.name != "__init__.py"}  # fmt: skip
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != 1, f"import cycle: {' -> '.join([*trail, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+
+
 def test_no_checkpoint_is_unpickled_with_code() -> None:
     offenders = [str(p.relative_to(REPO)) for p in MODULES if "weights_only=False" in p.read_text(encoding="utf-8")]
     assert not offenders
