@@ -71,11 +71,10 @@ def pairwise_distances(embeddings: Tensor, squared: bool) -> Tensor:
     _check_embeddings(embeddings)
     with torch.autocast(device_type=embeddings.device.type, enabled=False):  # half precision cancels badly here
         x = _at_least_float32(embeddings)
-        dot = x @ x.T  # (B, B)
-        norms = dot.diagonal()  # (B,) squared norms
-        d2 = (norms[:, None] - 2.0 * dot + norms[None, :]).clamp_min(0.0)  # (B, B)
-        eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
-        d2 = d2.masked_fill(eye, 0.0)
+        norms = (x * x).sum(dim=1)  # (B,) squared norms
+        # ||x_i||² + ||x_j||² - 2 x_i·x_j in one GEMM that writes into the sum of norms: fewer (B, B) temporaries
+        d2 = torch.addmm(norms[:, None] + norms[None, :], x, x.T, alpha=-2.0).clamp_min(0.0)  # (B, B)
+        d2.diagonal().zero_()  # exact zeros (and a zero gradient) on the diagonal
         return d2 if squared else _safe_sqrt(d2)
 
 
@@ -111,6 +110,11 @@ class TripletLoss(nn.Module):
       positive: the *easiest* negative, the largest d(a, n) (FaceNet notes that the hardest negatives
       early in training can collapse the embedding). Mean over all (a, p) pairs that have a negative,
       zero losses included.
+
+    Cost: no mode builds a (B, B, B) tensor of triplets; memory is O(B²). batch_all and semi_hard
+    compare each positive with the anchor's negatives, one (B, B) scan per positive slot (time
+    O(K B²) for P x K batches), or, when anchors have more than 32 positives, by a binary search
+    in each anchor's sorted negatives (time O(B² log B)). The values are the dense definitions'.
 
     After each forward, ``last_stats`` holds detached 0-d tensors (no GPU sync; log them as is):
     ``num_triplets`` (batch_all: valid triplets; batch_hard: anchors with a positive and a negative;
@@ -151,19 +155,25 @@ class TripletLoss(nn.Module):
         eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
         positive, negative = same & ~eye, ~same  # (B, B) masks over (anchor, other)
         mine = {"batch_all": self._batch_all, "batch_hard": self._batch_hard, "semi_hard": self._semi_hard}
-        loss, losses, valid = mine[self.mining](dist, positive, negative)
-        num = valid.sum()
-        self.last_stats = {
-            "num_triplets": num.detach(),
-            "active_fraction": ((losses > 0) & valid).sum().detach() / num.clamp_min(1),
-        }
+        loss, num, num_active = mine[self.mining](dist, positive, negative)
+        self.last_stats = {"num_triplets": num.detach(), "active_fraction": num_active.detach() / num.clamp_min(1)}
         return loss
 
     def _batch_all(self, dist: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        # (B, B, B) indexed [a, p, n]
-        losses = (dist[:, :, None] - dist[:, None, :] + self.margin).clamp_min(0.0)
-        valid = positive[:, :, None] & negative[:, None, :]
-        return _masked_mean(losses, valid & (losses > 0)), losses, valid
+        index, slots = _positive_slots(positive)
+        with torch.no_grad():
+            thresholds = (dist.gather(1, index) + self.margin).masked_fill(~slots, -1.0)  # -1: below every distance
+            counts, weights = _active_counts(dist.detach(), thresholds, negative)
+        # sum over active (a, p, n) of d_ap - d_an + m = sum_(a,p) c_ap (d_ap + m) - sum_(a,n) w_an d_an, with
+        # c_ap the active negatives of (a, p) and w_an the active positives of (a, n): the loss is linear in the
+        # distances with these counts as coefficients, so value and gradient come without any (B, B, B) tensor.
+        # The sums accumulate in float64: they are much larger than their difference.
+        total = torch.sum(counts * (dist.gather(1, index) + self.margin), dtype=torch.float64) - torch.sum(
+            weights * dist, dtype=torch.float64
+        )
+        num_active = counts.sum().long()
+        num_triplets = (positive.sum(dim=1) * negative.sum(dim=1)).sum()
+        return (total / num_active.clamp_min(1)).to(dist.dtype), num_triplets, num_active
 
     def _batch_hard(self, dist: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         # a finite stand-in for "no candidate", so no inf reaches the gradient
@@ -172,18 +182,107 @@ class TripletLoss(nn.Module):
         hardest_negative = dist.masked_fill(~negative, far).amin(dim=1)  # (B,)
         losses = (hardest_positive - hardest_negative + self.margin).clamp_min(0.0)  # (B,)
         valid = positive.any(dim=1) & negative.any(dim=1)  # (B,)
-        return _masked_mean(losses, valid), losses, valid
+        return _masked_mean(losses, valid), valid.sum(), ((losses > 0) & valid).sum()
 
     def _semi_hard(self, dist: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        far = dist.detach().max() + self.margin + 1.0
-        d_ap, d_an = dist[:, :, None], dist[:, None, :]  # (B, B, 1) [a, p], (B, 1, B) [a, n]
-        farther = negative[:, None, :] & (d_an > d_ap)  # (B, B, B) [a, p, n]: n farther than p
-        nearest_farther = d_an.expand_as(farther).masked_fill(~farther, far).amin(dim=2)  # (B, B)
+        index, slots = _positive_slots(positive)
+        d_ap = dist.gather(1, index)  # (B, S) [a, slot]
+        with torch.no_grad():
+            nearest, found = _nearest_farther(dist.detach(), d_ap.detach(), negative)
         easiest = dist.masked_fill(~negative, 0.0).amax(dim=1)  # (B,) fallback: largest d(a, n)
-        chosen = torch.where(farther.any(dim=2), nearest_farther, easiest[:, None])  # (B, B)
-        losses = (dist - chosen + self.margin).clamp_min(0.0)  # (B, B) [a, p]
-        valid = positive & negative.any(dim=1, keepdim=True)  # (B, B)
-        return _masked_mean(losses, valid), losses, valid
+        chosen = torch.where(found, dist.gather(1, nearest), easiest[:, None])  # (B, S)
+        losses = (d_ap - chosen + self.margin).clamp_min(0.0)  # (B, S)
+        valid = slots & negative.any(dim=1, keepdim=True)  # (B, S): real (a, p) pairs with a negative
+        return _masked_mean(losses, valid), valid.sum(), ((losses > 0) & valid).sum()
+
+
+# Mining helpers. An anchor's positives are few in P x K batches (K - 1), so the (B, B) distance
+# matrix is scanned once per positive slot (O(K B^2) time, a (B, B) temporary at a time); with more
+# positives per anchor than this, each anchor's negatives are sorted once and searched instead
+# (O(B^2 log B) whatever the labels).
+_SCAN_MAX_POSITIVES = 32
+_CHUNK_ELEMENTS = 2**22  # positive slots scanned together: at most this many (anchor, slot, other) cells
+
+
+def _positive_slots(positive: Tensor) -> tuple[Tensor, Tensor]:
+    """Each anchor's positives as columns: (B, S) indices (S = the most positives of any anchor) and their mask."""
+    batch = len(positive)
+    counts = positive.sum(dim=1)
+    width = int(counts.max()) if batch else 0  # one device sync per step
+    rows, cols = positive.nonzero(as_tuple=True)  # row-major: each anchor's positives in order
+    slot = torch.arange(len(rows), device=positive.device) - (counts.cumsum(0) - counts)[rows]
+    index = torch.zeros(batch, width, dtype=torch.long, device=positive.device)
+    index[rows, slot] = cols
+    slots = torch.zeros(batch, width, dtype=torch.bool, device=positive.device)
+    slots[rows, slot] = True
+    return index, slots
+
+
+def _scan_step(batch: int) -> int:
+    """Positive slots scanned together, so a scan's temporaries hold at most ``_CHUNK_ELEMENTS`` cells."""
+    return max(1, _CHUNK_ELEMENTS // max(1, batch * batch))
+
+
+def _sorted_negatives(dist: Tensor, negative: Tensor, above: Tensor) -> tuple[Tensor, Tensor]:
+    """Each anchor's negative distances ascending, then a filler larger than ``above``: values and columns (B, B)."""
+    far = torch.maximum(dist.max(), above.max()) + 1.0
+    return dist.masked_fill(~negative, far).sort(dim=1)
+
+
+def _active_counts(dist: Tensor, thresholds: Tensor, negative: Tensor) -> tuple[Tensor, Tensor]:
+    """Active triplet counts: per (anchor, slot) the negatives below its threshold, per (anchor, negative) the slots.
+
+    Args:
+        dist: (B, B) distances, detached.
+        thresholds: (B, S) ``d(a, p) + margin`` of each positive slot (-1 for an empty slot).
+        negative: (B, B) mask of (anchor, negative).
+
+    Returns:
+        counts (B, S): ``#{n : d(a, n) < threshold}``; weights (B, B): ``#{slot : d(a, n) < threshold}``; both
+        in ``dist``'s dtype (exact integers).
+    """
+    batch, width = thresholds.shape
+    if width <= _SCAN_MAX_POSITIVES:
+        counts = torch.zeros(batch, width, dtype=dist.dtype, device=dist.device)
+        weights = torch.zeros(batch, batch, dtype=dist.dtype, device=dist.device)
+        step = _scan_step(batch)
+        for start in range(0, width, step):
+            hits = (dist[:, None, :] < thresholds[:, start : start + step, None]) & negative[:, None, :]  # (B, c, B)
+            counts[:, start : start + step] = hits.sum(dim=2)
+            weights += hits.sum(dim=1)
+        return counts, weights
+    values, columns = _sorted_negatives(dist, negative, thresholds)
+    counts = torch.searchsorted(values, thresholds.contiguous())  # (B, S): sorted negatives below the threshold
+    # The negative at sorted rank r is active for the slots whose count exceeds r.
+    histogram = torch.zeros(batch, batch + 1, dtype=torch.long, device=dist.device)
+    histogram.scatter_add_(1, counts, torch.ones_like(counts))
+    at_rank = histogram.flip(1).cumsum(1).flip(1)[:, 1:]  # (B, B): #{slot : count > r}
+    weights = torch.zeros_like(at_rank).scatter_(1, columns, at_rank)
+    return counts.to(dist.dtype), weights.to(dist.dtype)
+
+
+def _nearest_farther(dist: Tensor, d_ap: Tensor, negative: Tensor) -> tuple[Tensor, Tensor]:
+    """Per (anchor, slot), the column of the nearest negative farther than the positive, and whether one exists.
+
+    Args:
+        dist: (B, B) distances, detached.
+        d_ap: (B, S) distance of each positive slot.
+        negative: (B, B) mask of (anchor, negative).
+    """
+    batch, width = d_ap.shape
+    if width <= _SCAN_MAX_POSITIVES:
+        nearest = torch.zeros(batch, width, dtype=torch.long, device=dist.device)
+        found = torch.zeros(batch, width, dtype=torch.bool, device=dist.device)
+        step = _scan_step(batch)
+        for start in range(0, width, step):
+            farther = negative[:, None, :] & (dist[:, None, :] > d_ap[:, start : start + step, None])  # (B, c, B)
+            nearest[:, start : start + step] = dist[:, None, :].masked_fill(~farther, float("inf")).argmin(dim=2)
+            found[:, start : start + step] = farther.any(dim=2)
+        return nearest, found
+    values, columns = _sorted_negatives(dist, negative, d_ap)
+    first = torch.searchsorted(values, d_ap.contiguous(), right=True)  # (B, S): first sorted negative > d(a, p)
+    found = first < negative.sum(dim=1, keepdim=True)
+    return columns.gather(1, first.clamp_max(batch - 1)), found
 
 
 # --------------------------------------------------------------------------------------------

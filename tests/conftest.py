@@ -42,6 +42,8 @@ SHRINK = {
     "embedding_triplet.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34",
                                "--data.identities_per_batch=2", "--data.images_per_identity=2"],
     "embedding_contrastive.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34", "--data.batch_size=4"],
+    "embedding_arcface.yaml": ["--data.image_size=[32,32]", "--data.val_fraction=0.34", "--data.batch_size=4",
+                               "--data.num_workers=0", "--model.init_args.embedding_dim=16"],
     # nn4.small2 needs at least 65x65; tests never have the Keras-OpenFace weight folder.
     "embedding_openface.yaml": ["--data.image_size=[72,72]", "--data.val_fraction=0.34", "--data.identities_per_batch=2",
                                 "--data.images_per_identity=2", "--model.init_args.weights_path=null"],

@@ -116,6 +116,60 @@ def test_a_broken_checkpoint_is_one_line_with_exit_code_2(tmp_path: Path, face_c
     assert code == 2 and len(err) == 1 and err[0].startswith("evaluate.py: error: --ckpt_path") and "model.ckpt" in err[0]
 
 
+def test_facetorch_debug_shows_the_traceback_instead_of_the_line(tmp_path: Path, face_crops_dir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"")
+    monkeypatch.setenv("FACETORCH_DEBUG", "1")
+    with pytest.raises(CheckpointError):
+        run_tool("evaluate.py", cli.evaluate, ["--config", str(TINY / "face_vgg.yaml"), "--ckpt_path", str(ckpt),
+                                               "--data.root", str(face_crops_dir)])  # fmt: skip
+
+
+def test_outputs_are_readable_by_others_as_the_umask_allows(tmp_path: Path) -> None:
+    import os
+
+    from facetorch import io
+
+    old = os.umask(0o022)
+    try:
+        io.write_json(tmp_path / "metrics.json", {"acc": 1.0})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_output_problems_are_found_before_any_work_and_name_the_given_path(tmp_path: Path, face_crops_dir: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    ckpt = _face_vgg_ckpt(tmp_path)
+    capsys.readouterr()
+    args = ["--config", str(TINY / "face_vgg.yaml"), "--ckpt_path", str(ckpt), "--data.root", str(face_crops_dir)]
+    code = run_tool("evaluate.py", cli.evaluate, [*args, "--output", str(folder)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"evaluate.py: error: --output {str(folder)!r} is a folder; expected a file name"]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os_can_write(locked):  # root ignores permissions: nothing to check then
+            pytest.skip("this user can write into a read-only folder")
+        code = run_tool("evaluate.py", cli.evaluate, [*args, "--output", str(locked / "metrics.json")])
+        assert code == 2 and "is not writable" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def os_can_write(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("")
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
+
+
 def test_pairs_with_a_classifier_config_is_refused(tmp_path: Path, face_crops_dir: Path) -> None:
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\n")
@@ -206,3 +260,42 @@ def test_a_labelme_json_naming_another_existing_image_is_refused(tmp_path: Path)
         scan_labelme_folder(folder)
     # A path from the machine that drew the boxes (that file is not here) is fine: LabelMe writes those.
     assert len(scan_labelme_folder(_labelme_pair(tmp_path / "elsewhere", "c", image_path="C:\\photos\\c.jpg"))) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Folders: split folders in any case, and a word about everything that is not read
+# --------------------------------------------------------------------------------------------
+
+
+def test_capitalised_val_and_test_folders_are_the_splits(tmp_path: Path) -> None:
+    from facetorch.data import FaceDataModule
+
+    for name, seed in (("Train", 0), ("Val", 1), ("TEST", 2)):
+        write_face_crops(tmp_path / name, per_class=3 + seed, seed=seed)
+    data = FaceDataModule(root=str(tmp_path), image_size=(16, 16))
+    assert [len(data.splits[split]) for split in ("train", "val", "test")] == [6, 8, 10]
+
+
+def test_two_folders_for_one_split_are_refused(tmp_path: Path) -> None:
+    from facetorch.data import FaceDataModule
+
+    for name in ("train", "val", "Val"):
+        write_face_crops(tmp_path / name, per_class=2)
+    with pytest.raises(ValueError, match=r"has 2 folders for the val split \(Val, val\): keep one"):
+        _ = FaceDataModule(root=str(tmp_path), image_size=(16, 16)).splits
+
+
+def test_nested_folders_and_other_files_in_class_folders_are_named_and_gifs_are_read(tmp_path: Path) -> None:
+    from facetorch.data import FaceDataModule
+
+    root = write_identity_folders(tmp_path / "people", identities=3, per_identity=4)
+    Image.fromarray(np.full((24, 28), 90, np.uint8)).save(root / "person_00" / "anim.gif")
+    (root / "person_01" / "more").mkdir()
+    Image.fromarray(np.full((24, 28), 90, np.uint8)).save(root / "person_01" / "more" / "x.png")
+    (root / "person_02" / "notes.txt").write_text("not an image")
+    (root / "person_02" / ".DS_Store").write_text("hidden files are not data")
+    data = FaceDataModule(root=str(root), layout="identity_folders", image_size=(16, 16), eval_all=True)
+    with expect_warning(UserWarning, r"2 entries in class folders not read .*person_01/more/, person_02/notes.txt"):
+        index = data.splits["test"]
+    assert len(index) == 13 and any(str(source).endswith("anim.gif") for source in index.sources)
+    assert read_image(root / "person_00" / "anim.gif", 1).shape == (24, 28)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,16 +22,27 @@ def test_conditions_name_the_machine_and_warn_when_it_was_busy(monkeypatch: pyte
     assert "other work shared the machine" in conditions.finish_conditions(busy)["warning"]
 
 
-@pytest.mark.slow
-def test_inference_rows_and_the_conditions_come_with_the_result(tmp_path: Path) -> None:
+def test_the_conditions_come_with_every_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facetorch.cli import benchmark as benchmark_cli
+
+    monkeypatch.setattr(benchmark_cli, "measure", lambda args: {"task": args.task, "img_s": 1.0})
     output = tmp_path / "bench.json"
-    result = benchmark(["--task", "face_vgg", "--batch_size", "4", "--steps", "3", "--warmup", "1", "--repeats", "1",
-                        "--inference", "--inference_batch_sizes", "1,3", "--output", str(output)])  # fmt: skip
+    result = benchmark(["--task", "face_vgg", "--output", str(output)])
+    assert result["conditions"]["load_average_end"] is not None and result["conditions"]["torch_threads"] >= 1
+    assert json.loads(output.read_text()) == result
+
+
+@pytest.mark.slow
+def test_inference_rows_compare_facetorch_with_a_plain_loop_in_both_precisions() -> None:
+    from facetorch.bench.inference import inference_throughput
+    from facetorch.bench.training import face_vgg_setup
+
+    setup = face_vgg_setup(batch_size=4, steps=2, data_root=None)
+    result = inference_throughput(setup, "cpu", (1, 3), repeats=1, calls={1: 2, 3: 1})
     for precision in ("fp32", "bf16"):
         for batch in (1, 3):
             assert result[f"infer_{precision}_b{batch}_facetorch_img_s"] > 0
             assert result[f"infer_{precision}_b{batch}_facetorch_vs_plain"] > 0
-    assert result["conditions"]["load_average_end"] is not None and output.is_file()
 
 
 @pytest.mark.slow
@@ -41,13 +53,27 @@ def test_compile_is_measured_against_eager_with_the_same_outputs() -> None:
     assert compiled_output_difference(setup, setup.batches[0][0].device) < 1e-4
 
 
-@pytest.mark.slow
-def test_the_gpu_suite_runs_end_to_end_on_generated_data(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_gpu_suite_measures_every_task_on_generated_data_and_keeps_going_after_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from facetorch.bench import suite
 
     monkeypatch.setattr(suite, "SHARED_DATA", Path("/nonexistent"))  # as on a bare GPU machine
-    result = suite.run_all("cpu", repeats=1, batch_size=4, with_tests=False, tasks=("face_vgg", "detector"), steps=3,
-                           inference_batch_sizes=(1,), compiled=(), gradcam=(1, 32))  # fmt: skip
-    for task in ("face_vgg", "detector", "gradcam"):
-        assert "error" not in result[task], result[task]
-    assert result["detector"]["data_root"] != "built-in" and result["face_vgg"]["infer_fp32_b1_facetorch_img_s"] > 0
+    calls: dict[str, dict] = {}
+
+    def fake_run(task: str, batch_size: int, **kwargs: object) -> dict:
+        root = kwargs["data_root"]
+        calls[task] = {"batch_size": batch_size, "files": len(list(Path(root).rglob("*.*"))) if root else 0, **kwargs}
+        if task == "identity":
+            raise RuntimeError("CUDA out of memory")
+        return {"img_s": 1.0}
+
+    monkeypatch.setattr(suite, "run", fake_run)
+    monkeypatch.setattr(suite, "run_gradcam", lambda *args: {"img_s": 2.0})
+    result = suite.run_all("cpu", repeats=1, batch_size=4, with_tests=False, compiled=("embedding",))
+    assert set(calls) == {"face_vgg", "identity", "embedding", "detector"}
+    assert result["identity"]["error"] == "RuntimeError: CUDA out of memory" and result["detector"]["img_s"] == 1.0
+    assert calls["embedding"]["compile"] and not calls["face_vgg"]["compile"]
+    for task in ("identity", "embedding", "detector"):  # generated folders, since there is no shared data
+        assert calls[task]["files"] > 50, calls[task]
+    assert calls["face_vgg"]["data_root"] is None and result["gradcam"]["img_s"] == 2.0

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from facetorch.data import Augmentation, FaceDataModule
-from facetorch.data.datasets import ImageReadError, read_image
+from facetorch.data.images import ImageReadError, read_image
 from facetorch.data.splits import identity_split, stratified_split
 from tests.conftest import write_face_crops
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from facetorch import losses
 from facetorch.losses import ContrastiveLoss, TripletLoss, pairwise_distances
 
 # Four unit vectors, labels [0, 0, 1, 1]. Squared distances:
@@ -185,3 +186,91 @@ def test_contrastive_errors() -> None:
         ContrastiveLoss()(X1, X2, SAME[:3])
     with pytest.raises(ValueError, match="distance"):
         ContrastiveLoss(distance="cosine")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# against the old dense (B x B x B) implementation and pytorch-metric-learning
+# --------------------------------------------------------------------------------------------
+
+from tests.reference_losses import dense_triplet_loss  # noqa: E402
+
+
+def random_batch(seed: int, batch: int, identities: int, dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(batch, dim, generator=generator, dtype=torch.float64), dim=1)
+    return x, torch.randint(identities, (batch,), generator=generator)
+
+
+@pytest.mark.parametrize("path", ["scan", "sort"])
+@pytest.mark.parametrize("mining", ["batch_all", "batch_hard", "semi_hard"])
+@pytest.mark.parametrize("squared", [True, False])
+@pytest.mark.parametrize(("seed", "batch", "identities"), [(0, 24, 6), (1, 40, 3), (2, 33, 30), (3, 64, 16)])
+def test_triplet_matches_the_dense_implementation(
+    mining: str, squared: bool, seed: int, batch: int, identities: int, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # scan: one pass over the distances per positive slot; sort: binary search in sorted negatives
+    # (used when anchors have many positives), forced here for every batch. A chunk of 1000 cells
+    # makes the scan take several chunks.
+    monkeypatch.setattr(losses, "_SCAN_MAX_POSITIVES", 10**6 if path == "scan" else 0)
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 1000)
+    x, labels = random_batch(seed, batch, identities)
+    for margin in (0.05, 0.3, 1.0):
+        ours = x.clone().requires_grad_(True)
+        dense = x.clone().requires_grad_(True)
+        triplet = TripletLoss(margin=margin, mining=mining, squared=squared)  # type: ignore[arg-type]
+        loss = triplet(ours, labels)
+        expected, num, active = dense_triplet_loss(dense, labels, margin, mining, squared)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-9, abs=1e-12)
+        assert triplet.last_stats["num_triplets"].item() == num
+        assert triplet.last_stats["active_fraction"].item() == pytest.approx(active)
+        loss.backward()
+        expected.backward()
+        assert torch.allclose(ours.grad, dense.grad, atol=1e-10)
+
+
+@pytest.mark.parametrize("mining", ["batch_all", "semi_hard"])
+def test_triplet_in_float32_and_bfloat16_autocast_matches_dense(mining: str) -> None:
+    x, labels = random_batch(4, 128, 32, dim=16)
+    x = x.float()
+    expected = dense_triplet_loss(x, labels, 0.2, mining)[0].item()
+    assert TripletLoss(0.2, mining)(x, labels).item() == pytest.approx(expected, rel=1e-5)  # type: ignore[arg-type]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert TripletLoss(0.2, mining)(x.bfloat16(), labels).dtype == torch.float32  # type: ignore[arg-type]
+
+
+def test_batch_all_and_batch_hard_match_pytorch_metric_learning() -> None:
+    from pytorch_metric_learning import distances, miners, reducers
+    from pytorch_metric_learning import losses as pml_losses
+
+    for seed in range(3):
+        x, labels = random_batch(seed, 48, 12)
+        x = x.float()
+        for squared in (True, False):
+            distance = distances.LpDistance(normalize_embeddings=False, power=2 if squared else 1)
+            pml_all = pml_losses.TripletMarginLoss(margin=0.2, distance=distance)  # AvgNonZeroReducer: mean of l > 0
+            ours_all = TripletLoss(0.2, "batch_all", squared=squared)(x, labels)
+            assert ours_all.item() == pytest.approx(pml_all(x, labels).item(), rel=1e-5)
+            hard = miners.BatchHardMiner(distance=distance)(x, labels)
+            pml_hard = pml_losses.TripletMarginLoss(margin=0.2, distance=distance, reducer=reducers.MeanReducer())
+            ours_hard = TripletLoss(0.2, "batch_hard", squared=squared)(x, labels)
+            assert ours_hard.item() == pytest.approx(pml_hard(x, labels, hard).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(("kwargs", "power"), [({"squared_terms": False}, 1), ({"distance": "squared"}, 2)])
+def test_contrastive_matches_pytorch_metric_learning_on_the_same_pairs(kwargs: dict, power: int) -> None:
+    # pytorch-metric-learning's ContrastiveLoss with a mean reducer is mean(d - 0) over same pairs plus
+    # mean(max(m - d, 0)) over different pairs; facetorch weighs the two means by 0.5 each.
+    from pytorch_metric_learning import distances, reducers
+    from pytorch_metric_learning import losses as pml_losses
+
+    generator = torch.Generator().manual_seed(0)
+    x1, x2 = torch.randn(2, 32, 8, generator=generator).unbind(0)
+    same = (torch.arange(32) % 2).float()
+    embeddings, labels = torch.cat([x1, x2]), torch.arange(64)
+    rows = torch.arange(32)
+    is_same = same.bool()
+    indices = (rows[is_same], rows[is_same] + 32, rows[~is_same], rows[~is_same] + 32)
+    pml = pml_losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0, reducer=reducers.MeanReducer(),
+                                 distance=distances.LpDistance(normalize_embeddings=False, power=power))
+    ours = ContrastiveLoss(margin=1.0, **kwargs)(x1, x2, same)
+    assert ours.item() == pytest.approx(0.5 * pml(embeddings, labels, indices).item(), rel=1e-5)

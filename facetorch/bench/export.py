@@ -92,6 +92,9 @@ def measure_task(
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # onnxruntime's workers spin-wait after each run by default, which would steal the cores from the
+    # PyTorch variant timed right after it: off, so each variant has the machine to itself.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def run_ort() -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from facetorch.bench.training import BenchmarkSetup
+from facetorch.bench.setup import BenchmarkSetup
 
 
 def _first_tensor(output: Any) -> Tensor:

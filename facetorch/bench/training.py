@@ -12,7 +12,6 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,26 +23,11 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from facetorch.bench.setup import BenchmarkSetup
 from facetorch.data import FaceDataModule
 from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceTask, IdentityTask
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-@dataclass
-class BenchmarkSetup:
-    """What one task's benchmark trains: a task, the plain model inside it, and fixed batches."""
-
-    name: str
-    make_task: Callable[..., pl.LightningModule]  # (channels_last, compile=False) -> task
-    plain_model: Callable[[pl.LightningModule], nn.Module]
-    plain_loss: Callable[[nn.Module, Any], torch.Tensor]
-    batches: list[Any]
-    data: FaceDataModule
-    batch1_inference: bool = False  # also time single-image inference (the detector's video path)
-    # The config's fine-tuning callbacks (FreezeUnfreeze): the Trainer runs them, the plain loop freezes the same
-    make_callbacks: Callable[[], list[pl.Callback]] = list
-    embedding_inference: bool = False  # also time embedding faces (fp32, bf16 + channels-last, dlib when it applies)
 
 
 def device_name(accelerator: str) -> str:
@@ -220,7 +204,7 @@ def detector_setup(batch_size: int, steps: int, data_root: Optional[str], config
     from facetorch.tasks import FaceDetectorTask
 
     if data_root is None:
-        raise ValueError("--task detector needs --data-root DIR: a labelme folder (e.g. ../shared/data/face_boxes_dev)")
+        raise ValueError("--task detector needs --data_root DIR: a labelme folder (e.g. ../shared/data/face_boxes_dev)")
     setup = config_setup("detector", config or "detector_vgg16.yaml", FaceDetectorTask, batch_size, steps, data_root)
     criterion = setup.make_task(False).criterion
     return dataclasses.replace(setup, plain_loss=_detection_loss(criterion), batch1_inference=True)

@@ -16,5 +16,9 @@ from facetorch.callbacks.checkpoint import AtomicCheckpointIO, BestAndLastCheckp
 from facetorch.callbacks.freeze_stages import FreezeStages
 from facetorch.callbacks.freeze_unfreeze import FreezeUnfreeze
 from facetorch.callbacks.gradcam_logger import GradCAMLogger
+from facetorch.callbacks.throughput import TrainThroughput
 
-__all__ = ["AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeStages", "FreezeUnfreeze", "GradCAMLogger", "best_checkpoint"]
+__all__ = [
+    "AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeStages", "FreezeUnfreeze", "GradCAMLogger", "TrainThroughput",
+    "best_checkpoint",
+]

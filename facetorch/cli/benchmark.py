@@ -7,7 +7,9 @@ of the embedding network (fp32, bf16 + channels-last, and dlib's own network on 
 ``--config configs/embedding_dlib.yaml`` when dlib is installed). ``--task gradcam`` times Grad-CAM
 and Guided Backprop on VGG16 / ResNet50 against plain autograd and the peer libraries; ``--task export``
 compares each task's exported ONNX graph in onnxruntime (CPU) with PyTorch eager fp32 and bf16 +
-channels-last on the same batch. ``--task recognition --data_root SET`` (a set of ``gallery.py
+channels-last on the same batch; ``--task losses`` times facetorch's triplet losses against
+pytorch-metric-learning's, with their peak memory, and ``--task scan --data_root DIR`` times indexing
+a folder of many files. ``--task recognition --data_root SET`` (a set of ``gallery.py
 compose``) times the whole recognition (dlib_cnn, 5-point alignment, dlib's ResNet, open-set
 match) against the ``face_recognition`` library on the same video frames; ``--task face_boxes
 --data_root ../shared/data/face_boxes_dev`` scores the largest box of haar and dlib_cnn against the
@@ -31,6 +33,8 @@ from typing import Any, Optional
 from facetorch import io
 from facetorch.bench.conditions import finish_conditions, start_conditions
 from facetorch.bench.gradcam import run_gradcam
+from facetorch.bench.losses import BATCH_SIZES, run_losses
+from facetorch.bench.scan import run_scan
 from facetorch.bench.training import SETUPS, run
 from facetorch.cli.common import add_output, rename_legacy_flags, run_tool, tool_parser
 
@@ -40,7 +44,8 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
-    parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "recognition", "face_boxes"]),
+    parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan", "recognition",
+                                                  "face_boxes"]),
                         help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -62,6 +67,8 @@ def _parser() -> Any:
     parser.add_argument("--frames", type=int, default=6, help="--task recognition: video frames timed (one per scene)")
     parser.add_argument("--gallery", default=None,
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
+    parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
+                        help="comma-separated batch sizes (--task losses only)")
     add_output(parser, "also write the JSON here", required=False)
     return parser
 
@@ -74,6 +81,13 @@ def measure(args: Any) -> dict[str, Any]:
         return _recognition_benchmark(args)
     if args.task == "face_boxes":
         return _face_boxes_benchmark(args)
+    if args.task == "scan":
+        if args.data_root is None:
+            raise ValueError("--task scan needs --data_root DIR (an identity_folders tree; tools/synthetic_faces.py --empty)")
+        return run_scan(args.data_root, args.repeats)
+    if args.task == "losses":
+        sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
+        return run_losses(sizes, max(3, args.repeats), args.accelerator)
     if args.task == "gradcam":  # an inference-time benchmark, not a training setup
         warmup = 1 if args.warmup is None else args.warmup
         return run_gradcam(args.batch_size, args.image_size, args.repeats, warmup, args.accelerator, peers=not args.no_peers)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# albumentations asks PyPI for a newer version when imported; facetorch never reaches the network.
+# albumentations asks PyPI for a newer version when imported, and LitData whenever it reads or writes
+# shards; facetorch never reaches the network (shards in object storage are read through LitData itself).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
 
 __all__ = ["Augmentation", "FaceDataModule"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -12,16 +14,21 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, RandomSampler
 
 from facetorch.data.box_transforms import BoxAugmentation
+from facetorch.data.cache import default_cache_bytes
 from facetorch.data.datasets import PredictDataset, SampleIndex
+from facetorch.data.files import subfolder_names
 from facetorch.data.layouts import LAYOUTS, builtin_face_crops, check_layout_options, get_layout
 from facetorch.data.pairs import balanced_label_pairs, pair_fold_ids, read_lfw_pairs
 from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSampler
+from facetorch.data.shards import has_shards, join, read_meta, scan_shards
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
 from facetorch.data.transforms import Alignment, Augmentation, InputSpec, Normalization, check_alignment
 
 LayoutName = Literal["face_crops", "identity_folders", "labelme"]
 TrainBatches = Literal["random", "pk", "pairs"]
 SPLITS = ("train", "val", "test")
+# Folder names (any case) that mark a root as already split; shards keep the names tools/prepare_shards.py wrote.
+SPLIT_FOLDER_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 
 __all__ = ["FaceDataModule", "builtin_face_crops"]
@@ -48,7 +55,8 @@ class FaceDataModule(pl.LightningDataModule):
         split_by: ``image`` (stratified by class) or ``identity`` (people disjoint across splits).
         seed: Seed of the split.
         min_images_per_class: Identities with fewer images are dropped (and reported).
-        cache_images: Keep decoded images in memory after the first epoch.
+        cache_images: Keep prepared images (after the centre crop and resize that every epoch repeats)
+            in memory after their first read, up to ``cache_bytes``.
         eval_all: Use every image under ``root`` as the test split (to evaluate a held-out folder).
         predict_dir: Folder (or file) of images for ``predict``.
         min_batches_per_epoch: A training set smaller than this many batches is drawn several
@@ -83,6 +91,14 @@ class FaceDataModule(pl.LightningDataModule):
             pixels (68, 68, 182, 182). ``null``: the whole image (face crops).
         align_model: dlib's ``shape_predictor_5_face_landmarks.dat``; ``null``: the copy in the
             installed ``face_recognition_models`` package (``pip install "facetorch[dlib]"``).
+        cache_bytes: The cache's budget in bytes, per training process (rank), for its loader
+            workers (which share it when forked, as on Linux) and its train / val / test splits
+            together (each split gets a share by its number of samples). Samples beyond it are read
+            from disk each time. ``null``: a quarter of the memory available at start, divided
+            among the ranks on this machine.
+        shards: Instead of ``root``: a shard set written by ``tools/prepare_shards.py`` from a folder of
+            this layout, as a local folder or a URL LitData reads (``s3://...``). It gives the same
+            samples, labels, splits and samplers as the folder; samples are read from the shards.
     """
 
     def __init__(
@@ -115,6 +131,8 @@ class FaceDataModule(pl.LightningDataModule):
         align: Optional[Alignment] = None,
         align_box: Optional[tuple[float, float, float, float]] = None,
         align_model: Optional[str] = None,
+        cache_bytes: Optional[int] = None,
+        shards: Optional[str] = None,
     ) -> None:
         super().__init__()
         if len(image_size) != 2 or min(image_size) < 8:
@@ -131,7 +149,12 @@ class FaceDataModule(pl.LightningDataModule):
             "align_model": align_model,
         })  # fmt: skip
         check_alignment(align, align_box, tuple(image_size), tuple(center_crop) if center_crop else None)
-        if root is None and self.layout_spec.builtin is None and pairs_file is None:
+        if root is not None and shards is not None:
+            raise ValueError(f"Give data.root or data.shards, not both (got root={root!r}, shards={shards!r})")
+        if shards is not None and not self.layout_spec.shardable:
+            users = sorted(name for name, spec in LAYOUTS.items() if spec.shardable)
+            raise ValueError(f"data.shards is not available for layout {layout!r} (only for {', '.join(users)})")
+        if root is None and shards is None and self.layout_spec.builtin is None and pairs_file is None:
             with_builtin = sorted(name for name, spec in LAYOUTS.items() if spec.builtin is not None)
             raise ValueError(
                 f"data.root is required for layout {layout!r} (only {', '.join(with_builtin)} has a built-in source)"
@@ -139,6 +162,7 @@ class FaceDataModule(pl.LightningDataModule):
         # The augmentation dataclass stays out of the checkpoint so it holds only plain values.
         self.save_hyperparameters(ignore=["augmentation", "box_augmentation"])
         self.root = root
+        self.shards = shards
         self.layout = layout
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.channels = channels
@@ -158,6 +182,9 @@ class FaceDataModule(pl.LightningDataModule):
         self.seed = seed
         self.min_images_per_class = min_images_per_class
         self.cache_images = cache_images
+        if cache_bytes is not None and cache_bytes < 0:
+            raise ValueError(f"data.cache_bytes must be >= 0 bytes (or null for the default), got {cache_bytes}")
+        self.cache_bytes = cache_bytes
         self.eval_all = eval_all
         self.predict_dir = predict_dir
         self.min_batches_per_epoch = min_batches_per_epoch
@@ -174,14 +201,58 @@ class FaceDataModule(pl.LightningDataModule):
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
 
     # ------------------------------------------------------------------ indexing and splitting
-    def _scan(self, folder: Path, class_names: Optional[list[str]] = None) -> SampleIndex:
-        return self.layout_spec.scan(folder, self.min_images_per_class, class_names)
+    @property
+    def source(self) -> Optional[str]:
+        """Where the samples come from: ``shards`` or ``root`` (``None``: the built-in data)."""
+        return self.shards if self.shards is not None else self.root
+
+    def _scan(self, folder: str | Path, class_names: Optional[list[str]] = None) -> SampleIndex:
+        if self.shards is None:
+            index = self.layout_spec.scan(Path(folder), self.min_images_per_class, class_names)
+            if index.skipped:
+                count = len(index.skipped)
+                warnings.warn(
+                    f"{str(folder)!r}: {count} entr{'y' if count == 1 else 'ies'} in class folders not read "
+                    f"(only image files directly inside each class folder are; sub-folders and other files are "
+                    f"skipped): {', '.join(index.skipped[:5])}{', ...' if count > 5 else ''}",
+                    stacklevel=2,
+                )
+            return index
+        index = scan_shards(str(folder), self.min_images_per_class, class_names)
+        stored = read_meta(str(folder))["layout"]
+        if stored != self.layout:
+            raise ValueError(f"data.shards {str(folder)!r} holds the {stored!r} layout, but data.layout is {self.layout!r}")
+        index.check_input(self.input_spec)
+        return index
+
+    def _split_folder(self, split: str) -> Optional[str]:
+        """The source's folder (or shard set) of ``split``; ``None`` when there is none.
+
+        ``train/``, ``val/`` (or ``valid/``, ``validation/``) and ``test/`` are found in any case (``Val/``).
+
+        Raises:
+            ValueError: two folders name the same split (``val/`` and ``Val/``).
+        """
+        source = str(self.source)
+        if self.shards is not None:
+            location = join(source, split)
+            return location if has_shards(location) else None
+        if not Path(source).is_dir():
+            return None
+        found = [name for name in subfolder_names(source) if name.lower() in SPLIT_FOLDER_NAMES[split]]
+        if len(found) > 1:
+            names = ", ".join(found)
+            raise ValueError(f"data.root {source!r} has {len(found)} folders for the {split} split ({names}): keep one")
+        return join(source, found[0]) if found else None
 
     def _has_split_folders(self) -> bool:
-        root = Path(self.root) if self.root else None
-        if root is None or not (root / "train").is_dir():
+        if self.source is None or self._split_folder("train") is None:
             return False
-        return self.layout_spec.train_folder_marks_split or (root / "val").is_dir() or (root / "test").is_dir()
+        return (
+            self.layout_spec.train_folder_marks_split
+            or self._split_folder("val") is not None
+            or self._split_folder("test") is not None
+        )
 
     def _split(self, index: SampleIndex) -> SplitIndices:
         split = identity_split if self.split_by == "identity" else stratified_split
@@ -215,12 +286,12 @@ class FaceDataModule(pl.LightningDataModule):
         return SampleIndex([str(p) for p in paths], labels, names, str(pairs_file))
 
     def _build_splits_without_pairs(self) -> dict[str, SampleIndex]:
-        if self.root is None:
+        if self.source is None:
             full = self.layout_spec.builtin()
         elif self._has_split_folders() and not self.eval_all:
             return self._read_split_folders()
         else:
-            full = self._scan(Path(self.root))
+            full = self._scan(self.source)
         if full.dropped:
             rank_zero_info(
                 f"Dropped {len(full.dropped)} identities with fewer than {self.min_images_per_class} images "
@@ -233,13 +304,12 @@ class FaceDataModule(pl.LightningDataModule):
         return {name: full.subset(getattr(parts, name)) for name in SPLITS}
 
     def _read_split_folders(self) -> dict[str, SampleIndex]:
-        root = Path(self.root)
-        train = self._scan(root / "train")
+        train = self._scan(str(self._split_folder("train")))
         class_names = None if self.split_by == "identity" else train.class_names
         splits = {"train": train}
         for name in ("val", "test"):
-            folder = root / name
-            splits[name] = self._scan(folder, class_names) if folder.is_dir() else train.subset([])
+            folder = self._split_folder(name)
+            splits[name] = self._scan(folder, class_names) if folder is not None else train.subset([])
         if len(splits["val"]) == 0:  # carve validation out of train/ when there is no val/
             parts = self._split(train)
             splits["train"], splits["val"] = train.subset(parts.train), train.subset(np.sort(np.r_[parts.val, parts.test]))
@@ -251,7 +321,7 @@ class FaceDataModule(pl.LightningDataModule):
         if self._splits is None:
             self._splits = self._build_splits()
             sizes = ", ".join(f"{name} {len(self._splits[name])}" for name in SPLITS)
-            rank_zero_info(f"FaceDataModule: {self.layout} from {self._splits['test'].root or self.root}: {sizes}")
+            rank_zero_info(f"FaceDataModule: {self.layout} from {self._splits['test'].root or self.source}: {sizes}")
         return self._splits
 
     @property
@@ -286,7 +356,7 @@ class FaceDataModule(pl.LightningDataModule):
             return balanced_label_pairs(self.splits[split].labels, self.verification_pairs, self.seed), None
         except ValueError as error:
             raise ValueError(
-                f"The {split} split of {self.root} cannot be verified: {error}. Give it more people "
+                f"The {split} split of {self.source} cannot be verified: {error}. Give it more people "
                 f"(data.val_fraction / data.test_fraction with data.split_by: identity)"
             ) from error
 
@@ -304,12 +374,24 @@ class FaceDataModule(pl.LightningDataModule):
                 else "give each class more images, or raise the split's fraction"
             )
             raise ValueError(
-                f"The {split} split of {self.root or 'the built-in data'} is empty: it found {found} in layout "
+                f"The {split} split of {self.source or 'the built-in data'} is empty: it found {found} in layout "
                 f"{self.layout!r}, split with val_fraction={self.val_fraction}, test_fraction={self.test_fraction}"
                 f"{', eval_all=true' if self.eval_all else ''}; {hint}"
             )
         augmentation = getattr(self, self.layout_spec.augmentation_option) if train else None
-        return self.layout_spec.dataset(index, self.input_spec, augmentation, self.cache_images)
+        return self.layout_spec.dataset(
+            index, self.input_spec, augmentation, self.cache_images, self.cache_budget(split), self.num_workers
+        )
+
+    def cache_budget(self, split: str) -> int:
+        """Bytes of the image cache for ``split``: its share (by samples) of this process's ``cache_bytes``."""
+        total = self.cache_bytes if self.cache_bytes is not None else default_cache_bytes(self._ranks_on_this_machine())
+        counts = {name: len(self.splits[name]) for name in SPLITS}
+        return int(total * counts[split] / max(1, sum(counts.values())))
+
+    def _ranks_on_this_machine(self) -> int:
+        devices = getattr(self.trainer, "num_devices", None) if self.trainer is not None else None
+        return int(devices or os.environ.get("LOCAL_WORLD_SIZE", 1))
 
     def has_split(self, split: str) -> bool:
         """Whether ``split`` holds any sample."""

@@ -98,16 +98,26 @@ def scan_voc_index(xml_dir: str | Path, images_dir: str | Path | None = None) ->
 
 
 class FaceBoxDataset(FaceImageDataset):
-    """Images with their face box, read lazily (and optionally kept decoded in memory).
+    """Images with their face box, read lazily (and optionally kept decoded in a bounded, shared cache).
 
     Each item is ``(image, target)``: ``image`` a float tensor (C, H, W) and ``target`` a dict with
     ``label`` (float 1.0 for a face, 0.0 without) and ``box`` (4,) ``x1, y1, x2, y2`` normalised to
     [0, 1] of the input (zeros without a face). A batch is ``(images, {"label": (B,), "box": (B, 4)})``.
     """
 
-    def __init__(self, index: BoxIndex, transform: BoxTransform, channels: Literal[1, 3] = 3, cache: bool = False) -> None:
-        # Reading and caching are FaceImageDataset's; only the item differs.
-        super().__init__(index, transform, channels, cache)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        index: BoxIndex,
+        transform: BoxTransform,
+        channels: Literal[1, 3] = 3,
+        cache: bool = False,
+        cache_bytes: Optional[int] = None,
+        workers: int = 0,
+    ) -> None:
+        # Reading and caching are FaceImageDataset's; only the item differs. The cache keeps full decoded
+        # photos (the box-aware crop comes per sample, before the resize), in slots sized by each photo's
+        # annotated width and height, within cache_bytes.
+        super().__init__(index, transform, channels, cache, cache_bytes=cache_bytes, workers=workers)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         box = self.index.boxes[i]

@@ -15,13 +15,14 @@ a file. A light module: Pillow and numpy only.
 from __future__ import annotations
 
 import warnings
+from io import BytesIO
 from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageReadError", "read_image", "read_image_size"]
+__all__ = ["ImageReadError", "decode_image", "read_image", "read_image_size"]
 
 EXIF_ORIENTATION = 0x0112
 SIDEWAYS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
@@ -66,13 +67,36 @@ def read_image(path: str | Path, channels: Optional[Literal[1, 3]] = 3) -> np.nd
         ImageReadError: the file is missing, empty, truncated or not an image; the message names it.
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageReadError(f"Cannot read image {str(path)!r}: the file is empty (0 bytes)")
+    return _decode(path, channels, str(path))
+
+
+def decode_image(data: bytes, channels: Optional[Literal[1, 3]], name: str, check_only: bool = False) -> np.ndarray:
+    """Decode an encoded image (a file's bytes, e.g. from a shard) exactly as :func:`read_image` reads the file.
+
+    Args:
+        data: The encoded bytes (JPEG, PNG, PGM, ...).
+        channels: As in :func:`read_image`.
+        name: What to call it in an error message (the file it came from).
+        check_only: Only check that it decodes; returns an empty array.
+
+    Raises:
+        ImageReadError: not a readable image; the message names it.
+    """
+    if not data:
+        raise ImageReadError(f"Cannot read image {name!r}: no bytes (0 bytes)")
+    return _decode(BytesIO(data), channels, name, check_only)
+
+
+def _decode(source: Path | BytesIO, channels: Optional[Literal[1, 3]], name: str, check_only: bool = False) -> np.ndarray:
     try:
-        if path.is_file() and path.stat().st_size == 0:
-            raise ImageReadError("the file is empty (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a bomb is an error, not a warning
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
                 opened.load()  # decodes everything now, so a truncated file fails here, not later
+                if check_only:
+                    return np.zeros(0, dtype=np.uint8)
                 image = ImageOps.exif_transpose(opened) or opened
                 if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
                     image = _deep_to_uint8(image)
@@ -83,7 +107,9 @@ def read_image(path: str | Path, channels: Optional[Literal[1, 3]] = 3) -> np.nd
                 converted = image.convert(target)
                 return np.asarray(converted, dtype=np.uint8)
     except Exception as error:  # Pillow raises many kinds (OSError, SyntaxError, ValueError, struct.error, ...)
-        raise ImageReadError(f"Cannot read image {str(path)!r}: {_reason(error)}") from error
+        in_memory = isinstance(source, BytesIO) and "cannot identify" in str(error)  # Pillow names the buffer object
+        reason = "not an image Pillow can identify" if in_memory else _reason(error)
+        raise ImageReadError(f"Cannot read image {name!r}: {reason}") from error
 
 
 def _is_grey(image: Image.Image) -> bool:

@@ -29,14 +29,18 @@ from facetorch.data.datasets import (
     scan_identity_folders,
 )
 from facetorch.data.detection import FaceBoxDataset, scan_labelme_index
+from facetorch.data.shards import prepared_shape
 from facetorch.data.transforms import Augmentation, InputSpec
 
 __all__ = ["LAYOUTS", "LAYOUT_OPTIONS", "Layout", "builtin_face_crops", "check_layout_options", "get_layout"]
 
 Scanner = Callable[[Path, int, Optional[Sequence[str]]], SampleIndex]
 """(folder, min_images_per_class, class_names or None) -> the folder's samples."""
-DatasetBuilder = Callable[[SampleIndex, InputSpec, Any, bool], Dataset]
-"""(samples, input, augmentation or None for evaluation, cache) -> the dataset."""
+DatasetBuilder = Callable[..., Dataset]
+"""(samples, input, augmentation or None for evaluation, cache, cache_bytes=None, workers=0) -> the dataset.
+
+``cache`` turns the image cache on; ``cache_bytes`` is its budget (None: the machine's default) and
+``workers`` the loader workers that will share it."""
 
 
 def builtin_face_crops() -> SampleIndex:
@@ -49,13 +53,22 @@ def builtin_face_crops() -> SampleIndex:
     return SampleIndex(sources, labels, list(FACE_CROP_CLASSES), "skimage.data.lfw_subset()")
 
 
-def _image_dataset(index: SampleIndex, spec: InputSpec, augmentation: Optional[Augmentation], cache: bool) -> Dataset:
-    return FaceImageDataset(index, spec.finish(augmentation), spec.channels, cache, prepare=spec.prepare)
+def _image_dataset(
+    index: SampleIndex, spec: InputSpec, augmentation: Optional[Augmentation], cache: bool,
+    cache_bytes: Optional[int] = None, workers: int = 0,
+) -> Dataset:  # fmt: skip
+    # The cache keeps prepared images, whose size is the model's input: fixed-size slots.
+    return FaceImageDataset(index, spec.finish(augmentation), spec.channels, cache, prepare=spec.prepare,
+                            cache_bytes=cache_bytes, prepared_shape=prepared_shape(spec), workers=workers)  # fmt: skip
 
 
-def _box_dataset(index: SampleIndex, spec: InputSpec, augmentation: Optional[BoxAugmentation], cache: bool) -> Dataset:
+def _box_dataset(
+    index: SampleIndex, spec: InputSpec, augmentation: Optional[BoxAugmentation], cache: bool,
+    cache_bytes: Optional[int] = None, workers: int = 0,
+) -> Dataset:  # fmt: skip
+    # Crops happen per sample before the resize, so the cache keeps full photos, sized by their annotations.
     transform = build_box_transform(spec.image_size, spec.mean, spec.std, augmentation, spec.channels)
-    return FaceBoxDataset(index, transform, spec.channels, cache)  # type: ignore[arg-type]
+    return FaceBoxDataset(index, transform, spec.channels, cache, cache_bytes, workers)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,8 @@ class Layout:
             layout keeps its images elsewhere than in such a folder); otherwise ``val/`` or
             ``test/`` must be there too, since ``train`` could be a person's name.
         builtin: Samples used when ``data.root`` is not given, if the layout has any.
+        shardable: The layout can be written as shards (``tools/prepare_shards.py``) and read back
+            through ``data.shards``: its samples are an image and a label.
     """
 
     name: str
@@ -82,6 +97,7 @@ class Layout:
     options: frozenset[str]
     train_folder_marks_split: bool
     builtin: Optional[Callable[[], SampleIndex]] = None
+    shardable: bool = False
 
 
 LAYOUT_OPTIONS: Mapping[str, Any] = {
@@ -109,6 +125,7 @@ LAYOUTS: dict[str, Layout] = {
         options=frozenset({"augmentation", "center_crop"}) | _ALIGNMENT_OPTIONS,
         train_folder_marks_split=True,
         builtin=builtin_face_crops,
+        shardable=True,
     ),
     "identity_folders": Layout(
         name="identity_folders",
@@ -118,6 +135,7 @@ LAYOUTS: dict[str, Layout] = {
         options=frozenset({"augmentation", "center_crop", "train_batches", "split_by", "pairs_file", "min_images_per_class"})
         | _ALIGNMENT_OPTIONS,
         train_folder_marks_split=False,
+        shardable=True,
     ),
     "labelme": Layout(
         name="labelme",

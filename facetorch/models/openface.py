@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facetorch.models.backbones import PretrainedWeightsError, check_channels, load_backbone_weights, read_state_dict
+from facetorch.models.weights import PretrainedWeightsError, check_channels, load_backbone_weights, read_state_dict
 
 __all__ = [
     "EMBEDDING_DIM",

@@ -26,8 +26,8 @@ import timm
 import torch
 from torch import nn
 
-from facetorch.models.backbones import TIMM_PREFIX, PretrainedWeightsError, check_channels
 from facetorch.models.downloads import unreachable
+from facetorch.models.weights import TIMM_PREFIX, PretrainedWeightsError, check_channels
 
 __all__ = ["TimmFeatures", "build_timm_backbone"]
 

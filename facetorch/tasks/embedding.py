@@ -16,9 +16,11 @@ from facetorch.explain import gradcam
 from facetorch.losses import ContrastiveLoss, PairDistance, TripletLoss, TripletMining
 from facetorch.models.backbones import build_backbone
 from facetorch.models.embedding import CosineClassifier, EmbeddingNet, backbone_embedding_layer
+from facetorch.models.margin import MARGIN_DEFAULTS, MarginSoftmaxHead
 from facetorch.tasks.base import FaceTask, dataset_order
 
-MetricLoss = Literal["triplet", "contrastive"]
+MetricLoss = Literal["triplet", "contrastive", "arcface", "cosface"]
+MARGIN_LOSSES = tuple(MARGIN_DEFAULTS)  # ("arcface", "cosface"): a softmax over identity centres
 
 
 
@@ -35,8 +37,14 @@ class EmbeddingTask(FaceTask):
     """An L2-normalised face embedding: the same person close, different people far apart.
 
     Training batches come from the DataModule's ``train_batches``: ``pk`` (images, labels) for the
-    triplet loss, ``pairs`` (img1, img2, same, label1, label2) for the contrastive loss. An
-    optional classification loss (a cosine softmax over the training identities) is added with
+    triplet loss, ``pairs`` (img1, img2, same, label1, label2) for the contrastive loss, ``random``
+    or ``pk`` (images, labels) for the margin softmax losses (``arcface``, ``cosface``: one centre per
+    training identity, see :class:`~facetorch.models.margin.MarginSoftmaxHead`). Under DDP the
+    centres are sharded across ranks (Partial FC): each rank holds ``num_classes / world_size`` of
+    them, and ``sample_rate`` < 1 uses only that share of each rank's centres per step (the batch's
+    identities always); checkpoints hold the whole centre matrix, and evaluation, the gallery and
+    export use the embedding network alone. An optional classification loss (a cosine softmax over
+    the training identities) is added to the triplet or contrastive loss with
     ``classification_weight``. The original two-stage schedule: ``classify_epochs`` epochs of the
     classification loss alone, then the metric loss, with ``stage_two_trains: embedding`` training
     only the embedding layer (the backbone frozen, its BatchNorm statistics fixed).
@@ -67,7 +75,8 @@ class EmbeddingTask(FaceTask):
             embedding layer the backbone was trained with, pretrained with it (``dlib_resnet``:
             dlib's 256 -> 128 layer without bias, so the embedding is dlib's descriptor scaled to
             unit length).
-        loss: ``triplet`` (needs ``pk`` batches) or ``contrastive`` (needs ``pairs`` batches).
+        loss: ``triplet`` (needs ``pk`` batches), ``contrastive`` (needs ``pairs`` batches), or the margin
+            softmax ``arcface`` / ``cosface`` (``random`` or ``pk`` batches).
         margin: Triplet margin alpha on squared distances (the original: 0.1).
         mining: Triplet mining: ``batch_all``, ``batch_hard`` or ``semi_hard``.
         contrastive_margin: Contrastive margin, in units of ``contrastive_distance``.
@@ -77,6 +86,9 @@ class EmbeddingTask(FaceTask):
         classify_epochs: Epochs of classification alone before the metric loss starts (stage one).
         stage_two_trains: ``all`` or ``embedding`` (only the embedding layer, as the original).
         flip_test: Embed each evaluation image and its mirror image and average (test-time flip).
+        head_margin: Margin of ``arcface`` (radians, default 0.5) or ``cosface`` (default 0.35).
+        head_scale: Logit scale s of the margin softmax.
+        sample_rate: Share of each rank's identity centres in each step's softmax (Partial FC); 1: all.
         **optimization: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
             ``warmup_epochs``, ``plateau_factor``, ``plateau_patience``, ``channels_last``: see
             :class:`~facetorch.tasks.base.FaceTask` (flat config keys, e.g. ``--model.init_args.lr``).
@@ -106,11 +118,21 @@ class EmbeddingTask(FaceTask):
         classify_epochs: int = 0,
         stage_two_trains: Literal["all", "embedding"] = "all",
         flip_test: bool = True,
+        head_margin: Optional[float] = None,
+        head_scale: float = 64.0,
+        sample_rate: float = 1.0,
         **optimization: Any,
     ) -> None:
         super().__init__(**optimization)
-        if loss not in ("triplet", "contrastive"):
-            raise ValueError(f"model.loss must be 'triplet' or 'contrastive', got {loss!r}")
+        if loss not in ("triplet", "contrastive", *MARGIN_LOSSES):
+            raise ValueError(f"model.loss must be one of triplet, contrastive, arcface, cosface; got {loss!r}")
+        if loss in MARGIN_LOSSES and (classification_weight > 0 or classify_epochs > 0):
+            raise ValueError(
+                f"model.loss={loss} is itself a softmax over the identities: set model.classification_weight=0 "
+                f"and model.classify_epochs=0 (got {classification_weight} and {classify_epochs})"
+            )
+        if not 0.0 < sample_rate <= 1.0:
+            raise ValueError(f"model.sample_rate must be in (0, 1], got {sample_rate}")
         if (classify_epochs > 0 or classification_weight > 0) and num_classes < 2:
             raise ValueError(
                 f"model.classify_epochs / classification_weight need at least 2 identities to classify, got {num_classes}"
@@ -134,6 +156,10 @@ class EmbeddingTask(FaceTask):
         self.flip_test = flip_test
         needs_classifier = classification_weight > 0 or classify_epochs > 0
         self.classifier = CosineClassifier(embedding_dim, num_classes, classifier_scale) if needs_classifier else None
+        # The margin head is built in setup("fit"), once the ranks are known, with only this rank's centres.
+        self.margin_head: Optional[MarginSoftmaxHead] = None
+        self.num_classes = num_classes
+        self._head_seed = torch.initial_seed() % 2**31  # the same on every rank after seed_everything
         # Cosine similarity at or above which two faces are the same person; set at each validation.
         self.register_buffer("threshold", torch.tensor(float("nan")))
         self._eval_embeddings: list[torch.Tensor] = []
@@ -171,6 +197,18 @@ class EmbeddingTask(FaceTask):
         if self.classifier is not None and self.classification_weight <= 0:
             self.classifier.requires_grad_(False)
 
+    def setup(self, stage: str) -> None:
+        if stage != "fit" or self.loss_name not in MARGIN_LOSSES or self.margin_head is not None:
+            return
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        self.margin_head = MarginSoftmaxHead(
+            self.embedding_dim, self.num_classes, self.loss_name, self.hparams.head_margin, self.hparams.head_scale,
+            self.hparams.sample_rate, world_size=world, rank=rank, seed=self._head_seed,
+        )  # fmt: skip
+        if world > 1:
+            # Each rank holds other centres, complete gradients included: DDP must neither broadcast nor average them.
+            self._ddp_params_and_buffers_to_ignore = ["margin_head.weight"]
+
     def _classification_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:
             raise RuntimeError("no classifier: set model.classification_weight or model.classify_epochs")
@@ -178,10 +216,11 @@ class EmbeddingTask(FaceTask):
 
     def _unpack(self, batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Training batch -> (embeddings, labels, same); ``same`` only for pair batches."""
-        if self.loss_name == "triplet":
+        if self.loss_name != "contrastive":
             if len(batch) != 2:
+                wanted = "pk" if self.loss_name == "triplet" else "random or pk"
                 raise ValueError(
-                    "model.loss=triplet expects (images, labels) batches: set data.train_batches: pk; "
+                    f"model.loss={self.loss_name} expects (images, labels) batches: set data.train_batches: {wanted}; "
                     f"got a batch of {len(batch)} items"
                 )
             images, labels = batch
@@ -202,6 +241,18 @@ class EmbeddingTask(FaceTask):
             loss = self._classification_loss(embeddings, labels)
             self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
             return loss
+        if self.loss_name in MARGIN_LOSSES:
+            if self.margin_head is None:
+                raise RuntimeError("the margin head is built in setup('fit'); train the task through a Trainer")
+            metric_loss = self.margin_head(embeddings, labels)
+            self.log("train_head_accuracy", self.margin_head.last_stats["accuracy"], on_step=False, on_epoch=True,
+                     batch_size=batch_size)  # fmt: skip
+            # centres held by this rank (rank 0's value is what the CSV shows): num_classes / world_size
+            self.log("train_head_centres", float(len(self.margin_head.weight)), on_step=False, on_epoch=True,
+                     batch_size=batch_size)  # fmt: skip
+            self.log(f"train_{self.loss_name}_loss", metric_loss, on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log("train_loss", metric_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            return metric_loss
         if same is None:
             metric_loss = self.triplet(embeddings, labels)
             stats = self.triplet.last_stats
@@ -326,10 +377,40 @@ class EmbeddingTask(FaceTask):
                 writer.writerow([row["file"], row["error"], *(f"{v:.6f}" for v in row["embedding"])])
 
     # ------------------------------------------------------------------ checkpoints and explanations
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        head = self.margin_head
+        if head is None or not head.distributed:
+            return
+        # Called on every rank (Lightning dumps the checkpoint everywhere, rank 0 writes it): gather the
+        # shards, so the file holds the whole (C, D) centre matrix and loads into any number of ranks.
+        checkpoint["state_dict"]["margin_head.weight"] = head.full_weight().cpu()
+        # This rank's optimiser moments cover its own centres only: leave them out (a resumed run
+        # restarts the centres' moments, the rest of its state is restored).
+        position = 0
+        for optimizer, state in zip(self.trainer.optimizers, checkpoint.get("optimizer_states", [])):
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    if param is head.weight:
+                        state.get("state", {}).pop(position, None)
+                    position += 1
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state_dict = checkpoint.get("state_dict", {})
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if "margin_head.weight" in state_dict and self.margin_head is None:
+            # Not built (not fitting): the centres only serve training; evaluation, the gallery and export
+            # use the embedding alone.
+            del state_dict["margin_head.weight"]
+        elif fitting and self.margin_head is not None and self.margin_head.distributed:
+            # Resuming on several ranks: each keeps its rows of the saved matrix (MarginSoftmaxHead's
+            # loader), and moments saved for another sharding would not fit them, so they restart.
+            params = self.trainable_parameters()
+            position = next(i for i, param in enumerate(params) if param is self.margin_head.weight)
+            for state in checkpoint.get("optimizer_states", []):
+                state.get("state", {}).pop(position, None)
         # Evaluating on other people links another identity count into num_classes; the classifier
         # only serves training, so take its shape from the checkpoint.
-        weight = checkpoint.get("state_dict", {}).get("classifier.weight")
+        weight = state_dict.get("classifier.weight")
         if weight is not None and (self.classifier is None or self.classifier.weight.shape != weight.shape):
             scale = self.classifier.scale if self.classifier is not None else self.hparams.classifier_scale
             self.classifier = CosineClassifier(weight.shape[1], weight.shape[0], scale).to(self.device)
