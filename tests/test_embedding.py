@@ -231,9 +231,10 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
     with pytest.raises(FileExistsError, match="not empty"):
         gallery_cli.gallery(split)
     gallery_file = tmp_path / "people.npz"
-    gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file)])
+    crops = ["--faces", "whole"]  # these images are face crops (enroll finds faces in photos by default)
+    gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file), *crops])
     assert json.loads(capsys.readouterr().out)["added"] == 18
-    gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file)])
+    gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file), *crops])
     again = json.loads(capsys.readouterr().out)
     assert (again["added"], again["total"], again["skipped"]) == (0, 18, 0)
     assert -1.0 <= again["open_set_threshold"] <= 1.0  # calibrated on the 6 enrolled people
@@ -244,7 +245,8 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
     more = tmp_path / "more" / "person_00"
     more.mkdir(parents=True)
     (more / "extra.png").write_bytes((known / "person_00" / "3.pgm").read_bytes())
-    gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(more.parent), "--gallery", str(gallery_file)])
+    gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(more.parent), "--gallery", str(gallery_file),
+                         *crops])  # fmt: skip
     assert json.loads(capsys.readouterr().out)["total"] == 19
 
     output = tmp_path / "ids.csv"

@@ -294,7 +294,8 @@ def test_a_gallery_from_the_export_gives_the_same_names_as_from_the_checkpoint(
     assert people == {"enrol": 15, "known": 15, "unknown": 18}
     split = work / "open_set"
     for flag, value, name in (("--ckpt_path", ckpt, "from_ckpt.npz"), ("--model", model, "from_onnx.npz")):
-        gallery_cli.gallery(["enroll", flag, value, "--images", str(split / "enrol"), "--gallery", str(work / name), "--quiet"])
+        gallery_cli.gallery(["enroll", flag, value, "--images", str(split / "enrol"), "--gallery", str(work / name), "--quiet",
+                             "--faces", "whole"])  # fmt: skip
     from_ckpt, from_onnx = Gallery.load(work / "from_ckpt.npz"), Gallery.load(work / "from_onnx.npz")
     assert from_ckpt.meta.model_fingerprint == from_onnx.meta.model_fingerprint == OnnxEmbedder(model).fingerprint
     assert from_ckpt.meta.names == from_onnx.meta.names and from_ckpt.meta.threshold == pytest.approx(from_onnx.meta.threshold)

@@ -9,7 +9,11 @@ and Guided Backprop on VGG16 / ResNet50 against plain autograd and the peer libr
 compares each task's exported ONNX graph in onnxruntime (CPU) with PyTorch eager fp32 and bf16 +
 channels-last on the same batch; ``--task losses`` times facetorch's triplet losses against
 pytorch-metric-learning's, with their peak memory, and ``--task scan --data_root DIR`` times indexing
-a folder of many files. Every result
+a folder of many files. ``--task recognition --data_root SET`` (a set of ``gallery.py
+compose``) times the whole recognition (dlib_cnn, 5-point alignment, dlib's ResNet, open-set
+match) against the ``face_recognition`` library on the same video frames; ``--task face_boxes
+--data_root ../shared/data/face_boxes_dev`` scores the largest box of haar and dlib_cnn against the
+hand-drawn one (mean IoU, IoU >= 0.5). Every result
 carries the machine's conditions (threads, load at start and end, CPU flags, torch version) and a
 ``warning`` when other work shared the machine.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Optional
 
 from facetorch import io
@@ -39,7 +44,8 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
-    parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan"]),
+    parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan", "recognition",
+                                                  "face_boxes"]),
                         help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -58,6 +64,9 @@ def _parser() -> Any:
     parser.add_argument("--inference", action="store_true", help="also time inference against a plain eval loop")
     parser.add_argument("--inference_batch_sizes", default="1,64", help="batch sizes of --inference (default 1,64)")
     parser.add_argument("--no_peers", action="store_true", help="--task gradcam: leave out pytorch-grad-cam and captum")
+    parser.add_argument("--frames", type=int, default=6, help="--task recognition: video frames timed (one per scene)")
+    parser.add_argument("--gallery", default=None,
+                        help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
     parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="comma-separated batch sizes (--task losses only)")
     add_output(parser, "also write the JSON here", required=False)
@@ -68,6 +77,10 @@ def measure(args: Any) -> dict[str, Any]:
     """One task's measurement, as the flags ask."""
     if args.task == "export":  # inference: the exported graph in onnxruntime against PyTorch eager
         return _export_benchmark(args)
+    if args.task == "recognition":
+        return _recognition_benchmark(args)
+    if args.task == "face_boxes":
+        return _face_boxes_benchmark(args)
     if args.task == "scan":
         if args.data_root is None:
             raise ValueError("--task scan needs --data_root DIR (an identity_folders tree; tools/synthetic_faces.py --empty)")
@@ -114,6 +127,82 @@ def _export_benchmark(args: Any) -> dict[str, Any]:
 
     warmup = 2 if args.warmup is None else args.warmup
     return run_export(graph_and_onnx, batch_size=args.batch_size, steps=args.steps, warmup=warmup, repeats=args.repeats)
+
+
+def _recognition_benchmark(args: Any) -> dict[str, Any]:
+    """Facetorch's recognition against face_recognition's on the same frames of DATA_ROOT/video.avi (one per scene)."""
+    import tempfile
+
+    import cv2
+    import torch
+
+    from facetorch.bench.recognition import face_recognition_recognizer, run_recognition_speed
+    from facetorch.data.images import read_image
+    from facetorch.inference.face_detectors import DlibCNNFaces
+    from facetorch.inference.gallery import Embedder, Gallery, person_folders
+    from facetorch.inference.recognition import OpenSetMatcher, Recognizer, enroll_photos
+    from facetorch.inference.streams import open_source, read_frames
+
+    if args.data_root is None or not (Path(args.data_root) / "video.avi").is_file():
+        raise ValueError(f"--task recognition needs --data_root SET, a folder of `gallery.py compose` (with video.avi and "
+                         f"enrol/), got {args.data_root!r}")  # fmt: skip
+    root = Path(args.data_root)
+    source = open_source(str(root / "video.avi"))
+    try:
+        frames = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in read_frames(source.capture, None)]
+    finally:
+        source.release()
+    hold = max(1, len(frames) // max(1, _scenes(root)))
+    frames = frames[::hold][: args.frames]
+    config = args.config or "configs/embedding_dlib.yaml"
+    embedder = Embedder(config=config, progress=False)
+    detector = DlibCNNFaces(device="cpu")
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.npz"
+        if not args.gallery:
+            enroll_photos(embedder, detector, path, root / "enrol", progress=False)
+        ours = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(path)))
+    known = {name: [read_image(f, 3) for f in files] for name, files in person_folders(root / "enrol").items()}
+    try:
+        theirs = face_recognition_recognizer(known)
+    except ModuleNotFoundError as error:  # the peer is optional: say what to install, in one line
+        hint = "its own dlib dependency builds from source: pip install --no-deps face-recognition beside dlib-bin"
+        raise ValueError(f"--task recognition compares with the face_recognition library: {error} ({hint})") from error
+    result = run_recognition_speed({"facetorch": lambda frame: len(ours([frame])[0]),
+                                    "face_recognition": lambda frame: len(theirs(frame))},
+                                   frames, repeats=args.repeats, warmup=1)  # fmt: skip
+    result.update(config=config, detector="dlib_cnn (upsample 0, both)", frame_size=list(frames[0].shape[:2]),
+                  torch_threads=torch.get_num_threads(), enrolled_photos=int(sum(len(v) for v in known.values())))  # fmt: skip
+    return result
+
+
+def _scenes(root: Path) -> int:
+    summary = root / "summary.json"
+    if summary.is_file():
+        import json
+
+        return int(json.loads(summary.read_text(encoding="utf-8")).get("scenes", 1))
+    return 1
+
+
+def _face_boxes_benchmark(args: Any) -> dict[str, Any]:
+    """Haar's and dlib_cnn's largest box on each LabelMe photo of DATA_ROOT against its hand-drawn face box."""
+    from facetorch.bench.recognition import run_box_accuracy
+    from facetorch.data.annotations import scan_labelme_folder
+    from facetorch.data.images import read_image
+    from facetorch.inference.face_detectors import build_face_detector
+
+    if args.data_root is None:
+        raise ValueError("--task face_boxes needs --data_root LABELME_DIR (e.g. ../shared/data/face_boxes_dev)")
+    annotations = [a for a in scan_labelme_folder(Path(args.data_root)) if len(a.boxes)]
+    if not annotations:
+        raise ValueError(f"--data_root {args.data_root!r} holds no LabelMe photo with a face box")
+    images = [read_image(a.image_path, 3) for a in annotations]
+    truth = [max(a.boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])) for a in annotations]
+    detectors = {name: build_face_detector(name, device="cpu") for name in ("haar", "dlib_cnn")}
+    result = run_box_accuracy({name: (lambda image, d=d: d.detect(image)[0]) for name, d in detectors.items()}, images, truth)
+    result["data_root"] = str(args.data_root)
+    return result
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,21 +1,34 @@
-"""``python tools/gallery.py enroll|identify|verify|evaluate|split``: the face gallery from the command line.
+"""``python tools/gallery.py enroll|recognize|identify|verify|evaluate|split|compose|score``: the face gallery.
 
 Examples::
 
-    python tools/gallery.py enroll   --ckpt_path CKPT --images PEOPLE_DIR --gallery people.npz
-    python tools/gallery.py identify --ckpt_path CKPT --gallery people.npz --images DIR_OR_FILE --output ids.csv
-    python tools/gallery.py verify   --ckpt_path CKPT IMG1 IMG2
-    python tools/gallery.py evaluate --ckpt_path CKPT --gallery people.npz --known DIR --unknown DIR
-    python tools/gallery.py split    --images PEOPLE_DIR --people 30 --per_person 5 --output DIR
-    python tools/gallery.py identify --model model.onnx --gallery people.npz --images DIR_OR_FILE
+    python tools/gallery.py enroll    --config configs/embedding_dlib.yaml --images PEOPLE_DIR --gallery people.npz
+    python tools/gallery.py enroll    --ckpt_path CKPT --source 0 --name NAME --count 5 --gallery people.npz
+    python tools/gallery.py recognize --gallery people.npz --source PATH_OR_INDEX --output DIR [--detector haar|dlib_cnn|CKPT]
+    python tools/gallery.py identify  --ckpt_path CKPT --gallery people.npz --images DIR_OR_FILE --output ids.csv
+    python tools/gallery.py verify    --ckpt_path CKPT IMG1 IMG2
+    python tools/gallery.py evaluate  --ckpt_path CKPT --gallery people.npz --known DIR --unknown DIR
+    python tools/gallery.py split     --images PEOPLE_DIR --people 30 --per_person 5 --output DIR
+    python tools/gallery.py compose   --lfw LFW_PEOPLE_DIR [--orl ORL_DIR] --output DIR
+    python tools/gallery.py score     --truth DIR/truth.csv --recognitions OUT/recognitions.csv
+    python tools/gallery.py identify  --model model.onnx --gallery people.npz --images DIR_OR_FILE
 
 ``--model FILE.onnx`` (an ``EmbeddingTask`` exported by ``tools/export.py``) runs instead of a
 checkpoint, with onnxruntime: the same embeddings, the same fingerprint (a gallery enrolled from
-the checkpoint works with its export and the other way round), the same pair threshold.
+the checkpoint works with its export and the other way round), the same pair threshold. It embeds
+crops or the largest Haar face (``--faces``); ``recognize`` and detector enrolment need
+``--config`` or ``--ckpt_path``, which align the faces.
 
-``verify`` uses the pair threshold calibrated at validation and stored in the checkpoint;
-``identify`` and ``evaluate`` use the gallery's open-set threshold, calibrated on the enrolled
-people at each enrolment (see :mod:`facetorch.inference.gallery`). ``--threshold`` overrides either.
+``enroll --images`` finds the person's face in each ordinary photo (``--detector``, default
+dlib_cnn) and aligns it; ``--faces whole`` enrols face crops as they are, ``--faces haar`` the
+largest Haar face. ``recognize`` finds every face of each image or frame with the gallery's
+detector (or ``--detector``), and names it or answers ``unknown``; it writes annotated images or
+an annotated video and recognitions.csv (source,frame,x1,y1,x2,y2,name,score), and prints a
+JSON summary with frames/s and faces/s as the last line. Without ``--config`` / ``--ckpt_path``
+it uses the model the gallery records. ``verify`` uses the pair threshold calibrated at
+validation and stored in the checkpoint; ``identify``, ``evaluate`` and ``recognize`` use the
+gallery's open-set threshold, calibrated on the enrolled people at each enrolment (see
+:mod:`facetorch.inference.gallery`). ``--threshold`` overrides either.
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Optional
 
 from facetorch import io
@@ -31,6 +46,7 @@ from facetorch.inference.gallery import (
     Embedder,
     FaceEmbedder,
     Gallery,
+    GalleryError,
     enroll,
     evaluate_open_set,
     haar_face_finder,
@@ -40,30 +56,65 @@ from facetorch.inference.gallery import (
 )
 
 PROG = "gallery.py"
-RENAMED = {"--ckpt": "--ckpt_path", "--open-set-fpir": "--open_set_fpir", "--per-person": "--per_person"}
+RENAMED = {"--ckpt": "--ckpt_path", "--open-set-fpir": "--open_set_fpir", "--per-person": "--per_person",
+           "--max-frames": "--max_frames"}  # fmt: skip
 IDENTIFY_FIELDS = ["file", "name", "similarity", "error"]
+DEFAULT_DETECTOR = "dlib_cnn"
 
 
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
     common = argparse.ArgumentParser(add_help=False)  # options every model-using command shares
     add_ckpt_path(common, "EmbeddingTask checkpoint (runs/.../checkpoints/best.ckpt)", required=False)
+    common.add_argument("--config", default=None, metavar="CFG",
+                        help="an EmbeddingTask config whose pretrained network to use instead of a checkpoint "
+                             "(e.g. configs/embedding_dlib.yaml)")  # fmt: skip
     common.add_argument("--model", default=None, metavar="FILE.onnx",
                         help="an EmbeddingTask exported by tools/export.py --format onnx, instead of --ckpt_path")
-    common.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    common.add_argument("--device", default=None, help="torch device (cpu, cuda; default: cuda when available)")
     common.add_argument(
-        "--faces", choices=("whole", "haar"), default="whole",
-        help="whole: images are face crops; haar: crop the largest face found by OpenCV's Haar cascade",
+        "--faces", choices=("whole", "haar"), default=None,
+        help="whole: images are face crops (the default, except for enroll); haar: crop the largest face found by "
+             "OpenCV's Haar cascade",
     )  # fmt: skip
-    common.add_argument("--margin", type=float, default=0.2, help="margin around a Haar face, as a fraction of its size")
+    common.add_argument("--margin", type=float, default=0.2,
+                        help="margin around a Haar face (or a detector's box, for a model without alignment), "
+                             "as a fraction of its size")  # fmt: skip
     add_quiet(common)
+    detection = argparse.ArgumentParser(add_help=False)  # how enroll and recognize find faces
+    detection.add_argument("--detector", default=None, metavar="haar|dlib_cnn|CKPT",
+                           help="face detector: haar (OpenCV), dlib_cnn (dlib's CNN, in PyTorch) or a FaceDetectorTask "
+                                "checkpoint (one face per frame); default: the gallery's, else dlib_cnn")  # fmt: skip
+    detection.add_argument("--upsample", type=int, default=0,
+                           help="dlib_cnn: double each image this many times first, for faces under 80 pixels")
+    detection.add_argument("--every", type=int, default=1, help="a camera or video: use every N-th frame")
+    detection.add_argument("--max_frames", type=int, default=None, help="a camera or video: stop after N frames")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    enrol = commands.add_parser("enroll", parents=[common], help="add people (a folder per person) to a gallery")
-    enrol.add_argument("--images", required=True, help="folder of <person>/<images>")
+    enrol = commands.add_parser("enroll", parents=[common, detection],
+                                help="add people to a gallery: photos (a folder per person), or a camera")
+    enrol.add_argument("--images", default=None, help="folder of <person>/<photos> (ordinary photos, or crops with --faces)")
+    enrol.add_argument("--source", default=None, help="a camera index (0) or a video file to enrol --name from")
+    enrol.add_argument("--name", default=None, help="with --source: the person's name")
+    enrol.add_argument("--count", type=int, default=5, help="with --source: frames to enrol (each with one clear face)")
     enrol.add_argument("--gallery", required=True, help="gallery file (.npz); created if missing, else extended")
     enrol.add_argument("--open_set_fpir", type=float, default=None,
                        help="share of strangers identify may accept, calibrated on the enrolled people (default 0.05)")
+
+    rec = commands.add_parser("recognize", parents=[common, detection],
+                              help="find, align and name every face of images, a folder, a video or a camera")
+    rec.add_argument("--gallery", required=True)
+    rec.add_argument("--source", required=True, help="image, folder of images, video file, or camera index (0)")
+    add_output(rec, "output folder, new or empty: annotated images or video, and recognitions.csv")
+    rec.add_argument("--threshold", type=float, default=None,
+                     help="open_set: cosine similarity to accept a match (default: the gallery's); svm: least probability "
+                          "(default 0: closed set, as the original)")
+    rec.add_argument("--matcher", choices=("open_set", "svm"), default="open_set",
+                     help="open_set: the gallery's open-set threshold; svm: the original's linear SVM and its probability")
+    rec.add_argument("--show", action="store_true", help="also show the annotated frames in a window (q stops)")
+    rec.add_argument("--batch_size", type=int, default=1, help="frames of a stream detected at once (for a GPU)")
+    rec.add_argument("--fourcc", default="mp4v", choices=["mp4v", "MJPG"],
+                     help="annotated video codec: mp4v (.mp4) or MJPG (.avi)")
 
     ident = commands.add_parser("identify", parents=[common], help="name each face, or 'unknown'")
     ident.add_argument("--gallery", required=True)
@@ -88,7 +139,173 @@ def _parser() -> Any:
     split.add_argument("--people", type=int, required=True, help="people to enrol (the first, in natural order)")
     split.add_argument("--per_person", type=int, required=True, help="images enrolled per person (the rest probe)")
     add_output(split, "new or empty folder")
+
+    comp = commands.add_parser("compose", help="a multi-face test set: enrolment photos, group pictures, a video, the truth")
+    comp.add_argument("--lfw", required=True, help="folder of <person>/<photos> (e.g. lfw_devtrain/images)")
+    comp.add_argument("--orl", default=None, help="ORL's folder of s1..s40 (its faces are doubled)")
+    comp.add_argument("--people", type=int, default=40, help="LFW people enrolled (the others are strangers)")
+    comp.add_argument("--per_person", type=int, default=3, help="photos enrolled per LFW person (the others probe)")
+    comp.add_argument("--orl_people", type=int, default=10, help="ORL people enrolled (5 photos each)")
+    comp.add_argument("--scenes", type=int, default=40, help="group pictures")
+    comp.add_argument("--seed", type=int, default=0)
+    add_output(comp, "new or empty folder")
+
+    score = commands.add_parser("score", help="score recognitions.csv against a composed set's truth.csv")
+    score.add_argument("--truth", required=True, help="truth.csv or video_truth.csv of gallery.py compose")
+    score.add_argument("--recognitions", required=True, help="recognitions.csv of gallery.py recognize")
+    score.add_argument("--iou", type=float, default=0.4, help="least IoU between a detection and a true face")
+    add_output(score, "also write the metrics JSON here", required=False)
     return parser
+
+
+def _device(name: Optional[str]) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _embedder(args: Any, gallery: Optional[Gallery] = None, faces: str = "whole", aligned: bool = False) -> FaceEmbedder:
+    """The model of ``--config``, ``--ckpt_path`` or ``--model FILE.onnx``, else the one the gallery records.
+
+    ``aligned``: the caller embeds detector boxes (recognize, enrolment with a detector), which
+    the ONNX path cannot do (it does not align).
+    """
+    given = [flag for flag, value in (("--config", args.config), ("--ckpt_path", args.ckpt_path), ("--model", args.model))
+             if value is not None]  # fmt: skip
+    if len(given) > 1:
+        raise ValueError(f"give the embedding model once: {' and '.join(given)} were both given")
+    config, ckpt = args.config, args.ckpt_path
+    if args.model is not None:
+        if aligned:
+            raise ValueError(f"--model {args.model!r}: the ONNX path embeds crops or the largest Haar face (--faces) and "
+                             f"does not align detector boxes; {args.command} needs --config CFG or --ckpt_path CKPT")  # fmt: skip
+        from facetorch.inference.onnx_model import OnnxEmbedder
+
+        face_of = haar_face_finder(args.margin) if faces == "haar" else None
+        return OnnxEmbedder(args.model, face_of=face_of, progress=not args.quiet)
+    if not given:
+        kind, _, path = gallery.meta.model.partition(":") if gallery is not None else ("", "", "")
+        if kind in ("config", "ckpt") and Path(path).is_file():
+            config, ckpt = (path, None) if kind == "config" else (None, path)
+        elif gallery is not None:
+            recorded = f"records {gallery.meta.model!r}, which is not there" if gallery.meta.model else "records no model"
+            raise ValueError(f"--gallery {args.gallery!r} {recorded}: pass --config CFG or --ckpt_path CKPT")
+        else:
+            raise ValueError("give the embedding model as --config CFG (e.g. configs/embedding_dlib.yaml), "
+                             "as --ckpt_path CKPT or as --model FILE.onnx (one of them)")  # fmt: skip
+    return Embedder(ckpt, device=_device(args.device), faces=faces, margin=args.margin, progress=not args.quiet,  # type: ignore[arg-type]
+                    config=config)  # fmt: skip
+
+
+def _detector(args: Any, recorded: Optional[str]) -> Any:
+    """``--detector``, else the gallery's (when it can be rebuilt from its name), else dlib_cnn."""
+    from facetorch.inference.face_detectors import DETECTOR_NAMES, build_face_detector
+
+    name = args.detector
+    if name is None:
+        if recorded is not None and recorded.startswith("ckpt:"):
+            raise ValueError(f"--gallery {args.gallery!r} was enrolled with a detector checkpoint ({recorded}): "
+                             "pass --detector CKPT")  # fmt: skip
+        name = recorded if recorded in DETECTOR_NAMES else DEFAULT_DETECTOR
+    return build_face_detector(name, device=_device(args.device), upsample=args.upsample)
+
+
+def _load_gallery(path: str) -> Gallery:
+    gallery = Gallery.load(path)
+    if len(gallery) == 0:
+        raise GalleryError(f"--gallery {path!r} is empty: enrol people first (gallery.py enroll)")
+    return gallery
+
+
+def _enroll(args: Any) -> dict[str, Any]:
+    from facetorch.inference.recognition import enroll_photos, enroll_stream
+
+    if (args.images is None) == (args.source is None):
+        raise ValueError("enroll needs --images PEOPLE_DIR (photos) or --source CAMERA_OR_VIDEO --name NAME, not both")
+    if args.faces is not None and (args.detector is not None or args.source is not None):
+        raise ValueError("--faces (crops, or the largest Haar face of each image) and --detector / --source exclude each other")
+    if args.source is not None and not args.name:
+        raise ValueError("--source needs --name NAME: the person in front of the camera")
+    if args.faces is not None:  # the original way: face crops, or the largest Haar face
+        embedder = _embedder(args, faces=args.faces)
+        return enroll(embedder, args.gallery, args.images, args.open_set_fpir, faces=args.faces)
+    recorded = Gallery.load(args.gallery).meta.detector if Path(args.gallery).exists() else None
+    if args.images is not None and not Path(args.images).is_dir():
+        raise FileNotFoundError(f"--images {args.images!r} is not a folder of person folders")
+    embedder = _embedder(args, aligned=True)
+    detector = _detector(args, recorded)
+    if args.source is not None:
+        return enroll_stream(embedder, detector, args.gallery, args.source, args.name, args.count, args.every,
+                             args.max_frames, args.open_set_fpir, progress=not args.quiet)  # fmt: skip
+    return enroll_photos(embedder, detector, args.gallery, args.images, args.open_set_fpir, progress=not args.quiet)
+
+
+def _recognize(args: Any) -> Any:
+    from facetorch.inference.recognition import Recognizer, build_matcher, check_gallery_setup, check_show, recognize_source
+    from facetorch.inference.streams import open_source
+
+    io.check_output_folder(args.output, args.overwrite)  # before anything is loaded
+    if args.faces is not None:
+        raise ValueError("recognize finds every face with --detector; --faces is for enroll, identify and verify")
+    if args.show:
+        check_show()
+    for flag, value in (("--every", args.every), ("--batch_size", args.batch_size), ("--max_frames", args.max_frames)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be 1 or more, got {value}")
+    gallery = _load_gallery(args.gallery)
+    source = open_source(args.source)  # a missing file or camera fails here, before the models load
+    try:
+        embedder = _embedder(args, gallery, aligned=True)
+        detector = _detector(args, gallery.meta.detector)
+        for note in check_gallery_setup(gallery, embedder, detector.name, args.gallery):
+            print(f"{PROG}: note: {note}", file=sys.stderr)
+        matcher = build_matcher(args.matcher, gallery, args.threshold)
+    except BaseException:
+        source.release()
+        raise
+    run = recognize_source(Recognizer(embedder, detector, matcher), source, args.output, overwrite=args.overwrite,
+                           every=args.every, max_frames=args.max_frames, batch_size=args.batch_size, show=args.show,
+                           fourcc=args.fourcc, progress=not args.quiet)  # fmt: skip
+    print(io.json_line(asdict(run)), flush=True)
+    return run
+
+
+def _score(args: Any) -> dict[str, Any]:
+    from facetorch.evaluation import recognition_metrics
+
+    if args.output:
+        io.check_output_file(args.output, args.overwrite)
+    truth_rows, found_rows = _read_rows(args.truth, "--truth"), _read_rows(args.recognitions, "--recognitions")
+    video = any(row.get("frame", "") != "" for row in truth_rows)
+
+    def key(row: dict[str, str]) -> Any:  # a scene by its file name; a video frame by its index
+        return int(row["frame"]) if video else Path(row["source"]).name
+
+    def box(row: dict[str, str], flag: str) -> list[float]:
+        try:
+            return [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"{flag}: a row without a box x1,y1,x2,y2: {row}") from error
+
+    truth = [{"key": key(r), "box": box(r, "--truth"), "name": r["name"], "enrolled": r.get("enrolled") == "1"}
+             for r in truth_rows]  # fmt: skip
+    found = [{"key": key(r), "box": box(r, "--recognitions"), "name": r["name"]} for r in found_rows]
+    report = recognition_metrics(truth, found, iou=args.iou)
+    if args.output:
+        io.write_json(args.output, report)
+    print(io.json_line(report))
+    return report
+
+
+def _read_rows(path: str, flag: str) -> list[dict[str, str]]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag} {path!r} does not exist")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    needed = {"source", "frame", "x1", "y1", "x2", "y2", "name"}
+    if rows and not needed <= set(rows[0]):
+        raise ValueError(f"{flag} {path!r}: expected the columns {sorted(needed)}, found {sorted(rows[0])}")
+    return rows
 
 
 def gallery(argv: Optional[list[str]] = None) -> Any:
@@ -98,15 +315,27 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         result = split_open_set(args.images, args.output, args.people, args.per_person, args.overwrite)
         print(io.json_line(result))
         return result
-    if getattr(args, "output", None):  # before the model is loaded and any image is embedded
-        io.check_output_file(args.output, args.overwrite)
-    embedder = _embedder(args)
+    if args.command == "compose":
+        from facetorch.data.scenes import compose_recognition_set
+
+        result = compose_recognition_set(args.lfw, args.output, orl=args.orl, people=args.people,
+                                         enrol_per_person=args.per_person, orl_people=args.orl_people,
+                                         scenes=args.scenes, seed=args.seed, overwrite=args.overwrite)  # fmt: skip
+        print(io.json_line(result))
+        return result
+    if args.command == "score":
+        return _score(args)
+    if args.command == "recognize":
+        return _recognize(args)
     if args.command == "enroll":
-        result = enroll(embedder, args.gallery, args.images, args.open_set_fpir)
+        result = _enroll(args)
         for path, reason in result["skipped"].items():
             print(f"skipped {path}: {reason}", file=sys.stderr)
         print(io.json_line({k: v for k, v in result.items() if k != "skipped"} | {"skipped": len(result["skipped"])}))
         return result
+    if getattr(args, "output", None):  # before the model is loaded and any image is embedded
+        io.check_output_file(args.output, args.overwrite)
+    embedder = _embedder(args, faces=args.faces or "whole")
     if args.command == "verify":
         result = verify(embedder, args.image1, args.image2, args.threshold)
         print(io.json_line(result))
@@ -127,18 +356,6 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         io.write_json(args.output, report)
     print(io.json_line(report))
     return report
-
-
-def _embedder(args: argparse.Namespace) -> FaceEmbedder:
-    """The checkpoint's :class:`Embedder`, or an exported model's :class:`OnnxEmbedder` (``--model``)."""
-    if (args.ckpt_path is None) == (args.model is None):
-        raise ValueError("give the embedding model as --ckpt_path CKPT or as --model FILE.onnx (one of the two)")
-    if args.model is None:
-        return Embedder(args.ckpt_path, device=args.device, faces=args.faces, margin=args.margin, progress=not args.quiet)
-    from facetorch.inference.onnx_model import OnnxEmbedder
-
-    face_of = haar_face_finder(args.margin) if args.faces == "haar" else None
-    return OnnxEmbedder(args.model, face_of=face_of, progress=not args.quiet)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

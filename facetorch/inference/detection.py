@@ -11,12 +11,7 @@ folder is refused unless ``overwrite`` is given.
 
 from __future__ import annotations
 
-import csv
-import os
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -26,14 +21,23 @@ import numpy as np
 import torch
 
 from facetorch import io
-from facetorch.data.files import is_image_file
 from facetorch.data.images import ImageReadError, read_image
 from facetorch.inference.checkpoint import load_task
+from facetorch.inference.streams import (
+    FOURCC_SUFFIX,
+    Source,
+    VideoSink,
+    atomic_csv,
+    frame_path,
+    open_source,
+    read_frames,
+    stop_on_signals,
+    write_png_bgr,
+)
 from facetorch.tasks.detector import FaceDetectorTask
 
 __all__ = ["Detection", "DetectionRun", "Detector", "detect_source"]
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 CSV_NAME = "detections.csv"
 CSV_FIELDS = ["source", "frame", "score", "face", "x1", "y1", "x2", "y2", "error"]
 GREEN = (0, 200, 0)  # BGR, for frames drawn with OpenCV
@@ -126,50 +130,6 @@ def _csv_row(source: str, frame: int, detection: Detection) -> dict[str, Any]:
             **dict(zip(("x1", "y1", "x2", "y2"), box))}  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------
-# Output files
-# --------------------------------------------------------------------------------------------
-
-
-def _partial(path: Path) -> Path:
-    """A hidden temporary name beside ``path`` that keeps its extension (OpenCV picks the container by it)."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[Callable[[], bool]]:
-    """Turn Ctrl-C (SIGINT) and SIGTERM into a flag, so the loop finishes its frame and its files."""
-    stop = {"asked": False}
-
-    def handler(signum: int, frame: Any) -> None:
-        stop["asked"] = True
-
-    installed: dict[int, Any] = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                installed[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread: keep the default behaviour
-                pass
-        yield lambda: stop["asked"]
-    finally:
-        for sig, previous in installed.items():
-            signal.signal(sig, previous)
-
-
-# --------------------------------------------------------------------------------------------
-# Sources
-# --------------------------------------------------------------------------------------------
-
-
-def _is_camera(source: str) -> bool:
-    return source.isdigit()
-
-
-def _image_files(path: Path) -> list[Path]:
-    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if is_image_file(p))
-
-
 def detect_source(
     detector: Detector,
     source: str,
@@ -199,31 +159,20 @@ def detect_source(
     """
     output = Path(output)
     io.check_output_folder(output, overwrite)
-    if _is_camera(source):
-        capture = cv2.VideoCapture(int(source))
-        return _detect_stream(detector, capture, f"camera{source}", f"camera {source}", output, max_frames, fourcc, progress)
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"--source {source!r} does not exist (expected an image, a folder, a video file or a camera index)"
-        )
-    if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
-        return _detect_stream(detector, cv2.VideoCapture(str(path)), path.stem, str(path), output, max_frames, fourcc, progress)
-    return _detect_images(detector, path, output, progress)
+    opened = open_source(source)
+    if opened.kind == "images":
+        return _detect_images(detector, opened, output, progress)
+    return _detect_stream(detector, opened, output, max_frames, fourcc, progress)
 
 
-def _detect_images(detector: Detector, path: Path, output: Path, progress: bool) -> DetectionRun:
-    files = _image_files(path)
-    if not files:
-        raise ValueError(f"--source {str(path)!r} holds no image and is not a video ({', '.join(VIDEO_EXTENSIONS)})")
-    root = path if path.is_dir() else path.parent
+def _detect_images(detector: Detector, source: Source, output: Path, progress: bool) -> DetectionRun:
     output.mkdir(parents=True, exist_ok=True)
     csv_path = output / CSV_NAME
     frames = faces = 0
     start = time.perf_counter()
     stopped = False
-    with _stop_on_signals() as stop_asked, _atomic_csv(csv_path) as writer:
-        for file in io.progress(files, "detect", enabled=progress):
+    with stop_on_signals() as stop_asked, atomic_csv(csv_path, CSV_FIELDS) as writer:
+        for file in io.progress(source.files, "detect", enabled=progress):
             if stop_asked():
                 stopped = True
                 break
@@ -233,9 +182,7 @@ def _detect_images(detector: Detector, path: Path, output: Path, progress: bool)
                 writer.writerow({"source": str(file), "frame": frames, "error": str(error)})
                 continue
             detection = detector(frame)
-            relative = file.relative_to(root)
-            target = output / relative.parent / f"{relative.stem}_{relative.suffix[1:].lower()}.png"
-            _write_png(target, draw(frame, detection))
+            write_png_bgr(frame_path(output, source.root, file), draw(frame, detection))
             writer.writerow(_csv_row(str(file), frames, detection))
             frames += 1
             faces += int(detection.face)
@@ -243,90 +190,29 @@ def _detect_images(detector: Detector, path: Path, output: Path, progress: bool)
 
 
 def _detect_stream(
-    detector: Detector,
-    capture: cv2.VideoCapture,
-    name: str,
-    label: str,
-    output: Path,
-    max_frames: Optional[int],
-    fourcc: str,
-    progress: bool,
+    detector: Detector, source: Source, output: Path, max_frames: Optional[int], fourcc: str, progress: bool
 ) -> DetectionRun:
-    if not capture.isOpened():
-        raise ValueError(f"--source {label}: cannot be opened by OpenCV {cv2.__version__} (expected a readable video or camera)")
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    fps = fps if 0 < fps < 1000 else 25.0
-    suffix = ".avi" if fourcc.upper() == "MJPG" else ".mp4"
     output.mkdir(parents=True, exist_ok=True)
-    video_path, csv_path = output / f"{name}_detected{suffix}", output / CSV_NAME
-    partial = _partial(video_path)
-    writer: Optional[cv2.VideoWriter] = None
+    video_path, csv_path = output / f"{source.name}_detected{FOURCC_SUFFIX.get(fourcc, '.mp4')}", output / CSV_NAME
     frames = faces = 0
     stopped = False
     start = time.perf_counter()
-    known = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    total = min(filter(None, (max_frames, known if known > 0 else None)), default=None)
+    total = min(filter(None, (max_frames, source.frame_count)), default=None)
     try:
-        with _stop_on_signals() as stop_asked, _atomic_csv(csv_path) as rows:
-            for frame in io.progress(_read_frames(capture, max_frames), "detect", total=total, enabled=progress):
+        with stop_on_signals() as stop_asked, atomic_csv(csv_path, CSV_FIELDS) as rows, \
+                VideoSink(video_path, source.fps, fourcc) as video:  # fmt: skip
+            for frame in io.progress(read_frames(source.capture, max_frames), "detect", total=total, enabled=progress):
                 if stop_asked():
                     stopped = True
                     break
                 detection = detector(frame)
-                annotated = draw(frame, detection)
-                if writer is None:
-                    height, width = annotated.shape[:2]
-                    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
-                    if not writer.isOpened():
-                        raise ValueError(f"OpenCV cannot write {fourcc} video to {str(video_path)!r}; try --fourcc MJPG")
-                writer.write(annotated)
-                rows.writerow(_csv_row(label, frames, detection))
+                video.write(draw(frame, detection))
+                rows.writerow(_csv_row(source.label, frames, detection))
                 frames += 1
                 faces += int(detection.face)
-        if writer is not None:
-            writer.release()
-            writer = None
-            os.replace(partial, video_path)
     finally:
-        capture.release()
-        if writer is not None:  # an error mid-stream: drop the partial video
-            writer.release()
-        if partial.exists():
-            partial.unlink()
+        source.release()
     return _summary(detector, frames, faces, start, video_path if frames else output, csv_path, stopped)
-
-
-def _read_frames(capture: cv2.VideoCapture, max_frames: Optional[int]) -> Iterator[np.ndarray]:
-    """The frames of an open capture, up to ``max_frames``."""
-    count = 0
-    while max_frames is None or count < max_frames:
-        ok, frame = capture.read()
-        if not ok:
-            return
-        count += 1
-        yield frame
-
-
-@contextmanager
-def _atomic_csv(path: Path) -> Iterator[csv.DictWriter]:
-    """A CSV written under a temporary name and renamed when the block ends, also after Ctrl-C."""
-    partial = _partial(path)
-    handle = open(partial, "w", newline="", encoding="utf-8")
-    try:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, restval="")
-        writer.writeheader()
-        yield writer
-        handle.close()
-        os.replace(partial, path)
-    finally:
-        if not handle.closed:
-            handle.close()
-        if partial.exists():
-            partial.unlink()
-
-
-def _write_png(path: Path, picture_bgr: np.ndarray) -> None:
-    io.write_png(path, cv2.cvtColor(picture_bgr, cv2.COLOR_BGR2RGB))
 
 
 def _summary(

@@ -3,8 +3,9 @@
 The gallery file is a NumPy ``.npz`` written without pickle (arrays and one JSON string), so
 loading it never runs code: ``embeddings`` (N, D) float32, one row per enrolled image, and
 ``meta``, the JSON of :class:`GalleryMeta` (names and files per row, the model fingerprint, the
-thresholds). A gallery belongs to the model that embedded it: loading it with another checkpoint
-is refused, since embeddings of two models are not comparable.
+thresholds, and how the faces were found and aligned). A gallery belongs to the model that
+embedded it: loading it with another checkpoint is refused, since embeddings of two models are
+not comparable; so is enrolling faces found by another detector, or aligned another way, into it.
 
 Two thresholds: the checkpoint's pair threshold (calibrated on validation pairs: is this pair
 the same person?) decides ``verify``. Identification compares a face with *every* enrolled
@@ -16,9 +17,11 @@ stranger against the others, and the threshold lets through at most ``open_set_f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io as bytes_io
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,12 +31,15 @@ import numpy as np
 import torch
 
 from facetorch import evaluation, io
+from facetorch.data.alignment import align_faces
 from facetorch.data.crops import crop_box, expand_box
 from facetorch.data.files import is_image_file, list_images
 from facetorch.data.images import ImageReadError, read_image
+from facetorch.data.transforms import InputSpec
 from facetorch.inference.checkpoint import load_task
 
-GALLERY_FORMAT = 1
+GALLERY_FORMAT = 2
+READABLE_FORMATS = (1, 2)  # format 1 did not record the detector and the alignment
 UNKNOWN = "unknown"
 
 
@@ -90,10 +96,12 @@ def haar_face_finder(margin: float = 0.2) -> Callable[[np.ndarray], Optional[np.
 
 
 class Embedder:
-    """An :class:`~facetorch.tasks.EmbeddingTask` checkpoint with its evaluation transform.
+    """An :class:`~facetorch.tasks.EmbeddingTask` with its evaluation transform: from a checkpoint, or a pretrained config.
 
-    The transform (size, centre crop, normalisation, channels) is rebuilt from the DataModule
-    settings saved in the checkpoint, so faces are embedded exactly as in validation.
+    With ``ckpt_path``, the transform (size, centre crop, normalisation, channels, alignment) is
+    rebuilt from the DataModule settings saved in the checkpoint, so faces are embedded exactly as
+    in validation. With ``config`` (e.g. ``configs/embedding_dlib.yaml``), the task is built from
+    the config's model section (its pretrained weights, no checkpoint) and fed as its data section says.
 
     Args:
         ckpt_path: Checkpoint written by ``tools/train.py`` for an embedding config.
@@ -101,28 +109,38 @@ class Embedder:
         batch_size: Images per forward pass.
         faces: ``whole`` embeds each image as it is (face crops); ``haar`` first crops the largest
             face found by OpenCV's Haar cascade, with ``margin`` added on each side.
-        margin: Margin around a Haar face, as a fraction of its size.
+        margin: Margin around a Haar face (or, for a model without alignment, a detector's box),
+            as a fraction of its size.
         progress: Show a progress bar over files (on a terminal).
+        config: A YAML config of an ``EmbeddingTask`` instead of ``ckpt_path``.
     """
 
     def __init__(
         self,
-        ckpt_path: str | Path,
+        ckpt_path: Optional[str | Path] = None,
         device: str = "cpu",
         batch_size: int = 64,
         faces: Literal["whole", "haar"] = "whole",
         margin: float = 0.2,
         progress: bool = True,
+        config: Optional[str | Path] = None,
     ) -> None:
         from facetorch.tasks import EmbeddingTask
 
         if faces not in ("whole", "haar"):
             raise ValueError(f"--faces must be 'whole' or 'haar', got {faces!r}")
-        loaded = load_task(ckpt_path, EmbeddingTask, device, tool="gallery.py")
-        self.task = loaded.task
-        self.input = loaded.input
-        self.channels = loaded.input.channels
-        self.transform = loaded.transform
+        if (ckpt_path is None) == (config is None):
+            raise ValueError("give either --ckpt_path CKPT (a trained EmbeddingTask) or --config CFG (e.g. "
+                             "configs/embedding_dlib.yaml, its pretrained network), not both or neither")  # fmt: skip
+        if ckpt_path is not None:
+            loaded = load_task(ckpt_path, EmbeddingTask, device, tool="gallery.py")
+            self.task, self.input = loaded.task, loaded.input
+            self.source = f"ckpt:{Path(ckpt_path).resolve()}"
+        else:
+            self.task, self.input = task_from_config(config, device)  # type: ignore[arg-type]
+            self.source = f"config:{Path(config).resolve()}"  # type: ignore[arg-type]
+        self.channels = self.input.channels
+        self.transform = self.input.transform()
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.fingerprint = model_fingerprint(self.task)
@@ -131,7 +149,13 @@ class Embedder:
         self.faces = faces
         self.margin = margin
         self.progress = progress
+        self._finish = self.input.finish()
         self._face_of = haar_face_finder(margin) if faces == "haar" else None
+
+    @property
+    def alignment(self) -> str:
+        """How faces are aligned before the network: ``five_point`` or ``none``."""
+        return alignment_of(self.input)
 
     def face_of(self, image: np.ndarray) -> Optional[np.ndarray]:
         """The part of ``image`` to embed: all of it, or the largest Haar face with a margin (None: no face)."""
@@ -140,9 +164,36 @@ class Embedder:
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings (N, D) float32 of decoded images (uint8 arrays, as ``read_image`` gives)."""
+        return self._embed_tensors([self.transform(image) for image in images])
+
+    @torch.no_grad()
+    def embed_faces(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Embeddings (N, D) of the faces in ``boxes`` (N, 4) ``x1, y1, x2, y2`` pixels of one whole photo, in one batch.
+
+        With 5-point alignment, the landmarks are found in each box and the chip is warped from
+        the photo itself (as dlib's ``get_face_chip`` on a detector's box); without, the box grown
+        by ``margin`` on each side is cut out and resized to the model's input.
+        """
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(boxes) == 0:
+            return np.empty((0, self.task.embedding_dim), dtype=np.float32)
+        image = to_channels(image, self.channels)
+        if self.input.align is not None:
+            from facetorch.models.shape_predictor import load_shape_predictor
+
+            rects = boxes - np.array([0.0, 0.0, 1.0, 1.0])  # pixel extents -> dlib rectangles (right, bottom inclusive)
+            predictor = load_shape_predictor(self.input.align_model)
+            chips = align_faces(image, rects, size=self.input.image_size[0], predictor=predictor)
+        else:
+            height, width = image.shape[:2]
+            chips = [crop_box(image, expand_box(box, self.margin, width, height)) for box in boxes]
+            chips = [_resize(chip, self.input) for chip in chips]
+        return self._embed_tensors([self._finish(chip) for chip in chips])
+
+    def _embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
         rows = []
-        for start in range(0, len(images), self.batch_size):
-            batch = torch.stack([self.transform(image) for image in images[start : start + self.batch_size]])
+        for start in range(0, len(tensors), self.batch_size):
+            batch = torch.stack(list(tensors[start : start + self.batch_size]))
             rows.append(self.task.embed(batch.to(self.device)).float().cpu())
         if not rows:
             return np.empty((0, self.task.embedding_dim), dtype=np.float32)
@@ -167,6 +218,69 @@ class Embedder:
             faces.append(face)
             used.append(Path(path))
         return self.embed(faces), used, skipped
+
+
+def alignment_of(spec: Optional[InputSpec]) -> str:
+    """What a gallery records of a model's alignment: ``five_point`` or ``none``."""
+    return str(spec.align) if spec is not None and spec.align is not None else "none"
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """An RGB (or grey) uint8 photo with the model's channels."""
+    import cv2
+
+    if channels == 1 and image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if channels == 3 and image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return image
+
+
+def _resize(chip: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A face cut out of a photo, resized to the model's input (no centre crop: the box is the face already)."""
+    import cv2
+
+    height, width = spec.image_size
+    return cv2.resize(chip, (width, height), interpolation=cv2.INTER_AREA) if chip.shape[:2] != (height, width) else chip
+
+
+def task_from_config(config: str | Path, device: str = "cpu") -> tuple[Any, InputSpec]:
+    """The ``EmbeddingTask`` a YAML config builds (its pretrained weights, as ``evaluate.py`` without a checkpoint) and its input.
+
+    Raises:
+        FileNotFoundError: the config does not exist.
+        ValueError: it is not a config of an ``EmbeddingTask``, or its sections are malformed.
+    """
+    import yaml
+
+    from facetorch.tasks import EmbeddingTask
+
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {str(path)!r} does not exist (expected a YAML file, e.g. configs/embedding_dlib.yaml)")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"--config {str(path)!r} is not valid YAML: {' '.join(str(error).split())}") from error
+    model, data = values.get("model") or {}, values.get("data") or {}
+    class_path = str(model.get("class_path", ""))
+    if not class_path.endswith("EmbeddingTask") or "image_size" not in data:
+        raise ValueError(f"--config {str(path)!r} is not an EmbeddingTask config with a data section (model.class_path is "
+                         f"{class_path or 'missing'!r}); gallery.py needs one, e.g. configs/embedding_dlib.yaml")  # fmt: skip
+    crop, box = data.get("center_crop"), data.get("align_box")
+    spec = InputSpec(
+        image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
+        channels=int(data.get("channels", 3)),  # type: ignore[arg-type]
+        normalization=data.get("normalization", "unit"),
+        center_crop=(float(crop[0]), float(crop[1])) if crop is not None else None,
+        align=data.get("align"),
+        align_box=tuple(float(f) for f in box) if box is not None else None,  # type: ignore[arg-type]
+        align_model=data.get("align_model"),
+    )
+    args = dict(model.get("init_args") or {})
+    args["in_channels"] = spec.channels
+    task = EmbeddingTask(**args)
+    return task.to(device).eval(), spec
 
 
 def model_fingerprint(module: torch.nn.Module) -> str:
@@ -196,6 +310,10 @@ class GalleryMeta:
     open_set_fpir: float = 0.05
     open_set_threshold: float = float("nan")
     format: int = GALLERY_FORMAT
+    # What made the embeddings (format 2 on; None: not recorded by a format-1 file).
+    model: str = ""  # ckpt:<path> or config:<path>, which recognise can load again
+    detector: Optional[str] = None  # how faces were found: haar, dlib_cnn, ckpt:<fingerprint>, whole (crops), haar_largest
+    alignment: Optional[str] = None  # five_point or none
 
 
 class Gallery:
@@ -211,9 +329,13 @@ class Gallery:
         self.meta = meta
 
     @classmethod
-    def empty(cls, embedder: FaceEmbedder) -> Gallery:
-        """A gallery with nobody enrolled yet, for ``embedder``'s model."""
-        return cls(np.empty((0, embedder.embedding_dim), np.float32), GalleryMeta(embedder.fingerprint, embedder.threshold))
+    def empty(cls, embedder: FaceEmbedder, detector: Optional[str] = None) -> Gallery:
+        """A gallery for ``embedder``'s faces, found by ``detector`` (default: how ``embedder.faces`` finds them)."""
+        dim = embedder.embedding_dim
+        detector = detector or ("haar_largest" if getattr(embedder, "faces", "whole") == "haar" else "whole")
+        meta = GalleryMeta(embedder.fingerprint, embedder.threshold, model=getattr(embedder, "source", ""),
+                           detector=detector, alignment=alignment_of(getattr(embedder, "input", None)))  # fmt: skip
+        return cls(np.empty((0, dim), np.float32), meta)
 
     @property
     def people(self) -> list[str]:
@@ -223,15 +345,47 @@ class Gallery:
     def __len__(self) -> int:
         return len(self.meta.names)
 
-    def add(self, name: str, embeddings: np.ndarray, files: Sequence[Path]) -> int:
-        """Enrol images of ``name`` (files already enrolled are skipped); returns how many were added."""
+    def add(self, name: str, embeddings: np.ndarray, files: Sequence[Path | str]) -> int:
+        """Enrol images of ``name`` (files already enrolled are skipped); returns how many were added.
+
+        A file is a path, or any unique label (a camera frame's); paths are stored resolved.
+        """
         known = set(self.meta.files)
-        keep = [i for i, path in enumerate(files) if str(Path(path).resolve()) not in known]
+        keys = [_file_key(path) for path in files]
+        keep = [i for i, key in enumerate(keys) if key not in known]
         if keep:
             self.embeddings = np.concatenate([self.embeddings, embeddings[keep]])
             self.meta.names += [name] * len(keep)
-            self.meta.files += [str(Path(files[i]).resolve()) for i in keep]
+            self.meta.files += [keys[i] for i in keep]
         return len(keep)
+
+    def check_setup(self, detector: Optional[str], alignment: str, source: str | Path, enrolling: bool) -> list[str]:
+        """Refuse faces aligned another way, and (when ``enrolling``) found by another detector.
+
+        Returns notes for the user: recognising with another detector than enrolment used is
+        allowed (the embeddings stay comparable), but said.
+
+        Raises:
+            GalleryError: the alignment differs, or faces of another detector would be mixed into it.
+        """
+        name = str(source)
+        if self.meta.alignment is not None and self.meta.alignment != alignment:
+            raise GalleryError(f"Gallery {name!r} holds faces aligned with {self.meta.alignment!r}, this model aligns with "
+                               f"{alignment!r}; enrol the people again into a new gallery")  # fmt: skip
+        if detector is None or self.meta.detector == detector:
+            return []
+        if enrolling and len(self):
+            if self.meta.detector is None:
+                raise GalleryError(f"Gallery {name!r} was written by an older facetorch (format 1) that did not record how "
+                                   "its faces were found; enrol the people again into a new gallery")  # fmt: skip
+            raise GalleryError(f"Gallery {name!r} holds faces found by {self.meta.detector!r}; enrolling faces found by "
+                               f"{detector!r} would mix two detectors: pass --detector {self.meta.detector} (or --faces), "
+                               "or enrol into a new gallery")  # fmt: skip
+        if enrolling:
+            self.meta.detector = detector
+            return []
+        found_by = self.meta.detector or "an unrecorded detector"
+        return [f"the gallery's faces were found by {found_by}; recognising with {detector}"]
 
     def check_model(self, embedder: FaceEmbedder, source: str | Path) -> None:
         """Refuse a gallery that another model embedded (a checkpoint and its export are the same model)."""
@@ -316,14 +470,25 @@ class Gallery:
                 meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
         except (OSError, ValueError, KeyError) as error:
             raise GalleryError(f"{path} is not a facetorch gallery (.npz with embeddings and meta): {error}") from error
-        if meta.get("format") != GALLERY_FORMAT:
-            raise GalleryError(f"{path}: gallery format {meta.get('format')!r}, expected {GALLERY_FORMAT}")
+        if meta.get("format") not in READABLE_FORMATS:
+            readable = ", ".join(map(str, READABLE_FORMATS))
+            raise GalleryError(f"{path}: gallery format {meta.get('format')!r}; this facetorch reads formats {readable} "
+                               "(written by another version? enrol the people again)")  # fmt: skip
+        known = {f.name for f in dataclasses.fields(GalleryMeta)}
+        unexpected = sorted(set(meta) - known)
+        if unexpected:
+            raise GalleryError(f"{path}: unexpected gallery fields {unexpected}; is it a facetorch gallery of another version?")
         return cls(embeddings, GalleryMeta(**meta))
 
 
 # ----------------------------------------------------------------------------------------------
 # Operations behind tools/gallery.py
 # ----------------------------------------------------------------------------------------------
+
+
+def _file_key(path: Path | str) -> str:
+    """How a gallery stores an enrolled file: an existing path resolved, any other label as it is."""
+    return str(Path(path).resolve()) if os.path.exists(path) else str(path)
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -378,23 +543,26 @@ def person_folders(images: str | Path) -> dict[str, list[Path]]:
 
 
 def enroll(
-    embedder: Embedder, gallery_path: str | Path, images: str | Path, open_set_fpir: Optional[float] = None
+    embedder: FaceEmbedder,
+    gallery_path: str | Path,
+    images: str | Path,
+    open_set_fpir: Optional[float] = None,
+    faces: Optional[str] = None,
 ) -> dict[str, Any]:
-    """Enrol every person folder under ``images`` into the gallery (created if missing).
+    """Enrol every person folder of face crops (or the largest Haar face of each image) into the gallery (created if missing).
 
     Then the gallery's open-set threshold is calibrated again (at ``open_set_fpir``, else at the
-    gallery's own setting).
+    gallery's own setting). ``faces`` (``whole`` or ``haar``) says how ``embedder`` finds the face,
+    which the gallery records (default: the embedder's ``faces``). Ordinary photos, with a face
+    detector and alignment, are enrolled by :func:`facetorch.inference.recognition.enroll_photos`.
 
     Returns:
         ``people`` (enrolled now), ``added`` images, ``skipped`` {file: reason}, ``total`` rows,
         ``open_set_threshold``.
     """
     gallery_path = Path(gallery_path)
-    if gallery_path.exists():
-        gallery = Gallery.load(gallery_path)
-        gallery.check_model(embedder, gallery_path)
-    else:
-        gallery = Gallery.empty(embedder)
+    faces = faces or getattr(embedder, "faces", "whole")
+    gallery = open_gallery(embedder, gallery_path, "haar_largest" if faces == "haar" else "whole")
     added, skipped = 0, {}
     people = person_folders(images)
     for name, files in io.progress(people.items(), "enrol", total=len(people), enabled=embedder.progress):
@@ -407,6 +575,23 @@ def enroll(
     gallery.save(gallery_path)
     return {"people": sorted(people), "added": added, "skipped": skipped, "total": len(gallery),
             "open_set_threshold": threshold}
+
+
+def open_gallery(embedder: FaceEmbedder, gallery_path: str | Path, detector: str) -> Gallery:
+    """The gallery to enrol faces of ``detector`` into: the file's (same model, alignment and detector), else a new one.
+
+    Raises:
+        GalleryError: the file is not a gallery, or another model, alignment or detector made it.
+    """
+    gallery_path = Path(gallery_path)
+    if not gallery_path.exists():
+        return Gallery.empty(embedder, detector)
+    gallery = Gallery.load(gallery_path)
+    gallery.check_model(embedder, gallery_path)
+    gallery.check_setup(detector, alignment_of(getattr(embedder, "input", None)), gallery_path, enrolling=True)
+    if not gallery.meta.model:
+        gallery.meta.model = getattr(embedder, "source", "")
+    return gallery
 
 
 def probe_files(images: str | Path) -> list[Path]:
