@@ -22,6 +22,8 @@ import hashlib
 import io as bytes_io
 import json
 import os
+import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ from facetorch.inference.checkpoint import load_task
 GALLERY_FORMAT = 2
 READABLE_FORMATS = (1, 2)  # format 1 did not record the detector and the alignment
 UNKNOWN = "unknown"
+SAME_IMAGE = 0.9999  # a cosine similarity this close to 1 between two names: the same image (or person) twice
 
 
 class GalleryError(ValueError):
@@ -350,6 +353,15 @@ class Gallery:
 
         A file is a path, or any unique label (a camera frame's); paths are stored resolved.
         """
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1)) if embeddings.size else np.array([], int)
+        if len(bad):
+            named = ", ".join(str(files[i]) for i in bad[:3])
+            raise GalleryError(
+                f"{len(bad)} embedding(s) of {name!r} are not finite (NaN or inf): {named}; the model gave no usable "
+                "embedding for these images (a broken checkpoint, or images it cannot take): leave them out"
+            )
+        self._check_dim(embeddings, f"the embeddings of {name!r}")
         known = set(self.meta.files)
         keys = [_file_key(path) for path in files]
         keep = [i for i, key in enumerate(keys) if key not in known]
@@ -389,6 +401,12 @@ class Gallery:
 
     def check_model(self, embedder: FaceEmbedder, source: str | Path) -> None:
         """Refuse a gallery that another model embedded (a checkpoint and its export are the same model)."""
+        dim = int(getattr(embedder, "embedding_dim", self.embeddings.shape[1]))
+        if len(self) and dim != self.embeddings.shape[1]:
+            raise GalleryError(
+                f"Gallery {str(source)!r} holds {self.embeddings.shape[1]}-d embeddings, this model's are {dim}-d: "
+                "it was made by another model; enrol the people again into a new gallery with this model"
+            )
         if self.meta.model_fingerprint != embedder.fingerprint:
             raise GalleryError(
                 f"Gallery {str(source)!r} was made by another model (fingerprint {self.meta.model_fingerprint}); "
@@ -403,6 +421,10 @@ class Gallery:
         """
         if len(self) == 0:
             raise GalleryError("The gallery is empty: enrol people first")
+        embeddings = np.asarray(embeddings)
+        self._check_dim(embeddings, "the probes")
+        if embeddings.size and not np.isfinite(embeddings).all():
+            raise GalleryError("A probe's embedding is not finite (NaN or inf): the model gave no usable embedding for it")
         people = self.people
         # float64 throughout: thresholds are float64 and sit one ulp above a calibration score.
         similarity = embeddings.astype(np.float64) @ self.embeddings.T.astype(np.float64)  # (N, rows): cosine
@@ -417,21 +439,56 @@ class Gallery:
         """Set ``meta.open_set_threshold`` from the enrolled people alone.
 
         Each person's images are matched against everyone else's, as a stranger's would be, and
-        the threshold accepts at most ``meta.open_set_fpir`` of these best matches. NaN with fewer
-        than 3 people.
+        the threshold accepts at most ``meta.open_set_fpir`` of these best matches. With fewer than
+        3 people there is nothing to calibrate on: NaN (stored as ``null``), with a warning, and
+        :meth:`default_threshold` falls back to the model's pair threshold.
+
+        Two names whose images match each other as closely as the same image (the same person
+        enrolled twice) would push the threshold to 1 and reject everyone: they are named in a
+        warning and left out of each other's stranger scores.
         """
         people, names = self.people, np.array(self.meta.names)
         if len(people) < 3:
             self.meta.open_set_threshold = float("nan")
+            warnings.warn(
+                f"The gallery holds {len(people)} person{'' if len(people) == 1 else 's'}: no open-set threshold can "
+                f"be calibrated (it needs 3 people or more); identify uses the model's pair threshold "
+                f"{self.meta.threshold:.4g} unless --threshold is given",
+                stacklevel=2,
+            )
             return self.meta.open_set_threshold
+        rows = self.embeddings.astype(np.float64)
+        similarity = rows @ rows.T  # (rows, rows): cosine
+        twins: dict[tuple[str, str], float] = {}
         stranger_scores = []
         for person in people:
             own = names == person
-            rows = self.embeddings.astype(np.float64)
-            similarity = rows[own] @ rows[~own].T  # (own images, other rows)
-            stranger_scores.extend(similarity.max(axis=1).tolist())
-        self.meta.open_set_threshold = evaluation.fpir_threshold(stranger_scores, self.meta.open_set_fpir)
+            others = similarity[own][:, ~own]  # (own images, other rows)
+            other_names = names[~own]
+            for twin in sorted(set(other_names[(others >= SAME_IMAGE).any(axis=0)])):
+                pair = (min(person, twin), max(person, twin))
+                twins[pair] = max(twins.get(pair, 0.0), float(others[:, other_names == twin].max()))
+            keep = ~np.isin(other_names, [b if a == person else a for a, b in twins if person in (a, b)])
+            if keep.any():
+                stranger_scores.extend(others[:, keep].max(axis=1).tolist())
+        for (first, second), score in twins.items():
+            warnings.warn(
+                f"{first} and {second} match each other at {score:.4f}, as the same image would: the same person "
+                "under two names? They are left out of each other's calibration; enrol them under one name",
+                stacklevel=2,
+            )
+        if not stranger_scores:
+            self.meta.open_set_threshold = float("nan")
+            return self.meta.open_set_threshold
+        self.meta.open_set_threshold = min(1.0, evaluation.fpir_threshold(stranger_scores, self.meta.open_set_fpir))
         return self.meta.open_set_threshold
+
+    def _check_dim(self, embeddings: np.ndarray, what: str) -> None:
+        if embeddings.ndim != 2 or (len(embeddings) and embeddings.shape[1] != self.embeddings.shape[1]):
+            raise GalleryError(
+                f"{what} have shape {tuple(embeddings.shape)}, but the gallery holds {self.embeddings.shape[1]}-d "
+                f"embeddings: were they made by another model? Use the model the gallery was enrolled with"
+            )
 
     def default_threshold(self) -> float:
         """The open-set threshold when calibrated, else the checkpoint's pair threshold."""
@@ -454,31 +511,64 @@ class Gallery:
     def save(self, path: str | Path) -> None:
         """Write atomically as ``.npz`` (no pickle)."""
         buffer = bytes_io.BytesIO()
-        meta = np.frombuffer(json.dumps(asdict(self.meta)).encode("utf-8"), dtype=np.uint8)
+        meta = np.frombuffer(io.json_line(asdict(self.meta)).encode("utf-8"), dtype=np.uint8)  # NaN as null
         np.savez(buffer, embeddings=self.embeddings, meta=meta)
         with io.atomic_open(Path(path), "wb") as handle:
             handle.write(buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | Path) -> Gallery:
+    def load(cls, path: str | Path, flag: str = "--gallery") -> Gallery:
+        """Read a gallery written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no such file. IsADirectoryError: ``path`` is a folder.
+            GalleryError: not a facetorch gallery (not a zip, a key missing, meta that is not JSON or
+                has fields of the wrong kind), another format, or rows that are not finite.
+        """
         path = Path(path)
+        name = f"{flag} {str(path)!r}"
+        if path.is_dir():
+            raise IsADirectoryError(f"{name} is a folder; expected a gallery .npz file (written by `gallery.py enroll`)")
         if not path.is_file():
-            raise FileNotFoundError(f"Gallery file {str(path)!r} does not exist; create it with `gallery.py enroll`")
+            raise FileNotFoundError(f"{name} does not exist; create it with `gallery.py enroll`")
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                embeddings = archive["embeddings"]
+            # our own handle, closed even when numpy's zip reader fails half way (a truncated file)
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
+                embeddings = np.asarray(archive["embeddings"])
                 meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
-        except (OSError, ValueError, KeyError) as error:
-            raise GalleryError(f"{path} is not a facetorch gallery (.npz with embeddings and meta): {error}") from error
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, AttributeError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise GalleryError(f"{name} is not a facetorch gallery (.npz with embeddings and meta): {reason}") from error
+        if not isinstance(meta, dict):
+            raise GalleryError(f"{name}: its meta is a JSON {type(meta).__name__}, not an object; is it a facetorch gallery?")
         if meta.get("format") not in READABLE_FORMATS:
             readable = ", ".join(map(str, READABLE_FORMATS))
-            raise GalleryError(f"{path}: gallery format {meta.get('format')!r}; this facetorch reads formats {readable} "
+            raise GalleryError(f"{name}: gallery format {meta.get('format')!r}; this facetorch reads formats {readable} "
                                "(written by another version? enrol the people again)")  # fmt: skip
         known = {f.name for f in dataclasses.fields(GalleryMeta)}
         unexpected = sorted(set(meta) - known)
         if unexpected:
-            raise GalleryError(f"{path}: unexpected gallery fields {unexpected}; is it a facetorch gallery of another version?")
-        return cls(embeddings, GalleryMeta(**meta))
+            raise GalleryError(f"{name}: unexpected gallery fields {unexpected}; is it a facetorch gallery of another version?")
+        for key in ("names", "files"):
+            value = meta.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise GalleryError(f"{name}: meta {key!r} must be a list of strings, got {type(value).__name__}")
+        for key in ("threshold", "open_set_threshold", "open_set_fpir"):
+            if meta.get(key) is None:
+                meta[key] = float("nan")  # stored as null: not calibrated
+            elif not isinstance(meta[key], (int, float)) or isinstance(meta[key], bool):
+                raise GalleryError(f"{name}: meta {key!r} must be a number, got {meta[key]!r}")
+        if embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype, np.number):
+            raise GalleryError(f"{name}: embeddings must be a 2-d array of numbers (rows x dim), got shape "
+                               f"{tuple(embeddings.shape)} of {embeddings.dtype}")  # fmt: skip
+        bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+        if len(bad):
+            raise GalleryError(f"{name}: row {int(bad[0])} of its embeddings is not finite (NaN or inf; {len(bad)} rows in "
+                               "all): the file is damaged; enrol the people again")  # fmt: skip
+        try:
+            return cls(embeddings, GalleryMeta(**meta))
+        except GalleryError as error:
+            raise GalleryError(f"{name}: {error}") from error
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,15 +620,18 @@ def split_open_set(
     return counts
 
 
-def person_folders(images: str | Path) -> dict[str, list[Path]]:
-    """``images/<person>/<images>`` -> {person: files}; people without images are left out."""
+def person_folders(images: str | Path, flag: str = "--images") -> dict[str, list[Path]]:
+    """``images/<person>/<images>`` -> {person: files}; people without images are left out.
+
+    ``flag`` is the option that named the folder, for the messages.
+    """
     root = Path(images)
     if not root.is_dir():
-        raise FileNotFoundError(f"--images {str(root)!r} is not a folder of person folders")
+        raise FileNotFoundError(f"{flag} {str(root)!r} is not a folder of person folders")
     people = {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir()}
     people = {name: files for name, files in people.items() if files}
     if not people:
-        raise ValueError(f"--images {str(root)!r} holds no person folder with images (expected {root}/<name>/<image>)")
+        raise ValueError(f"{flag} {str(root)!r} holds no person folder with images (expected {root}/<name>/<image>)")
     return people
 
 
@@ -659,8 +752,8 @@ def evaluate_open_set(
     threshold = gallery.default_threshold() if threshold is None else threshold
     scores, predicted, truth, known_embeddings = [], [], [], []
     for folder, is_known in ((known, True), (unknown, False)):
-        people = person_folders(folder)
         label = "known" if is_known else "unknown"
+        people = person_folders(folder, flag=f"--{label}")
         for name, files in io.progress(people.items(), label, total=len(people), enabled=embedder.progress):
             if is_known and name not in gallery.people:
                 enrolled = len(gallery.people)
