@@ -16,7 +16,7 @@ from PIL import Image
 from facetorch import cli
 from facetorch.cli.prepare_shards import prepare_shards
 from facetorch.data import FaceDataModule
-from facetorch.data.shards import META_NAME, ShardIndex, read_meta, scan_shards
+from facetorch.data.shards import META_NAME, ShardIndex, _reader, read_meta, scan_shards
 from facetorch.inference.checkpoint import load_task
 from facetorch.tasks import EmbeddingTask
 from tests.conftest import REPO, write_face_crops, write_identity_folders
@@ -70,6 +70,19 @@ def test_shards_give_the_folder_splits_items_and_samplers(shards: Path, people: 
     assert len(batches[0]) == len(batches[1]) > 0
     for (x1, y1), (x2, y2) in zip(*batches):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_random_reads_decode_only_the_sample_asked_for(shards: Path) -> None:
+    """The samplers read shards by position in random order: LitData must not decode a window of rows per read.
+
+    Its default for small samples decodes (and then drops) a window of 256 rows around each random read,
+    about 40 times the work of reading the one sample.
+    """
+    index = scan_shards(str(shards))
+    assert _reader(str(shards)).batch_decode == 0
+    order = np.random.default_rng(0).permutation(len(index))[:20]
+    for i in order:
+        assert int(_reader(str(shards))[int(index.sources[i])]["index"]) == int(index.sources[i])
 
 
 def test_prepared_shards_skip_decoding_and_refuse_another_input(people: Path, tmp_path: Path) -> None:
