@@ -35,7 +35,7 @@ from facetorch.bench.conditions import finish_conditions, start_conditions
 from facetorch.bench.gradcam import run_gradcam
 from facetorch.bench.losses import BATCH_SIZES, run_losses
 from facetorch.bench.scan import run_scan
-from facetorch.bench.training import SETUPS, run
+from facetorch.bench.training import SETUPS, config_path, run
 from facetorch.cli.common import add_output, rename_legacy_flags, run_tool, tool_parser
 
 PROG = "benchmark.py"
@@ -154,7 +154,7 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
         source.release()
     hold = max(1, len(frames) // max(1, _scenes(root)))
     frames = frames[::hold][: args.frames]
-    config = args.config or "configs/embedding_dlib.yaml"
+    config = str(config_path(args.config or "embedding_dlib.yaml"))  # a path, or a name in the repository's configs/
     embedder = Embedder(config=config, progress=False)
     detector = DlibCNNFaces(device="cpu")
     with tempfile.TemporaryDirectory() as work:
