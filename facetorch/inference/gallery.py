@@ -270,16 +270,7 @@ def task_from_config(config: str | Path, device: str = "cpu") -> tuple[Any, Inpu
     if not class_path.endswith("EmbeddingTask") or "image_size" not in data:
         raise ValueError(f"--config {str(path)!r} is not an EmbeddingTask config with a data section (model.class_path is "
                          f"{class_path or 'missing'!r}); gallery.py needs one, e.g. configs/embedding_dlib.yaml")  # fmt: skip
-    crop, box = data.get("center_crop"), data.get("align_box")
-    spec = InputSpec(
-        image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
-        channels=int(data.get("channels", 3)),  # type: ignore[arg-type]
-        normalization=data.get("normalization", "unit"),
-        center_crop=(float(crop[0]), float(crop[1])) if crop is not None else None,
-        align=data.get("align"),
-        align_box=tuple(float(f) for f in box) if box is not None else None,  # type: ignore[arg-type]
-        align_model=data.get("align_model"),
-    )
+    spec = InputSpec.from_hparams(data)
     args = dict(model.get("init_args") or {})
     args["in_channels"] = spec.channels
     task = EmbeddingTask(**args)
