@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -19,29 +19,27 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8
 BUSY_LOAD_PER_CORE = 0.5  # 1-minute load average per core above which the machine counts as busy
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else the platform's processor string."""
+def _cpuinfo_field(name: str) -> Optional[str]:
+    """The value of the first ``name`` line of /proc/cpuinfo (Linux), or ``None``."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("model name"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else the platform's processor string."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> list[str]:
     """Which of :data:`CPU_FLAGS` this CPU has (empty where /proc/cpuinfo is not readable)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+    present = set((_cpuinfo_field("flags") or "").split())
+    return [flag for flag in CPU_FLAGS if flag in present]
 
 
 def load_average() -> float | None:
