@@ -312,6 +312,6 @@ def main(args: Optional[list[str]] = None) -> None:
     FaceCLI(args=args)
 
 
-def console_main() -> None:
-    """``facetorch`` installed as a command: :func:`main`, with input errors as one line and exit code 2."""
-    sys.exit(run_tool("facetorch", main))
+def lightning_main(argv: Optional[list[str]] = None) -> None:
+    """``facetorch fit|validate|test|predict``: :func:`main`, with input errors as one line and exit code 2."""
+    sys.exit(run_tool("facetorch", main, argv))
