@@ -1,3 +1,3 @@
 """facetorch: train, evaluate and explain face models with PyTorch Lightning."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

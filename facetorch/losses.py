@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from facetorch.boxes import ordered_boxes
+
 __all__ = [
     "ContrastiveLoss",
     "DetectionLoss",
@@ -401,14 +403,9 @@ def original_localization(pred: Tensor, target: Tensor) -> Tensor:
     return ((pred[:, :2] - target[:, :2]) ** 2).sum(dim=1) + ((size - true_size) ** 2).sum(dim=1)
 
 
-def _ordered(boxes: Tensor) -> Tensor:
-    """Corners sorted (min, max), so that a head's swapped outputs still form a box."""
-    return torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], dim=1)
-
-
 def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
     """``1 - GIoU`` per image (B,), after sorting each predicted box's corners."""
-    p, t = _ordered(pred), target
+    p, t = ordered_boxes(pred), target
     inter_wh = (torch.minimum(p[:, 2:], t[:, 2:]) - torch.maximum(p[:, :2], t[:, :2])).clamp_min(0)
     inter = inter_wh[:, 0] * inter_wh[:, 1]
     area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])

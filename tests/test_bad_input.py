@@ -202,7 +202,8 @@ def test_pretrained_weights_that_are_not_there_are_one_line(identity_dir: Path, 
 
 @pytest.mark.slow
 def test_detect_reports_a_zero_byte_image_in_the_csv_and_goes_on(tmp_path: Path) -> None:
-    from facetorch.inference.detection import Detector, detect_source
+    from facetorch.inference.detection import Detector
+    from facetorch.recognition.detect import detect_source
     from tests.conftest import write_labelme_folder
 
     data = write_labelme_folder(tmp_path / "boxes")

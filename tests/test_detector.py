@@ -22,10 +22,11 @@ from facetorch.data.box_transforms import BoxAugmentation, build_box_transform
 from facetorch.data.datamodule import FaceDataModule
 from facetorch.data.detection import scan_labelme_index
 from facetorch.explain.detector import peak_in_box
-from facetorch.inference.detection import Detector, detect_source
+from facetorch.inference.detection import Detector
 from facetorch.losses import DetectionLoss, giou_loss, original_localization
 from facetorch.models.backbones import PretrainedWeightsError
 from facetorch.models.detector import FaceDetector
+from facetorch.recognition.detect import detect_source
 from facetorch.tasks import FaceDetectorTask
 from tests.conftest import REPO, read_csv, square_face_photo, write_labelme_folder
 

@@ -17,7 +17,8 @@ from facetorch.cli import gallery as gallery_cli
 from facetorch.data import FaceDataModule
 from facetorch.data.pairs import balanced_label_pairs
 from facetorch.evaluation import enrolled_classifier_accuracy
-from facetorch.inference.gallery import Embedder, Gallery, GalleryError
+from facetorch.inference.embedder import Embedder
+from facetorch.recognition.gallery import Gallery, GalleryError
 from facetorch.tasks import EmbeddingTask
 from tests.conftest import REPO, read_csv, write_identity_folders
 
@@ -277,7 +278,7 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
 
 
 def test_open_set_threshold_is_calibrated_on_enrolled_people_as_strangers() -> None:
-    from facetorch.inference.gallery import GalleryMeta
+    from facetorch.recognition.gallery import GalleryMeta
 
     # Three people, two images each, on three orthogonal axes with a little overlap.
     rows = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.1, 0.9, 0], [0, 0, 1], [0, 0.2, 0.9]], dtype=np.float32)

@@ -23,10 +23,12 @@ import torch
 from facetorch import cli
 from facetorch.cli import export as export_cli
 from facetorch.cli import gallery as gallery_cli
-from facetorch.inference.checkpoint import load_task
+from facetorch.inference.checkpoint import load_task, model_fingerprint
+from facetorch.inference.embedder import Embedder
 from facetorch.inference.export import METADATA_KEY, METADATA_KEYS, graph_and_onnx, read_torchscript
-from facetorch.inference.gallery import Embedder, Gallery, model_fingerprint, split_open_set
 from facetorch.inference.onnx_model import ExportError, OnnxEmbedder, OnnxModel
+from facetorch.recognition.enrollment import split_open_set
+from facetorch.recognition.gallery import Gallery
 from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceDetectorTask, IdentityTask
 from tests.conftest import REPO, write_face_crops, write_identity_folders
 

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from facetorch.inference.gallery import Gallery, GalleryError, person_folders
+from facetorch.recognition.enrollment import person_folders
+from facetorch.recognition.gallery import Gallery, GalleryError
 from tests.conftest import expect_warning
 
 

@@ -7,7 +7,6 @@ so a lazy import inside a function cannot hide an upward dependency.
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,17 @@ PACKAGE = REPO / "facetorch"
 # (Rooms on one floor are independent of each other, except the pure modules of floor 0, which
 # are allowed to use each other: reports writes through io.)
 FLOORS: list[set[str]] = [
-    {"io", "losses", "evaluation", "reports", "__init__"},
+    {"io", "boxes", "losses", "evaluation", "reports", "__init__"},
     {"models"},  # plain nn.Modules and their weight files (the data pipeline may run one: 5-point landmarks)
     {"data"},
     {"explain"},
     {"tasks", "callbacks", "baselines"},
     {"inference", "bench"},
+    {"recognition"},  # faces in the wild: detectors, galleries, the per-frame pipeline, streams
+    {"serve"},  # the HTTP service over recognition
     {"cli"},
 ]
-DEPRECATED_SHIMS = {"finetuning", "checkpointing"}  # old import paths of configs: leaves nobody imports
+MAX_MODULE_LINES = 500
 
 
 def room_of(module: str) -> str:
@@ -81,7 +82,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 def test_the_top_level_holds_at_most_eight_modules_and_the_rooms_exist() -> None:
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(top) <= 8, top
-    for room in ("data", "models", "tasks", "explain", "callbacks", "inference", "baselines", "bench", "cli"):
+    for room in ("data", "models", "tasks", "explain", "callbacks", "inference", "baselines", "bench", "recognition", "cli"):
         assert (PACKAGE / room / "__init__.py").is_file(), room
     # one callback per file, as Lightning's own callbacks/
     callbacks = {p.stem for p in (PACKAGE / "callbacks").glob("*.py")}
@@ -92,17 +93,21 @@ def test_the_top_level_holds_at_most_eight_modules_and_the_rooms_exist() -> None
 def test_imports_only_point_down(path: Path) -> None:
     here = module_name(path)
     room = room_of(here)
-    if room in DEPRECATED_SHIMS:
-        return
     floor = floor_of(room)
     upward = []
     for target in sorted(facetorch_imports(path)):
         other = room_of(target)
         if other == room or (floor == 0 and floor_of(other) == 0):
             continue
-        if other in DEPRECATED_SHIMS or floor_of(other) >= floor:
-            upward.append(f"{target} (floor {floor_of(other) if other not in DEPRECATED_SHIMS else 'shim'})")
+        if floor_of(other) >= floor:
+            upward.append(f"{target} (floor {floor_of(other)})")
     assert not upward, f"{here} (floor {floor}) imports {upward}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[module_name(p) for p in MODULES])
+def test_no_module_is_longer_than_500_lines(path: Path) -> None:
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{module_name(path)} has {lines} lines: split it by what its parts do"
 
 
 def assert_acyclic(graph: dict[str, set[str]]) -> None:
@@ -158,15 +163,9 @@ def test_tools_are_one_line_shims() -> None:
         assert len(imports) == 1 and imports[0].startswith("from facetorch.cli."), (tool.name, imports)
 
 
-@pytest.mark.parametrize("shim, name", [("facetorch.finetuning", "FreezeUnfreeze"),
-                                        ("facetorch.checkpointing", "BestAndLastCheckpoint")])
-def test_old_class_paths_still_import_with_a_deprecation_note(shim: str, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    monkeypatch.delitem(sys.modules, shim, raising=False)  # import it afresh, so that it warns again
-    with pytest.warns(DeprecationWarning, match="facetorch.callbacks"):
-        module = importlib.import_module(shim)
-    assert getattr(module, name).__module__.startswith("facetorch.callbacks.")
+def test_the_deprecated_module_paths_are_gone() -> None:
+    for name in ("finetuning", "checkpointing"):
+        assert not (PACKAGE / f"{name}.py").exists(), f"facetorch.{name} was removed in 0.2.0 (CHANGELOG.md)"
 
 
 def help_text(tool: str, sub: list[str], capsys: pytest.CaptureFixture) -> str:

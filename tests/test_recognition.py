@@ -23,18 +23,12 @@ import numpy as np
 import pytest
 
 from facetorch.cli import gallery as gallery_cli
-from facetorch.inference.gallery import Gallery, GalleryError
-from facetorch.inference.recognition import (
-    CSV_FIELDS,
-    OpenSetMatcher,
-    Recognizer,
-    SvmMatcher,
-    enroll_photos,
-    enroll_stream,
-    recognize_source,
-    subject_face,
-)
 from facetorch.models import dlib_files
+from facetorch.recognition.enrollment import enroll_photos, enroll_stream, subject_face
+from facetorch.recognition.gallery import Gallery, GalleryError
+from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer, SvmMatcher
+from facetorch.recognition.results import CSV_FIELDS
+from facetorch.recognition.runs import recognize_source
 from tests.conftest import SHARED_DATA, read_csv
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
@@ -327,7 +321,7 @@ def test_dlib_cnn_in_pytorch_finds_dlibs_boxes() -> None:
     dlib = pytest.importorskip("dlib")
     from skimage import data
 
-    from facetorch.inference.face_detectors import DlibCNNFaces
+    from facetorch.recognition.detectors import DlibCNNFaces
 
     ours = DlibCNNFaces(device="cpu")
     theirs = dlib.cnn_face_detection_model_v1(str(MODELS / dlib_files.DETECTOR_FILE))
@@ -414,8 +408,8 @@ def test_face_recognition_imports_without_pkg_resources() -> None:
 @pytest.mark.slow
 def test_a_detector_checkpoint_finds_one_face_and_a_checkpoint_embeds_boxes(tiny_checkpoints: dict) -> None:
     from facetorch.inference.checkpoint import CheckpointError
-    from facetorch.inference.face_detectors import CheckpointFaces, build_face_detector
-    from facetorch.inference.gallery import Embedder
+    from facetorch.inference.embedder import Embedder
+    from facetorch.recognition.detectors import CheckpointFaces, build_face_detector
 
     detector_ckpt, _ = tiny_checkpoints["detector_tiny.yaml"]
     embedding_ckpt, _ = tiny_checkpoints["embedding_tiny.yaml"]

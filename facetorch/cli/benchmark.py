@@ -138,10 +138,12 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
 
     from facetorch.bench.recognition import face_recognition_recognizer, run_recognition_speed
     from facetorch.data.images import read_image
-    from facetorch.inference.face_detectors import DlibCNNFaces
-    from facetorch.inference.gallery import Embedder, Gallery, person_folders
-    from facetorch.inference.recognition import OpenSetMatcher, Recognizer, enroll_photos
-    from facetorch.inference.streams import open_source, read_frames
+    from facetorch.inference.embedder import Embedder
+    from facetorch.recognition.detectors import DlibCNNFaces
+    from facetorch.recognition.enrollment import enroll_photos, person_folders
+    from facetorch.recognition.gallery import Gallery
+    from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
+    from facetorch.recognition.streams import open_source, read_frames
 
     if args.data_root is None or not (Path(args.data_root) / "video.avi").is_file():
         raise ValueError(f"--task recognition needs --data_root SET, a folder of `gallery.py compose` (with video.avi and "
@@ -190,7 +192,7 @@ def _face_boxes_benchmark(args: Any) -> dict[str, Any]:
     from facetorch.bench.recognition import run_box_accuracy
     from facetorch.data.annotations import scan_labelme_folder
     from facetorch.data.images import read_image
-    from facetorch.inference.face_detectors import build_face_detector
+    from facetorch.recognition.detectors import build_face_detector
 
     if args.data_root is None:
         raise ValueError("--task face_boxes needs --data_root LABELME_DIR (e.g. ../shared/data/face_boxes_dev)")

@@ -16,7 +16,8 @@ from typing import Optional
 
 from facetorch import io
 from facetorch.cli.common import add_ckpt_path, add_output, add_quiet, rename_legacy_flags, run_tool, tool_parser
-from facetorch.inference.detection import DetectionRun, Detector, detect_source
+from facetorch.inference.detection import Detector
+from facetorch.recognition.detect import DetectionRun, detect_source
 
 PROG = "detect.py"
 RENAMED = {"--ckpt": "--ckpt_path", "--max-frames": "--max_frames"}

@@ -28,7 +28,7 @@ JSON summary with frames/s and faces/s as the last line. Without ``--config`` / 
 it uses the model the gallery records. ``verify`` uses the pair threshold calibrated at
 validation and stored in the checkpoint; ``identify``, ``evaluate`` and ``recognize`` use the
 gallery's open-set threshold, calibrated on the enrolled people at each enrolment (see
-:mod:`facetorch.inference.gallery`). ``--threshold`` overrides either.
+:mod:`facetorch.recognition.gallery`). ``--threshold`` overrides either.
 """
 
 from __future__ import annotations
@@ -42,18 +42,10 @@ from typing import Any, Optional
 
 from facetorch import io
 from facetorch.cli.common import add_ckpt_path, add_output, add_quiet, rename_legacy_flags, run_tool, tool_parser
-from facetorch.inference.gallery import (
-    Embedder,
-    FaceEmbedder,
-    Gallery,
-    GalleryError,
-    enroll,
-    evaluate_open_set,
-    haar_face_finder,
-    identify,
-    split_open_set,
-    verify,
-)
+from facetorch.inference.embedder import Embedder, FaceEmbedder, haar_face_finder
+from facetorch.recognition.enrollment import enroll, split_open_set
+from facetorch.recognition.gallery import Gallery, GalleryError
+from facetorch.recognition.probes import evaluate_open_set, identify, verify
 
 PROG = "gallery.py"
 RENAMED = {"--ckpt": "--ckpt_path", "--open-set-fpir": "--open_set_fpir", "--per-person": "--per_person",
@@ -199,7 +191,7 @@ def _embedder(args: Any, gallery: Optional[Gallery] = None, faces: str = "whole"
 
 def _detector(args: Any, recorded: Optional[str]) -> Any:
     """``--detector``, else the gallery's (when it can be rebuilt from its name), else dlib_cnn."""
-    from facetorch.inference.face_detectors import DETECTOR_NAMES, build_face_detector
+    from facetorch.recognition.detectors import DETECTOR_NAMES, build_face_detector
 
     name = args.detector
     if name is None:
@@ -218,7 +210,7 @@ def _load_gallery(path: str) -> Gallery:
 
 
 def _enroll(args: Any) -> dict[str, Any]:
-    from facetorch.inference.recognition import enroll_photos, enroll_stream
+    from facetorch.recognition.enrollment import enroll_photos, enroll_stream
 
     if (args.images is None) == (args.source is None):
         raise ValueError("enroll needs --images PEOPLE_DIR (photos) or --source CAMERA_OR_VIDEO --name NAME, not both")
@@ -241,8 +233,10 @@ def _enroll(args: Any) -> dict[str, Any]:
 
 
 def _recognize(args: Any) -> Any:
-    from facetorch.inference.recognition import Recognizer, build_matcher, check_gallery_setup, check_show, recognize_source
-    from facetorch.inference.streams import open_source
+    from facetorch.recognition.enrollment import check_gallery_setup
+    from facetorch.recognition.pipeline import Recognizer, build_matcher
+    from facetorch.recognition.runs import check_show, recognize_source
+    from facetorch.recognition.streams import open_source
 
     io.check_output_folder(args.output, args.overwrite)  # before anything is loaded
     if args.faces is not None:
@@ -271,41 +265,15 @@ def _recognize(args: Any) -> Any:
 
 
 def _score(args: Any) -> dict[str, Any]:
-    from facetorch.evaluation import recognition_metrics
+    from facetorch.recognition.results import score_recognitions
 
     if args.output:
         io.check_output_file(args.output, args.overwrite)
-    truth_rows, found_rows = _read_rows(args.truth, "--truth"), _read_rows(args.recognitions, "--recognitions")
-    video = any(row.get("frame", "") != "" for row in truth_rows)
-
-    def key(row: dict[str, str]) -> Any:  # a scene by its file name; a video frame by its index
-        return int(row["frame"]) if video else Path(row["source"]).name
-
-    def box(row: dict[str, str], flag: str) -> list[float]:
-        try:
-            return [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
-        except (KeyError, ValueError) as error:
-            raise ValueError(f"{flag}: a row without a box x1,y1,x2,y2: {row}") from error
-
-    truth = [{"key": key(r), "box": box(r, "--truth"), "name": r["name"], "enrolled": r.get("enrolled") == "1"}
-             for r in truth_rows]  # fmt: skip
-    found = [{"key": key(r), "box": box(r, "--recognitions"), "name": r["name"]} for r in found_rows]
-    report = recognition_metrics(truth, found, iou=args.iou)
+    report = score_recognitions(args.truth, args.recognitions, iou=args.iou)
     if args.output:
         io.write_json(args.output, report)
     print(io.json_line(report))
     return report
-
-
-def _read_rows(path: str, flag: str) -> list[dict[str, str]]:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{flag} {path!r} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    needed = {"source", "frame", "x1", "y1", "x2", "y2", "name"}
-    if rows and not needed <= set(rows[0]):
-        raise ValueError(f"{flag} {path!r}: expected the columns {sorted(needed)}, found {sorted(rows[0])}")
-    return rows
 
 
 def gallery(argv: Optional[list[str]] = None) -> Any:

@@ -40,6 +40,39 @@ RUN_LOGGERS = ("pytorch_lightning.loggers.CSVLogger", "pytorch_lightning.loggers
                "lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.TensorBoardLogger")
 
 
+# Class paths of facetorch 0.1.0 that 0.2.0 removed: a saved config.yaml naming them still runs, with a note.
+OLD_CLASS_PATHS = {
+    "facetorch.finetuning.FreezeUnfreeze": "facetorch.callbacks.FreezeUnfreeze",
+    "facetorch.checkpointing.BestAndLastCheckpoint": "facetorch.callbacks.BestAndLastCheckpoint",
+    "facetorch.checkpointing.AtomicCheckpointIO": "facetorch.callbacks.AtomicCheckpointIO",
+}
+
+
+def translate_old_configs(args: list[str]) -> list[str]:
+    """``args`` with each ``--config FILE`` that names a 0.1.0 class path given as its translated YAML text.
+
+    The file itself is never changed: a note on stderr says what to change in it.
+    """
+    out = list(args)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag != "--config":
+            continue
+        index, path = (i, value) if eq else (i + 1, out[i + 1] if i + 1 < len(out) else "")
+        file = Path(path)
+        if not path or not file.is_file():
+            continue
+        text = file.read_text(encoding="utf-8")
+        old = [name for name in OLD_CLASS_PATHS if name in text]
+        for name in old:
+            text = text.replace(name, OLD_CLASS_PATHS[name])
+            print(f"facetorch: note: {path} names {name}, removed in 0.2.0: read as {OLD_CLASS_PATHS[name]} "
+                  "(change it in the file; see CHANGELOG.md)", file=sys.stderr)  # fmt: skip
+        if old:
+            out[index] = f"--config={text}" if eq else text
+    return out
+
+
 class FaceCLI(LightningCLI):
     """LightningCLI for facetorch tasks.
 
@@ -50,6 +83,7 @@ class FaceCLI(LightningCLI):
     """
 
     def __init__(self, args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> None:
+        args = translate_old_configs(sys.argv[1:] if args is None else list(args))
         super().__init__(
             model_class=FaceTask,
             datamodule_class=FaceDataModule,

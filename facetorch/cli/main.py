@@ -89,9 +89,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(_usage())
         sys.exit(0 if argv else 2)
     if argv[0] in ("-V", "--version"):
-        from facetorch import __version__
+        import facetorch
 
-        print(f"facetorch {__version__}")
+        print(f"facetorch {facetorch.__version__}")
         sys.exit(0)
     name = argv[0]
     if name not in COMMANDS:

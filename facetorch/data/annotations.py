@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facetorch.boxes import Box
 from facetorch.data import images
 from facetorch.data.files import IMAGE_EXTENSIONS, list_images
 
@@ -31,7 +32,6 @@ __all__ = [
     "scan_voc_folder",
 ]
 
-Box = tuple[float, float, float, float]
 
 _EXTENSIONS_TEXT = "|".join(ext[1:] for ext in IMAGE_EXTENSIONS)  # for messages: jpg|jpeg|...
 

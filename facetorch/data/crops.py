@@ -7,7 +7,6 @@ Negatives are random boxes of a face-like shape that barely overlap any face (Io
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -19,11 +18,11 @@ import cv2
 import numpy as np
 
 from facetorch import io
-from facetorch.data.annotations import Box, FaceAnnotation
+from facetorch.boxes import Box, box_iou, crop_box, expand_box
+from facetorch.data.annotations import FaceAnnotation
 from facetorch.data.files import list_images
 from facetorch.data.images import read_image
 from facetorch.data.splits import stratified_split
-from facetorch.evaluation import box_iou
 
 __all__ = [
     "CropSummary",
@@ -131,34 +130,6 @@ def _draw_negative(
         if len(faces) == 0 or box_iou([box], faces).max() <= max_iou:
             return box
     return None
-
-
-def expand_box(box: Sequence[float], margin: float, width: int, height: int) -> Box:
-    """Grow each side of a box by ``margin`` times its width / height, clipped to the image.
-
-    ``margin=0.2`` makes an unclipped box 1.4 times as wide and as high.
-    """
-    if margin < 0:
-        raise ValueError(f"expected margin >= 0 (a fraction of the box size), got {margin}")
-    x1, y1, x2, y2 = box
-    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
-    return (max(x1 - dx, 0.0), max(y1 - dy, 0.0), min(x2 + dx, float(width)), min(y2 + dy, float(height)))
-
-
-def _pixel_rect(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
-    # floor / ceil so that no pixel of the box is lost and a sub-pixel box still gives one pixel.
-    x1, y1 = max(math.floor(box[0]), 0), max(math.floor(box[1]), 0)
-    x2, y2 = min(math.ceil(box[2]), width), min(math.ceil(box[3]), height)
-    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
-
-
-def crop_box(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
-    """The pixels of ``image`` (H, W[, C]) inside an ``(x1, y1, x2, y2)`` box, clipped to the image.
-
-    Every pixel the box touches is kept, and a sub-pixel box still gives one pixel.
-    """
-    x1, y1, x2, y2 = _pixel_rect(box, image.shape[1], image.shape[0])
-    return image[y1:y2, x1:x2]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Trained models at work.
 
-``checkpoint``: the one checkpoint loader; ``gallery``: enrolled faces, identified or ``unknown``;
-``detection``: single-face detection on images, video and cameras; ``export``: ONNX / TorchScript
+``checkpoint``: the one checkpoint loader and the model fingerprint; ``embedder``: an embedding
+model (checkpoint or pretrained config) turning images and face boxes into embeddings;
+``detection``: a single-face detector checkpoint on one frame; ``export``: ONNX / TorchScript
 files that carry their preprocessing and threshold; ``onnx_model``: such an ONNX file run with
-onnxruntime, numpy and OpenCV alone.
+onnxruntime, numpy and OpenCV alone. Faces in the wild (detectors, galleries, streams) are
+:mod:`facetorch.recognition`.
 
 The names below are imported on first use, so ``facetorch.inference.onnx_model`` loads without
 torch (a deployment of an exported model has no torch).
@@ -19,13 +21,11 @@ _EXPORTS = {
     "LoadedTask": "checkpoint",
     "load_task": "checkpoint",
     "read_checkpoint": "checkpoint",
+    "model_fingerprint": "checkpoint",
     "Detection": "detection",
-    "DetectionRun": "detection",
     "Detector": "detection",
-    "detect_source": "detection",
-    "Embedder": "gallery",
-    "Gallery": "gallery",
-    "GalleryError": "gallery",
+    "Embedder": "embedder",
+    "FaceEmbedder": "embedder",
     "export_task": "export",
     "OnnxEmbedder": "onnx_model",
     "OnnxModel": "onnx_model",

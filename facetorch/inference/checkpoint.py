@@ -13,6 +13,7 @@ model is always fed the way it was validated::
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import pickle
@@ -26,7 +27,7 @@ import torch
 from facetorch.data.transforms import AlbumentationsTransform, InputSpec
 from facetorch.tasks import FaceTask
 
-__all__ = ["CheckpointError", "LoadedTask", "load_task", "read_checkpoint", "task_class_name"]
+__all__ = ["CheckpointError", "LoadedTask", "load_task", "model_fingerprint", "read_checkpoint", "task_class_name"]
 
 TaskT = TypeVar("TaskT", bound=FaceTask)
 
@@ -174,3 +175,14 @@ def load_task(
     task.to(device).eval()
     spec = InputSpec.from_hparams(data)
     return LoadedTask(task, path, spec, spec.transform(), cls.__name__, checkpoint)
+
+
+def model_fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of a model's weights: galleries remember which model embedded them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        if name.startswith("classifier."):
+            continue  # the training-only classification head does not change embeddings
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -42,7 +42,7 @@ from torch import nn
 import facetorch
 from facetorch import io
 from facetorch.data.transforms import InputSpec
-from facetorch.inference.gallery import model_fingerprint
+from facetorch.inference.checkpoint import model_fingerprint
 from facetorch.tasks import ClassificationTask, EmbeddingTask, FaceDetectorTask, FaceTask
 from facetorch.tasks.detector import ordered_boxes
 

@@ -8,7 +8,7 @@ nothing else, and no facetorch module that imports torch (a test imports it with
 :mod:`facetorch.inference.export`), prepares decoded images the way the training pipeline did
 (colour, centre crop, resize with the recorded interpolation) and runs them in batches.
 :class:`OnnxEmbedder` is an exported ``EmbeddingTask`` behind the interface the gallery uses,
-the same as :class:`facetorch.inference.gallery.Embedder`'s:
+the same as :class:`facetorch.recognition.gallery.Embedder`'s:
 
 - ``embed(images)``: decoded uint8 images (H, W) or (H, W, 3) RGB -> (N, D) float32 unit vectors;
 - ``embed_files(paths, show_progress=True)``: -> (embeddings, files embedded, {file: why skipped});
@@ -196,7 +196,7 @@ def _progress(items: Iterable[Any], desc: str, enabled: bool) -> Iterator[Any]:
 
 
 class OnnxEmbedder:
-    """An exported ``EmbeddingTask`` with the interface of :class:`facetorch.inference.gallery.Embedder`.
+    """An exported ``EmbeddingTask`` with the interface of :class:`facetorch.recognition.gallery.Embedder`.
 
     Args:
         path: The ``.onnx`` file of an exported embedding checkpoint.

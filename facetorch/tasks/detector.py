@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from facetorch import evaluation, io, reports
+from facetorch.boxes import ordered_boxes
 from facetorch.explain import gradcam
 from facetorch.losses import BoxLossName, DetectionLoss
 from facetorch.models.detector import DetectorBackbone, FaceDetector
@@ -19,11 +20,6 @@ from facetorch.tasks.base import FaceTask, dataset_order
 DetectionBatch = tuple[Tensor, dict[str, Tensor]]
 EXPLAIN_PARTS = ("score", "x1", "y1", "x2", "y2")
 GREEN, RED = (0, 200, 0), (230, 0, 0)
-
-
-def ordered_boxes(boxes: Tensor) -> Tensor:
-    """Boxes (B, 4) with corners sorted, so that ``x1 <= x2`` and ``y1 <= y2``."""
-    return torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], dim=1)
 
 
 class FaceDetectorTask(FaceTask):

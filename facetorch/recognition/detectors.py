@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from facetorch.data.haar import HaarFaceDetector
+from facetorch.inference.checkpoint import model_fingerprint
 from facetorch.inference.detection import Detector
-from facetorch.inference.gallery import model_fingerprint
 
 __all__ = ["DETECTOR_NAMES", "CheckpointFaces", "DlibCNNFaces", "FaceDetector", "HaarFaces", "build_face_detector",
            "dlib_rect"]  # fmt: skip

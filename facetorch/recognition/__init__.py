@@ -1,0 +1,43 @@
+"""Faces in the wild: find every face, name it from a gallery, over photos, videos and cameras.
+
+``detectors``: face detectors (Haar, dlib's CNN, a detector checkpoint) behind one interface;
+``gallery``: enrolled embeddings, identified or ``unknown``; ``enrollment``: enrolling people
+from folders, photos and cameras; ``probes``: identify / verify / open-set scoring of probe
+images; ``pipeline``: the per-frame pipeline (detect, align, embed, match); ``runs``: that
+pipeline over a source, writing ``recognitions.csv`` (``results``) and annotated pictures or
+video; ``streams``: image folders, videos and cameras as sources, and atomic outputs;
+``detect``: a single-face detector checkpoint over a source.
+
+The names below are imported on first use, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FaceDetector": "detectors",
+    "build_face_detector": "detectors",
+    "Gallery": "gallery",
+    "GalleryError": "gallery",
+    "UNKNOWN": "gallery",
+    "enroll": "enrollment",
+    "enroll_photos": "enrollment",
+    "enroll_stream": "enrollment",
+    "Face": "pipeline",
+    "Recognizer": "pipeline",
+    "build_matcher": "pipeline",
+    "RecognitionRun": "runs",
+    "recognize_source": "runs",
+    "score_recognitions": "results",
+    "detect_source": "detect",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"facetorch.recognition.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'facetorch.recognition' has no attribute {name!r}")

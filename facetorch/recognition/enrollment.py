@@ -1,0 +1,276 @@
+"""Enroll people into a gallery: folders of face crops or of ordinary photos, a camera, and the open-set protocol.
+
+Every way of enrolling ends the same way (:func:`_finish_enrollment`): the gallery's open-set
+threshold is calibrated again and the gallery is written. A photo without a face, or with several
+and none clearly the person's (:func:`subject_face`), is skipped and reported, not guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+from facetorch import io
+from facetorch.data.files import list_images
+from facetorch.data.images import ImageReadError, read_image
+from facetorch.inference.embedder import FaceEmbedder, alignment_of
+from facetorch.recognition.detectors import FaceDetector
+from facetorch.recognition.gallery import Gallery
+from facetorch.recognition.pipeline import embed_faces
+from facetorch.recognition.streams import Source, open_source, read_frames, stop_on_signals
+
+__all__ = [
+    "check_gallery_setup",
+    "enroll",
+    "enroll_photos",
+    "enroll_stream",
+    "gallery_for",
+    "person_folders",
+    "split_open_set",
+    "subject_face",
+]
+
+DOMINANCE = 2.0  # a photo's subject is a face at least this many times larger than every other face in it
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Sort ``s2`` before ``s10`` and ``2.pgm`` before ``10.pgm``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def split_open_set(
+    images: str | Path, output: str | Path, people: int, per_person: int, overwrite: bool = False
+) -> dict[str, int]:
+    """Copy a folder of people into an open-set protocol: ``enrol/``, ``known/`` and ``unknown/``.
+
+    ``enrol/`` gets the first ``per_person`` images of the first ``people`` people (in natural
+    name order), ``known/`` their other images, and ``unknown/`` every image of the others.
+
+    Raises:
+        FileExistsError: ``output`` exists and is not empty, and ``overwrite`` is false.
+        ValueError: too few people, or an enrolled person without an image left to probe.
+    """
+    output = io.check_output_folder(output, overwrite)
+    folders = sorted((Path(images) / name for name in person_folders(images)), key=_natural_key)
+    if not 0 < people < len(folders):
+        raise ValueError(f"--people must be between 1 and {len(folders) - 1} (of {len(folders)} people), got {people}")
+    counts = {"enrol": 0, "known": 0, "unknown": 0}
+    for rank, folder in enumerate(folders):
+        files = sorted(list_images(folder), key=_natural_key)
+        if rank < people and len(files) <= per_person:
+            raise ValueError(f"{folder}: {len(files)} images leave none to probe after enrolling {per_person}")
+        parts = {"unknown": files} if rank >= people else {"enrol": files[:per_person], "known": files[per_person:]}
+        for part, chosen in parts.items():
+            target = output / part / folder.name
+            target.mkdir(parents=True, exist_ok=True)
+            for path in chosen:
+                with io.atomic_open(target / path.name, "wb") as handle:
+                    handle.write(path.read_bytes())
+            counts[part] += len(chosen)
+    return counts
+
+
+def person_folders(images: str | Path, flag: str = "--images") -> dict[str, list[Path]]:
+    """``images/<person>/<images>`` -> {person: files}; people without images are left out.
+
+    ``flag`` is the option that named the folder, for the messages.
+    """
+    root = Path(images)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{flag} {str(root)!r} is not a folder of person folders")
+    people = {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir()}
+    people = {name: files for name, files in people.items() if files}
+    if not people:
+        raise ValueError(f"{flag} {str(root)!r} holds no person folder with images (expected {root}/<name>/<image>)")
+    return people
+
+
+def enroll(
+    embedder: FaceEmbedder,
+    gallery_path: str | Path,
+    images: str | Path,
+    open_set_fpir: Optional[float] = None,
+    faces: Optional[str] = None,
+) -> dict[str, Any]:
+    """Enrol every person folder of face crops (or the largest Haar face of each image) into the gallery (created if missing).
+
+    Then the gallery's open-set threshold is calibrated again (at ``open_set_fpir``, else at the
+    gallery's own setting). ``faces`` (``whole`` or ``haar``) says how ``embedder`` finds the face,
+    which the gallery records (default: the embedder's ``faces``). Ordinary photos, with a face
+    detector and alignment, are enrolled by :func:`enroll_photos`.
+
+    Returns:
+        ``people`` (enrolled now), ``added`` images, ``skipped`` {file: reason}, ``total`` rows,
+        ``open_set_threshold``.
+    """
+    gallery_path = Path(gallery_path)
+    faces = faces or getattr(embedder, "faces", "whole")
+    gallery = gallery_for(embedder, gallery_path, "haar_largest" if faces == "haar" else "whole")
+    added, skipped = 0, {}
+    people = person_folders(images)
+    for name, files in io.progress(people.items(), "enrol", total=len(people), enabled=embedder.progress):
+        embeddings, used, missed = embedder.embed_files(files, show_progress=False)
+        added += gallery.add(name, embeddings, used)
+        skipped.update({str(k): v for k, v in missed.items()})
+    return _finish_enrollment(gallery, gallery_path, open_set_fpir, sorted(people), added, skipped, gallery.meta.detector)
+
+
+def gallery_for(embedder: FaceEmbedder, gallery_path: str | Path, detector: str) -> Gallery:
+    """The gallery to enrol faces of ``detector`` into: the file's (same model, alignment and detector), else a new one.
+
+    Raises:
+        GalleryError: the file is not a gallery, or another model, alignment or detector made it.
+    """
+    gallery_path = Path(gallery_path)
+    if not gallery_path.exists():
+        return Gallery.empty(embedder, detector)
+    gallery = Gallery.load(gallery_path)
+    gallery.check_model(embedder, gallery_path)
+    gallery.check_setup(detector, alignment_of(getattr(embedder, "input", None)), gallery_path, enrolling=True)
+    if not gallery.meta.model:
+        gallery.meta.model = getattr(embedder, "source", "")
+    return gallery
+
+
+def subject_face(boxes: np.ndarray) -> tuple[Optional[int], str]:
+    """Which face of a photo is the person's: the only one, or one at least twice the area of every other.
+
+    Returns:
+        ``(index, "")``, or ``(None, reason)`` when there is no face or no way to tell.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return None, "no face found"
+    if len(boxes) == 1:
+        return 0, ""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    order = np.argsort(-areas, kind="stable")
+    if areas[order[0]] >= DOMINANCE * areas[order[1]]:
+        return int(order[0]), ""
+    return None, f"{len(boxes)} faces and none clearly the largest: cannot tell which is the person"
+
+
+def enroll_photos(
+    embedder: Any,
+    detector: FaceDetector,
+    gallery_path: str | Path,
+    images: str | Path,
+    open_set_fpir: Optional[float] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Enrol every person folder of ordinary photos under ``images``: the person's face in each photo, found and aligned.
+
+    A photo without a face, or with several and none clearly the person's (:func:`subject_face`),
+    is skipped and reported, not guessed. The gallery records the detector and the alignment
+    and refuses to mix them; its open-set threshold is calibrated again.
+
+    Returns:
+        ``people``, ``added``, ``skipped`` {file: reason}, ``total``, ``open_set_threshold``, ``detector``.
+    """
+    gallery_path = Path(gallery_path)
+    people = person_folders(images)
+    gallery = gallery_for(embedder, gallery_path, detector.name)
+    added, skipped = 0, {}
+    for name, files in io.progress(people.items(), "enroll", total=len(people), enabled=progress):
+        photos, used = [], []
+        for path in files:
+            try:
+                photos.append(read_image(path, 3))
+                used.append(path)
+            except ImageReadError as error:
+                skipped[str(path)] = str(error)
+        rows, enrolled = [], []
+        for path, photo, (boxes, _) in zip(used, photos, detector.detect_batch(photos) if photos else []):
+            index, reason = subject_face(boxes)
+            if index is None:
+                skipped[str(path)] = reason
+                continue
+            rows.append(embed_faces(embedder, photo, boxes[index : index + 1]))
+            enrolled.append(path)
+        if rows:
+            added += gallery.add(name, np.concatenate(rows), enrolled)
+    return _finish_enrollment(gallery, gallery_path, open_set_fpir, sorted(people), added, skipped, detector.name)
+
+
+def _finish_enrollment(gallery: Gallery, path: Path, open_set_fpir: Optional[float], people: list[str], added: int,
+                       skipped: dict[str, str], detector: Optional[str]) -> dict[str, Any]:  # fmt: skip
+    """Calibrate the open-set threshold again, write the gallery, and say what was done (a NaN threshold as None)."""
+    if open_set_fpir is not None:
+        gallery.meta.open_set_fpir = open_set_fpir
+    threshold = gallery.calibrate_open_set()
+    gallery.save(path)
+    return {"people": people, "added": added, "skipped": skipped, "total": len(gallery),
+            "open_set_threshold": threshold if np.isfinite(threshold) else None, "detector": detector}  # fmt: skip
+
+
+def enroll_stream(
+    embedder: Any,
+    detector: FaceDetector,
+    gallery_path: str | Path,
+    source: str | Source,
+    name: str,
+    count: int = 5,
+    every: int = 1,
+    max_frames: Optional[int] = None,
+    open_set_fpir: Optional[float] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Enrol ``name`` from a camera (or a video): ``count`` frames that each hold the person's face clearly.
+
+    Every ``every``-th frame is looked at; frames without a face, or with several and none clearly
+    the largest, are passed over. Stops after ``count`` faces, at the end of the stream, after
+    ``max_frames`` frames, or on Ctrl-C.
+
+    Raises:
+        ValueError: bad ``count`` / ``every``, or no frame held a clear face.
+    """
+    for flag, value in (("--count", count), ("--every", every), ("--max_frames", max_frames)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be 1 or more, got {value}")
+    if not name or "/" in name:
+        raise ValueError(f"--name must be a person's name without '/', got {name!r}")
+    gallery_path = Path(gallery_path)
+    gallery = gallery_for(embedder, gallery_path, detector.name)
+    opened = open_source(source) if isinstance(source, str) else source
+    if opened.kind == "images":
+        opened.release()
+        raise ValueError(f"--source {opened.label!r} is not a camera or a video; enrol photos with --images PEOPLE_DIR")
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    rows, labels, looked = [], [], 0
+    try:
+        with stop_on_signals() as stop_asked:
+            frames = read_frames(opened.capture, max_frames)
+            for index, frame in enumerate(io.progress(frames, f"enroll {name}", total=max_frames, enabled=progress)):
+                if stop_asked() or len(rows) >= count:
+                    break
+                if index % every:
+                    continue
+                looked += 1
+                image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                boxes, _ = detector.detect(image)
+                face, _ = subject_face(boxes)
+                if face is not None:
+                    rows.append(embed_faces(embedder, image, boxes[face : face + 1]))
+                    labels.append(f"{opened.label}@{stamp}#frame{index}")
+    finally:
+        opened.release()
+    if not rows:
+        raise ValueError(f"--source {opened.label}: none of the {looked} frames looked at held one clear face; "
+                         "face the camera alone, closer, in good light")  # fmt: skip
+    added = gallery.add(name, np.concatenate(rows), labels)
+    result = _finish_enrollment(gallery, gallery_path, open_set_fpir, [name], added, {}, detector.name)
+    result.update(captured=len(rows), looked_at=looked, wanted=count)
+    return result
+
+
+def check_gallery_setup(gallery: Gallery, embedder: Any, detector: Optional[str], path: str | Path,
+                        enrolling: bool = False) -> list[str]:  # fmt: skip
+    """The gallery's checks against a model and a detector (see :meth:`Gallery.check_setup`); notes for the user."""
+    if gallery.meta.model_fingerprint != embedder.fingerprint:
+        gallery.check_model(embedder, path)
+    return gallery.check_setup(detector, alignment_of(getattr(embedder, "input", None)), path, enrolling)

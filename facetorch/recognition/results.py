@@ -1,0 +1,73 @@
+"""``recognitions.csv``: the rows recognition writes, the reader, and the score against a truth file.
+
+One row per face: ``source, frame, x1, y1, x2, y2, name, score`` (pixels of the source; ``unknown``
+for a rejected face). The writer and the reader live together so the two never drift.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from facetorch.evaluation import recognition_metrics
+
+__all__ = ["CSV_FIELDS", "CSV_NAME", "face_rows", "read_rows", "score_recognitions"]
+
+CSV_NAME = "recognitions.csv"
+CSV_FIELDS = ["source", "frame", "x1", "y1", "x2", "y2", "name", "score"]
+_NEEDED = {"source", "frame", "x1", "y1", "x2", "y2", "name"}
+
+
+class _NamedFace(Protocol):
+    box: tuple[float, float, float, float]
+    name: str
+    score: float
+
+
+def face_rows(source: str, frame: int, faces: Sequence[_NamedFace]) -> Iterator[dict[str, Any]]:
+    """The CSV rows of one frame's faces."""
+    for face in faces:
+        x1, y1, x2, y2 = (f"{v:.1f}" for v in face.box)
+        yield {"source": source, "frame": frame, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "name": face.name,
+               "score": f"{face.score:.4f}"}  # fmt: skip
+
+
+def read_rows(path: str | Path, flag: str) -> list[dict[str, str]]:
+    """The rows of a ``recognitions.csv`` (or a composed set's ``truth.csv``); ``flag`` names the option in errors.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: the columns of a recognition CSV are missing.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag} {str(path)!r} does not exist")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not _NEEDED <= set(rows[0]):
+        raise ValueError(f"{flag} {str(path)!r}: expected the columns {sorted(_NEEDED)}, found {sorted(rows[0])}")
+    return rows
+
+
+def _box(row: dict[str, str], flag: str) -> list[float]:
+    try:
+        return [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"{flag}: a row without a box x1,y1,x2,y2: {row}") from error
+
+
+def score_recognitions(truth_path: str | Path, recognitions_path: str | Path, iou: float = 0.4) -> dict[str, Any]:
+    """Score a ``recognitions.csv`` against a composed set's ``truth.csv`` (:func:`~facetorch.evaluation.recognition_metrics`).
+
+    Pictures are matched by file name; video frames by their index.
+    """
+    truth_rows, found_rows = read_rows(truth_path, "--truth"), read_rows(recognitions_path, "--recognitions")
+    video = any(row.get("frame", "") != "" for row in truth_rows)
+
+    def key(row: dict[str, str]) -> Any:
+        return int(row["frame"]) if video else Path(row["source"]).name
+
+    truth = [{"key": key(r), "box": _box(r, "--truth"), "name": r["name"], "enrolled": r.get("enrolled") == "1"}
+             for r in truth_rows]  # fmt: skip
+    found = [{"key": key(r), "box": _box(r, "--recognitions"), "name": r["name"]} for r in found_rows]
+    return recognition_metrics(truth, found, iou=iou)
