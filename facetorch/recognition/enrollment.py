@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from facetorch import io
-from facetorch.data.files import list_images
+from facetorch.data.files import is_image_file, list_images
 from facetorch.data.images import ImageReadError, read_image
 from facetorch.inference.embedder import FaceEmbedder, alignment_of
 from facetorch.recognition.detectors import FaceDetector
@@ -83,7 +83,15 @@ def person_folders(images: str | Path, flag: str = "--images") -> dict[str, list
     root = Path(images)
     if not root.is_dir():
         raise FileNotFoundError(f"{flag} {str(root)!r} is not a folder of person folders")
-    people = {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir()}
+    entries = sorted(root.iterdir())
+    people = {d.name: list_images(d) for d in entries if d.is_dir()}
+    loose = [p.name for p in entries if is_image_file(p)]
+    if loose:
+        io.notice(f"{flag} {str(root)!r}: {len(loose)} image(s) beside the person folders are not read (each person's "
+                  f"images go in {root}/<name>/): {io.first_few(loose)}")  # fmt: skip
+    empty = [name for name, files in people.items() if not files]
+    if empty and len(empty) < len(people):
+        io.notice(f"{flag} {str(root)!r}: {len(empty)} person folder(s) hold no image and are left out: {io.first_few(empty)}")
     people = {name: files for name, files in people.items() if files}
     if not people:
         raise ValueError(f"{flag} {str(root)!r} holds no person folder with images (expected {root}/<name>/<image>)")
@@ -199,7 +207,16 @@ def enroll_photos(
 
 def _finish_enrollment(gallery: Gallery, path: Path, open_set_fpir: Optional[float], people: list[str], added: int,
                        skipped: dict[str, str], detector: Optional[str]) -> dict[str, Any]:  # fmt: skip
-    """Calibrate the open-set threshold again, write the gallery, and say what was done (a NaN threshold as None)."""
+    """Calibrate the open-set threshold again, write the gallery, and say what was done (a NaN threshold as None).
+
+    Raises:
+        ValueError: nothing was added (every image skipped): the gallery is not written.
+    """
+    if added == 0:
+        reasons = "; ".join(f"{Path(file).name}: {reason}" for file, reason in list(skipped.items())[:3])
+        raise ValueError(f"nothing was enrolled from {len(people)} person folder(s): {len(skipped)} image(s) skipped"
+                         f"{' (' + reasons + (', ...' if len(skipped) > 3 else '') + ')' if skipped else ''}; "
+                         f"{str(path)!r} was not written")  # fmt: skip
     if open_set_fpir is not None:
         gallery.meta.open_set_fpir = open_set_fpir
     threshold = gallery.calibrate_open_set()

@@ -67,7 +67,16 @@ def score_recognitions(truth_path: str | Path, recognitions_path: str | Path, io
     def key(row: dict[str, str]) -> Any:
         return int(row["frame"]) if video else Path(row["source"]).name
 
+    if not truth_rows:
+        raise ValueError(f"--truth {str(truth_path)!r} holds no face: there is nothing to score against")
     truth = [{"key": key(r), "box": _box(r, "--truth"), "name": r["name"], "enrolled": r.get("enrolled") == "1"}
              for r in truth_rows]  # fmt: skip
     found = [{"key": key(r), "box": _box(r, "--recognitions"), "name": r["name"]} for r in found_rows]
+    pictures, seen = {row["key"] for row in truth}, {row["key"] for row in found}
+    if seen and not seen & pictures:
+        what = "frames" if video else "pictures"
+        recognised, true = (", ".join(map(str, sorted(keys)[:3])) for keys in (seen, pictures))
+        raise ValueError(f"--recognitions {str(recognitions_path)!r} and --truth {str(truth_path)!r} share no {what} "
+                         f"(recognised: {recognised}; true: {true}): score the recognitions of the set the truth file "
+                         "came with")  # fmt: skip
     return recognition_metrics(truth, found, iou=iou)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -14,10 +15,26 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from facetorch import io
+from facetorch import io, ranges
+from facetorch.ranges import check_values
 
 OptimizerName = Literal["sgd", "adam", "adamw", "adamax"]
 SchedulerName = Literal["none", "cosine", "plateau"]
+
+# What each number of a task's model section means (facetorch.ranges): checked when a task is built,
+# for every task (a name a task does not take is simply not there).
+MODEL_VALUES = {
+    "lr": ranges.POSITIVE, "weight_decay": ranges.NONNEGATIVE, "momentum": ranges.FRACTION_BELOW_ONE,
+    "warmup_epochs": ranges.NONNEGATIVE_INT, "plateau_factor": ranges.OPEN_FRACTION,
+    "plateau_patience": ranges.NONNEGATIVE_INT, "num_classes": ranges.POSITIVE_INT, "hidden": ranges.POSITIVE_INT,
+    "dropout": ranges.FRACTION_BELOW_ONE, "label_smoothing": ranges.FRACTION_BELOW_ONE,
+    "sample_images": ranges.NONNEGATIVE_INT, "embedding_dim": ranges.POSITIVE_INT, "margin": ranges.NONNEGATIVE,
+    "contrastive_margin": ranges.POSITIVE, "classification_weight": ranges.NONNEGATIVE,
+    "classifier_scale": ranges.POSITIVE, "classify_epochs": ranges.NONNEGATIVE_INT, "head_margin": ranges.NONNEGATIVE,
+    "head_scale": ranges.POSITIVE, "sample_rate": ranges.POSITIVE_FRACTION, "width": ranges.POSITIVE,
+    "pool_grid": ranges.POSITIVE_INT, "box_weight": ranges.NONNEGATIVE, "cls_weight": ranges.NONNEGATIVE,
+    "score_threshold": ranges.OPEN_FRACTION,
+}  # fmt: skip
 
 
 def dataset_order(gathered: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -77,6 +94,7 @@ class FaceTask(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        check_values("model", locals(), MODEL_VALUES)
         self.optimizer_name = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
@@ -88,8 +106,21 @@ class FaceTask(pl.LightningModule):
         self.channels_last = channels_last
         self.compile_model = compile  # not self.compile: that is nn.Module.compile()
         self.test_report: dict[str, Any] = {}
+        # evaluate.py --output FILE: the report goes to FILE and the plots beside it, as <FILE's stem>_<plot>.
+        self.report_file: Optional[Path] = None
+        self.artifacts: list[Path] = []  # the plot and table paths handed out (artifact_path), in order
         # Not a submodule (kept out of state_dict and of .to()): it shares self.model's parameters.
         self.__dict__["_compiled_model"] = None
+
+    def save_hyperparameters(self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True) -> None:
+        """Lightning's, then every number of the task checked against its meaning (:data:`MODEL_VALUES`).
+
+        Raises:
+            ValueError: a value outside its meaning, as ``model.<name> must be ..., got ...``.
+        """
+        frame = frame if frame is not None else inspect.currentframe().f_back  # the task's own __init__
+        super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
+        check_values("model", self.hparams, MODEL_VALUES)
 
     # ------------------------------------------------------------------ memory format
     def on_fit_start(self) -> None:
@@ -196,6 +227,8 @@ class FaceTask(pl.LightningModule):
         trainer = self._trainer
         if trainer is None or trainer.fast_dev_run:
             return None
+        if self.report_file is not None:
+            return Path(self.report_file).parent
         # Trainer.log_dir, without its broadcast: that is a collective under DDP, and only rank 0
         # writes here, so ranks that skip a plot would call it a different number of times.
         if trainer.loggers:
@@ -217,7 +250,7 @@ class FaceTask(pl.LightningModule):
         self.test_report = report
         run_dir = self.run_dir
         if run_dir is not None and self.trainer.is_global_zero:
-            io.write_json(run_dir / filename, report)
+            io.write_json(self.report_file if self.report_file is not None else run_dir / filename, report)
 
     def artifact_path(self, name: str) -> Optional[Path]:
         """Path for a plot or table in the run folder, or ``None`` when nothing should be written."""
@@ -225,4 +258,6 @@ class FaceTask(pl.LightningModule):
         if run_dir is None or not self.trainer.is_global_zero:
             return None
         os.makedirs(run_dir, exist_ok=True)
-        return run_dir / name
+        path = run_dir / (f"{Path(self.report_file).stem}_{name}" if self.report_file is not None else name)
+        self.artifacts.append(path)
+        return path

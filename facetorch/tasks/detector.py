@@ -78,8 +78,6 @@ class FaceDetectorTask(FaceTask):
         super().__init__(**optimization)
         if num_classes != 2:
             raise ValueError(f"FaceDetectorTask expects data with 2 classes (no_face, face), got num_classes={num_classes}")
-        if not 0.0 < score_threshold < 1.0:
-            raise ValueError(f"model.score_threshold must be in (0, 1), got {score_threshold}")
         self.save_hyperparameters()
         self.class_names = list(class_names) if class_names is not None else ["no_face", "face"]
         self.score_threshold = score_threshold

@@ -131,8 +131,6 @@ class EmbeddingTask(FaceTask):
                 f"model.loss={loss} is itself a softmax over the identities: set model.classification_weight=0 "
                 f"and model.classify_epochs=0 (got {classification_weight} and {classify_epochs})"
             )
-        if not 0.0 < sample_rate <= 1.0:
-            raise ValueError(f"model.sample_rate must be in (0, 1], got {sample_rate}")
         if (classify_epochs > 0 or classification_weight > 0) and num_classes < 2:
             raise ValueError(
                 f"model.classify_epochs / classification_weight need at least 2 identities to classify, got {num_classes}"

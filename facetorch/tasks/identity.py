@@ -134,6 +134,8 @@ class IdentityTask(ClassificationTask):
             self._plot_samples(data, preds)
 
     def _plot_learning_curves(self) -> None:
+        if not self.loggers:  # no run folder (evaluate.py --output): no training history to plot
+            return
         for logger in self.loggers:  # flush what the CSV logger still buffers
             logger.save()
         series = reports.read_metrics_csv(self.run_dir / "metrics.csv")
