@@ -20,6 +20,7 @@ __all__ = [
     "FRACTION",
     "FRACTION_BELOW_ONE",
     "IMAGE_SIDE",
+    "LAYER_WIDTH",
     "Kind",
     "NONNEGATIVE",
     "NONNEGATIVE_INT",
@@ -105,6 +106,8 @@ OPEN_FRACTION = Kind("a fraction strictly between 0 and 1", low=0, high=1, low_o
 PROBABILITY = Kind("a probability", low=0, high=1)
 # The side of a model input or a crop, in pixels: smaller gives nothing to see, larger does not fit in memory.
 IMAGE_SIDE = Kind("pixels of an image side", low=8, high=4096, integer=True)
+# The units of a layer a config chooses (a dense layer, an embedding): beyond this no layer fits in memory.
+LAYER_WIDTH = Kind("units of a layer", low=1, high=65536, integer=True)
 # A threshold on the cosine similarity of unit embeddings: below 0 every stranger would be someone.
 COSINE = Kind("a cosine similarity threshold", low=0, high=1)
 

@@ -152,7 +152,7 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
     from facetorch.recognition.streams import open_source, read_frames
 
     if args.data_root is None or not (Path(args.data_root) / "video.avi").is_file():
-        raise ValueError(f"--task recognition needs --data_root SET, a folder of `gallery.py compose` (with video.avi and "
+        raise ValueError(f"--task recognition needs --data_root SET, a folder written by gallery.py compose (with video.avi and "
                          f"enrol/), got {args.data_root!r}")  # fmt: skip
     root = Path(args.data_root)
     source = open_source(str(root / "video.avi"))

@@ -200,6 +200,7 @@ def number_type(kind: ranges.Kind, name: str) -> Callable[[str], Any]:
         return value
 
     parse.__name__ = name
+    parse.kind = kind  # type: ignore[attr-defined]  (what the parsers' property test checks a parsed value against)
     return parse
 
 
@@ -221,6 +222,9 @@ def positive_int_list(text: str) -> list[int]:
     if not parts or not all(parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 (e.g. 1,64), got {text!r}")
     return [positive_int(part) for part in parts]
+
+
+positive_int_list.kind = ranges.POSITIVE_INT  # type: ignore[attr-defined]  (of each item)
 
 
 # ----------------------------------------------------------------------------------------------

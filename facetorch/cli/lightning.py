@@ -29,6 +29,7 @@ from facetorch.callbacks.checkpoint import AtomicCheckpointIO, best_checkpoint
 from facetorch.callbacks.progress import StderrProgressBar
 from facetorch.cli.common import INPUT_ERRORS, FacetorchParsing, run_tool
 from facetorch.data import FaceDataModule
+from facetorch.data.datamodule import DATA_VALUES
 from facetorch.inference.checkpoint import (
     INITIAL_WEIGHT_ARGS,
     CheckpointError,
@@ -36,6 +37,7 @@ from facetorch.inference.checkpoint import (
     restore_weights,
     task_class_name,
 )
+from facetorch.ranges import check_values
 from facetorch.tasks import FaceTask
 
 DEFAULT_SAVE_DIR = "runs"
@@ -149,6 +151,10 @@ class FaceCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.command_config
         _place_run_folder(config)
+        # Before anything is built: export and explain build no data module, which would check them too.
+        check_values("data", config.get("data") or Namespace(), DATA_VALUES)
+        if self.subcommand == "fit" or isinstance(self, TrainCLI):
+            check_runs_outside_data(config)
         self.checkpoint = None
         if config.get("ckpt_path"):  # a missing, broken or foreign checkpoint is named before any work
             self.checkpoint = check_checkpoint_fits(config.ckpt_path, config.get("model.class_path"))
@@ -229,10 +235,24 @@ def _place_run_folder(config: Namespace) -> None:
     """
     root = config.get("trainer.default_root_dir")
     logger = config.get("trainer.logger")
-    if not root or not isinstance(logger, Namespace) or logger.get("class_path") not in RUN_LOGGERS:
-        return
-    if logger.get("init_args.save_dir") in (None, DEFAULT_SAVE_DIR):
+    run_logger = isinstance(logger, Namespace) and logger.get("class_path") in RUN_LOGGERS
+    if root and run_logger and logger.get("init_args.save_dir") in (None, DEFAULT_SAVE_DIR):
         logger["init_args.save_dir"] = str(root)
+
+
+def check_runs_outside_data(config: Namespace) -> None:
+    """Refuse a training run whose run folders would go inside ``data.root`` (a rerun would read them as data).
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    logger, root = config.get("trainer.logger"), config.get("trainer.default_root_dir")
+    run_logger = isinstance(logger, Namespace) and logger.get("class_path") in RUN_LOGGERS
+    runs = Path(logger.get("init_args.save_dir") or DEFAULT_SAVE_DIR) if run_logger else Path(root or ".")
+    data = config.get("data.root")
+    if data and Path(data).resolve() in (runs.resolve(), *runs.resolve().parents):
+        raise ValueError(f"run folders would go under {str(runs)!r}, inside --data.root {data!r}, and become part of the "
+                         "data set; give --trainer.default_root_dir a folder outside it")  # fmt: skip
 
 
 @contextmanager
@@ -400,6 +420,11 @@ def train(args: Optional[list[str]] = None) -> dict[str, Any]:
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     try:
         trainer.fit(model, datamodule=data, ckpt_path=cli.config.ckpt_path)
+        if trainer.global_step <= int((cli.checkpoint or {}).get("global_step", 0)):
+            resumed = ", resumed at its end" if cli.checkpoint else ""
+            raise ValueError(f"no training step ran (trainer.max_epochs={trainer.max_epochs}, max_steps={trainer.max_steps}, "
+                             f"limit_train_batches={trainer.limit_train_batches}{resumed}): nothing was trained; allow at "
+                             "least one epoch of at least one batch")  # fmt: skip
     except BaseException:
         _discard_empty_run(trainer)
         raise

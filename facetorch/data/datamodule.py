@@ -436,6 +436,11 @@ class FaceDataModule(pl.LightningDataModule):
     def _train_batch_sampler(self) -> Optional[torch.utils.data.Sampler]:
         labels = self.splits["train"].labels
         if self.train_batches == "pk":
+            people = len(np.unique(np.asarray(labels)))
+            if not 2 <= self.identities_per_batch <= people:
+                raise ValueError(f"data.identities_per_batch is {self.identities_per_batch}, but train_batches: pk needs 2 or "
+                                 f"more (a triplet needs a negative) and the train split of {self.source or 'the built-in data'} "
+                                 f"holds {people} identities; set it between 2 and {people}, or give more people")  # fmt: skip
             return PKBatchSampler(
                 labels, self.identities_per_batch, self.images_per_identity, self.batches_per_epoch, seed=self.seed
             )

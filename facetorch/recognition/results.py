@@ -42,10 +42,16 @@ def read_rows(path: str | Path, flag: str) -> list[dict[str, str]]:
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"{flag} {str(path)!r} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and not _NEEDED <= set(rows[0]):
-        raise ValueError(f"{flag} {str(path)!r}: expected the columns {sorted(_NEEDED)}, found {sorted(rows[0])}")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows, columns = list(reader), list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{flag} {str(path)!r} is not a CSV file ({' '.join(str(error).split())[:120]})") from error
+    if rows and not _NEEDED <= set(columns):
+        raise ValueError(f"{flag} {str(path)!r}: expected the columns {sorted(_NEEDED)}, found {columns[:10]}")
+    if any(None in row for row in rows):  # csv.DictReader keeps a row's extra fields under the key None
+        raise ValueError(f"{flag} {str(path)!r}: a row has more fields than the header {columns[:10]}")
     return rows
 
 

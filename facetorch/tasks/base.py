@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from pathlib import Path
@@ -21,18 +20,21 @@ from facetorch.ranges import check_values
 OptimizerName = Literal["sgd", "adam", "adamw", "adamax"]
 SchedulerName = Literal["none", "cosine", "plateau"]
 
-# What each number of a task's model section means (facetorch.ranges): checked when a task is built,
-# for every task (a name a task does not take is simply not there).
+# The detector's backbone width factor and the side of its pooling grid: beyond these no network fits in memory.
+WIDTH_FACTOR = ranges.Kind("a width factor of the backbone", low=0, high=8, low_open=True)
+POOL_GRID = ranges.Kind("cells on a side of the pooling grid", low=1, high=16, integer=True)
+# What each number of a task's model section means (facetorch.ranges): each task's __init__ checks its
+# arguments against it first (check_values(..., locals(), ...): a name a task does not take is not there).
 MODEL_VALUES = {
     "lr": ranges.POSITIVE, "weight_decay": ranges.NONNEGATIVE, "momentum": ranges.FRACTION_BELOW_ONE,
     "warmup_epochs": ranges.NONNEGATIVE_INT, "plateau_factor": ranges.OPEN_FRACTION,
-    "plateau_patience": ranges.NONNEGATIVE_INT, "num_classes": ranges.POSITIVE_INT, "hidden": ranges.POSITIVE_INT,
+    "plateau_patience": ranges.NONNEGATIVE_INT, "num_classes": ranges.POSITIVE_INT, "hidden": ranges.LAYER_WIDTH,
     "dropout": ranges.FRACTION_BELOW_ONE, "label_smoothing": ranges.FRACTION_BELOW_ONE,
-    "sample_images": ranges.NONNEGATIVE_INT, "embedding_dim": ranges.POSITIVE_INT, "margin": ranges.NONNEGATIVE,
+    "sample_images": ranges.NONNEGATIVE_INT, "embedding_dim": ranges.LAYER_WIDTH, "margin": ranges.NONNEGATIVE,
     "contrastive_margin": ranges.POSITIVE, "classification_weight": ranges.NONNEGATIVE,
     "classifier_scale": ranges.POSITIVE, "classify_epochs": ranges.NONNEGATIVE_INT, "head_margin": ranges.NONNEGATIVE,
-    "head_scale": ranges.POSITIVE, "sample_rate": ranges.POSITIVE_FRACTION, "width": ranges.POSITIVE,
-    "pool_grid": ranges.POSITIVE_INT, "box_weight": ranges.NONNEGATIVE, "cls_weight": ranges.NONNEGATIVE,
+    "head_scale": ranges.POSITIVE, "sample_rate": ranges.POSITIVE_FRACTION, "width": WIDTH_FACTOR,
+    "pool_grid": POOL_GRID, "box_weight": ranges.NONNEGATIVE, "cls_weight": ranges.NONNEGATIVE,
     "score_threshold": ranges.OPEN_FRACTION,
 }  # fmt: skip
 
@@ -111,16 +113,6 @@ class FaceTask(pl.LightningModule):
         self.artifacts: list[Path] = []  # the plot and table paths handed out (artifact_path), in order
         # Not a submodule (kept out of state_dict and of .to()): it shares self.model's parameters.
         self.__dict__["_compiled_model"] = None
-
-    def save_hyperparameters(self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True) -> None:
-        """Lightning's, then every number of the task checked against its meaning (:data:`MODEL_VALUES`).
-
-        Raises:
-            ValueError: a value outside its meaning, as ``model.<name> must be ..., got ...``.
-        """
-        frame = frame if frame is not None else inspect.currentframe().f_back  # the task's own __init__
-        super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
-        check_values("model", self.hparams, MODEL_VALUES)
 
     # ------------------------------------------------------------------ memory format
     def on_fit_start(self) -> None:

@@ -17,7 +17,8 @@ from facetorch.losses import ContrastiveLoss, PairDistance, TripletLoss, Triplet
 from facetorch.models.backbones import build_backbone
 from facetorch.models.embedding import CosineClassifier, EmbeddingNet, backbone_embedding_layer
 from facetorch.models.margin import MARGIN_DEFAULTS, MarginSoftmaxHead
-from facetorch.tasks.base import FaceTask, dataset_order
+from facetorch.ranges import check_values
+from facetorch.tasks.base import MODEL_VALUES, FaceTask, dataset_order
 
 MetricLoss = Literal["triplet", "contrastive", "arcface", "cosface"]
 MARGIN_LOSSES = tuple(MARGIN_DEFAULTS)  # ("arcface", "cosface"): a softmax over identity centres
@@ -123,6 +124,7 @@ class EmbeddingTask(FaceTask):
         sample_rate: float = 1.0,
         **optimization: Any,
     ) -> None:
+        check_values("model", locals(), MODEL_VALUES)  # every number against its meaning, before any is used
         super().__init__(**optimization)
         if loss not in ("triplet", "contrastive", *MARGIN_LOSSES):
             raise ValueError(f"model.loss must be one of triplet, contrastive, arcface, cosface; got {loss!r}")
