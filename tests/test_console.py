@@ -29,7 +29,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 # summary table: the only lines on a tool's stderr that are not facetorch's own.
 LIGHTNING_LINES = (
     "Seed set to ", "GPU available: ", "TPU available: ", "HPU available: ", "Using bfloat16 Automatic Mixed Precision",
-    "`Trainer.fit` stopped: ",
+    "`Trainer.fit` stopped: ", "Restoring states from the checkpoint path at ", "Loaded model weights from the checkpoint at ",
 )  # fmt: skip
 SUMMARY_TABLE = re.compile(r"^(\s*\|\s*Name\s*\||\d+\s*\||-{10,}$|[\d.]+\s*[KMG]?\s+(Trainable|Non-trainable|Total|Modules))")
 FACETORCH_LINES = ("FaceDataModule: ", "Run folder: ", "Wrote ")
@@ -132,10 +132,14 @@ def test_gallery_recognize_prints_only_facetorchs_lines(tiny_checkpoints: dict, 
 
 
 def test_progress_bars_go_to_a_terminal_on_stderr_never_to_stdout(tmp_path: Path) -> None:
+    import fcntl
     import pty
+    import struct
+    import termios
 
     crops = write_face_crops(tmp_path / "crops")
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
     process = subprocess.Popen([sys.executable, str(REPO / "tools" / "train.py"), "--config", str(REPO / "tests" / "configs" /
                                 "face_vgg.yaml"), "--data.root", str(crops), "--trainer.max_epochs=1",
                                 "--trainer.enable_progress_bar=true"],
