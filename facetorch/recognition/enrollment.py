@@ -210,13 +210,16 @@ def _finish_enrollment(gallery: Gallery, path: Path, open_set_fpir: Optional[flo
     """Calibrate the open-set threshold again, write the gallery, and say what was done (a NaN threshold as None).
 
     Raises:
-        ValueError: nothing was added (every image skipped): the gallery is not written.
+        ValueError: nothing was added and images were skipped, or the gallery would be empty: it is not written.
     """
-    if added == 0:
+    if added == 0 and (skipped or len(gallery) == 0):
         reasons = "; ".join(f"{Path(file).name}: {reason}" for file, reason in list(skipped.items())[:3])
         raise ValueError(f"nothing was enrolled from {len(people)} person folder(s): {len(skipped)} image(s) skipped"
                          f"{' (' + reasons + (', ...' if len(skipped) > 3 else '') + ')' if skipped else ''}; "
                          f"{str(path)!r} was not written")  # fmt: skip
+    if added == 0:
+        io.notice(f"nothing new to enrol: every image of {', '.join(people[:3])}{', ...' if len(people) > 3 else ''} is "
+                  f"in {str(path)!r} already")  # fmt: skip
     if open_set_fpir is not None:
         gallery.meta.open_set_fpir = open_set_fpir
     threshold = gallery.calibrate_open_set()
