@@ -139,9 +139,9 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
     from facetorch.bench.recognition import face_recognition_recognizer, run_recognition_speed
     from facetorch.data.images import read_image
     from facetorch.inference.embedder import Embedder
+    from facetorch.recognition.database import open_gallery
     from facetorch.recognition.detectors import DlibCNNFaces
     from facetorch.recognition.enrollment import enroll_photos, person_folders
-    from facetorch.recognition.gallery import Gallery
     from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
     from facetorch.recognition.streams import open_source, read_frames
 
@@ -160,19 +160,20 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
     embedder = Embedder(config=config, progress=False)
     detector = DlibCNNFaces(device="cpu")
     with tempfile.TemporaryDirectory() as work:
-        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.npz"
+        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.db"
         if not args.gallery:
             enroll_photos(embedder, detector, path, root / "enrol", progress=False)
-        ours = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(path)))
-    known = {name: [read_image(f, 3) for f in files] for name, files in person_folders(root / "enrol").items()}
-    try:
-        theirs = face_recognition_recognizer(known)
-    except ModuleNotFoundError as error:  # the peer is optional: say what to install, in one line
-        hint = "its own dlib dependency builds from source: pip install --no-deps face-recognition beside dlib-bin"
-        raise ValueError(f"--task recognition compares with the face_recognition library: {error} ({hint})") from error
-    result = run_recognition_speed({"facetorch": lambda frame: len(ours([frame])[0]),
-                                    "face_recognition": lambda frame: len(theirs(frame))},
-                                   frames, repeats=args.repeats, warmup=1)  # fmt: skip
+        with open_gallery(path) as people:
+            ours = Recognizer(embedder, detector, OpenSetMatcher(people))
+            known = {name: [read_image(f, 3) for f in files] for name, files in person_folders(root / "enrol").items()}
+            try:
+                theirs = face_recognition_recognizer(known)
+            except ModuleNotFoundError as error:  # the peer is optional: say what to install, in one line
+                hint = "its own dlib dependency builds from source: pip install --no-deps face-recognition beside dlib-bin"
+                raise ValueError(f"--task recognition compares with the face_recognition library: {error} ({hint})") from error
+            result = run_recognition_speed({"facetorch": lambda frame: len(ours([frame])[0]),
+                                            "face_recognition": lambda frame: len(theirs(frame))},
+                                           frames, repeats=args.repeats, warmup=1)  # fmt: skip
     result.update(config=config, detector="dlib_cnn (upsample 0, both)", frame_size=list(frames[0].shape[:2]),
                   torch_threads=torch.get_num_threads(), enrolled_photos=int(sum(len(v) for v in known.values())))  # fmt: skip
     return result
