@@ -13,10 +13,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["PostgresServer", "postgres_binaries"]
+import pytest
+
+__all__ = ["PostgresServer", "postgres_binaries", "postgres_url", "postgres_server"]
 
 
 def postgres_binaries() -> Optional[Path]:
@@ -85,3 +88,22 @@ class PostgresServer:
             self._run(str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One server for a test module (skips where PostgreSQL or psycopg is missing)."""
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL (initdb, pg_ctl) is not installed")
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pip install 'psycopg[binary]')")
+    running = PostgresServer().start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh database on the module's server."""
+    return postgres_server.new_database()

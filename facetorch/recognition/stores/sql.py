@@ -132,7 +132,17 @@ class SqlStore(Store):
             self._run(cursor, "INSERT INTO gallery_settings (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     def _open(self, create: bool, settings: GallerySettings | None, not_a_gallery: str) -> None:
-        """Check the schema (making it first when ``create`` and there is none); read the uid and the settings."""
+        """Check the schema (making it first when ``create`` and there is none); read the uid and the settings.
+
+        Every connection is closed again when it fails.
+        """
+        try:
+            self._check_schema(create, settings, not_a_gallery)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_schema(self, create: bool, settings: GallerySettings | None, not_a_gallery: str) -> None:
         cursor = self._cursor()
         if not self._table_exists(cursor, "gallery_schema"):
             if not create or settings is None:

@@ -65,9 +65,14 @@ class SQLiteStore(SqlStore):
         elif create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.read_only = exists and not os.access(self.path, os.W_OK)
-        tables = self._tables() if exists else []
+        try:
+            tables = self._tables() if exists else []
+        except BaseException:
+            self.close()
+            raise
         foreign = [t for t in tables if not t.startswith(("gallery_", "sqlite_"))]
         if exists and "gallery_schema" not in tables and foreign:
+            self.close()
             raise GalleryError(f"{self.target} is an SQLite database but not a facetorch gallery (its tables: "
                                f"{', '.join(foreign[:5])}); give a gallery .db, or a new file name to create one")  # fmt: skip
         self._open(create, settings, f"{self.target} holds no facetorch gallery (an empty database); enrol people into it "
