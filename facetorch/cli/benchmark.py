@@ -13,7 +13,9 @@ a folder of many files. ``--task recognition --data_root SET`` (a set of ``galle
 compose``) times the whole recognition (dlib_cnn, 5-point alignment, dlib's ResNet, open-set
 match) against the ``face_recognition`` library on the same video frames; ``--task face_boxes
 --data_root ../shared/data/face_boxes_dev`` scores the largest box of haar and dlib_cnn against the
-hand-drawn one (mean IoU, IoU >= 0.5). Every result
+hand-drawn one (mean IoU, IoU >= 0.5); ``--task gallery [--people 10000,100000,1000000]`` measures the
+face database (SQLite, FAISS) on synthetic face-like embeddings against exact search, a bare FAISS
+flat index and the ``.npz`` gallery (:mod:`facetorch.cli.gallery_bench`). Every result
 carries the machine's conditions (threads, load at start and end, CPU flags, torch version) and a
 ``warning`` when other work shared the machine.
 
@@ -45,7 +47,7 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
     parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan", "recognition",
-                                                  "face_boxes"]),
+                                                  "face_boxes", "gallery"]),
                         help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -69,6 +71,9 @@ def _parser() -> Any:
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
     parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="comma-separated batch sizes (--task losses only)")
+    parser.add_argument("--people", default="10000,100000",
+                        help="--task gallery: comma-separated gallery sizes in people (2 images each), e.g. 10000,100000,1000000")
+    parser.add_argument("--no_legacy", action="store_true", help="--task gallery: leave out the .npz gallery of facetorch 0.1")
     add_output(parser, "also write the JSON here", required=False)
     return parser
 
@@ -79,6 +84,13 @@ def measure(args: Any) -> dict[str, Any]:
         return _export_benchmark(args)
     if args.task == "recognition":
         return _recognition_benchmark(args)
+    if args.task == "gallery":
+        from facetorch.cli.gallery_bench import run_gallery_benchmark
+
+        sizes = [int(size) for size in args.people.split(",") if size.strip()]
+        if not sizes or min(sizes) < 10:
+            raise ValueError(f"--people must be gallery sizes of 10 people or more, e.g. 10000,100000; got {args.people!r}")
+        return run_gallery_benchmark(sizes, legacy=not args.no_legacy)
     if args.task == "face_boxes":
         return _face_boxes_benchmark(args)
     if args.task == "scan":

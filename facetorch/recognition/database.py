@@ -33,6 +33,7 @@ __all__ = ["ADD_CHUNK", "FaceGallery", "migrate_gallery", "open_gallery"]
 ADD_CHUNK = 20_000  # rows per transaction of add_many (whole people each)
 EXACT_CANDIDATES = 4  # rows asked of an exact index per probe (near ties are scored again in float64)
 RERANK_ROWS = 32  # rows asked of a graph index per probe; their people are scored over all their rows
+PROBE_CHUNK = 256  # probes matched at a time
 
 
 def open_gallery(target: str | Path, create: bool = False, dim: Optional[int] = None, fingerprint: Optional[str] = None,
@@ -286,6 +287,9 @@ class FaceGallery:
     def best_matches(self, embeddings: Any) -> tuple[list[str], np.ndarray]:
         """For each probe (N, D), the most similar enrolled person and that cosine similarity (the best of their images)."""
         queries = self._probes(embeddings)
+        if len(queries) > PROBE_CHUNK:  # the re-ranking matrix grows with probes x candidates: a part at a time
+            parts = [self.best_matches(queries[start : start + PROBE_CHUNK]) for start in range(0, len(queries), PROBE_CHUNK)]
+            return [name for names, _ in parts for name in names], np.concatenate([scores for _, scores in parts])
         with self._lock:
             index = self.refresh()
             if len(index) == 0:

@@ -26,12 +26,14 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from facetorch import evaluation, io
-from facetorch.inference.embedder import FaceEmbedder, alignment_of
+
+if TYPE_CHECKING:  # the model is needed only to make an empty gallery: reading one stays free of torch
+    from facetorch.inference.embedder import FaceEmbedder
 
 __all__ = ["UNKNOWN", "Gallery", "GalleryError", "GalleryMeta", "file_key"]
 
@@ -82,6 +84,8 @@ class Gallery:
     @classmethod
     def empty(cls, embedder: FaceEmbedder, detector: Optional[str] = None) -> Gallery:
         """A gallery for ``embedder``'s faces, found by ``detector`` (default: how ``embedder.faces`` finds them)."""
+        from facetorch.inference.embedder import alignment_of
+
         dim = embedder.embedding_dim
         detector = detector or ("haar_largest" if getattr(embedder, "faces", "whole") == "haar" else "whole")
         meta = GalleryMeta(embedder.fingerprint, embedder.threshold, model=getattr(embedder, "source", ""),
