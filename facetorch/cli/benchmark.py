@@ -13,7 +13,9 @@ a folder of many files. ``--task recognition --data_root SET`` (a set of ``galle
 compose``) times the whole recognition (dlib_cnn, 5-point alignment, dlib's ResNet, open-set
 match) against the ``face_recognition`` library on the same video frames; ``--task face_boxes
 --data_root ../shared/data/face_boxes_dev`` scores the largest box of haar and dlib_cnn against the
-hand-drawn one (mean IoU, IoU >= 0.5). Every result
+hand-drawn one (mean IoU, IoU >= 0.5); ``--task gallery [--people 10000,100000,1000000]`` measures the
+face database (SQLite, FAISS) on synthetic face-like embeddings against exact search, a bare FAISS
+flat index and the ``.npz`` gallery (:mod:`facetorch.cli.gallery_bench`). Every result
 carries the machine's conditions (threads, load at start and end, CPU flags, torch version) and a
 ``warning`` when other work shared the machine.
 
@@ -45,7 +47,7 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
     parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan", "recognition",
-                                                  "face_boxes"]),
+                                                  "face_boxes", "gallery"]),
                         help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -69,6 +71,9 @@ def _parser() -> Any:
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
     parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="comma-separated batch sizes (--task losses only)")
+    parser.add_argument("--people", default="10000,100000",
+                        help="--task gallery: comma-separated gallery sizes in people (2 images each), e.g. 10000,100000,1000000")
+    parser.add_argument("--no_legacy", action="store_true", help="--task gallery: leave out the .npz gallery of facetorch 0.1")
     add_output(parser, "also write the JSON here", required=False)
     return parser
 
@@ -79,6 +84,13 @@ def measure(args: Any) -> dict[str, Any]:
         return _export_benchmark(args)
     if args.task == "recognition":
         return _recognition_benchmark(args)
+    if args.task == "gallery":
+        from facetorch.cli.gallery_bench import run_gallery_benchmark
+
+        sizes = [int(size) for size in args.people.split(",") if size.strip()]
+        if not sizes or min(sizes) < 10:
+            raise ValueError(f"--people must be gallery sizes of 10 people or more, e.g. 10000,100000; got {args.people!r}")
+        return run_gallery_benchmark(sizes, legacy=not args.no_legacy)
     if args.task == "face_boxes":
         return _face_boxes_benchmark(args)
     if args.task == "scan":
@@ -139,9 +151,9 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
     from facetorch.bench.recognition import face_recognition_recognizer, run_recognition_speed
     from facetorch.data.images import read_image
     from facetorch.inference.embedder import Embedder
+    from facetorch.recognition.database import open_gallery
     from facetorch.recognition.detectors import DlibCNNFaces
     from facetorch.recognition.enrollment import enroll_photos, person_folders
-    from facetorch.recognition.gallery import Gallery
     from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
     from facetorch.recognition.streams import open_source, read_frames
 
@@ -160,19 +172,20 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
     embedder = Embedder(config=config, progress=False)
     detector = DlibCNNFaces(device="cpu")
     with tempfile.TemporaryDirectory() as work:
-        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.npz"
+        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.db"
         if not args.gallery:
             enroll_photos(embedder, detector, path, root / "enrol", progress=False)
-        ours = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(path)))
-    known = {name: [read_image(f, 3) for f in files] for name, files in person_folders(root / "enrol").items()}
-    try:
-        theirs = face_recognition_recognizer(known)
-    except ModuleNotFoundError as error:  # the peer is optional: say what to install, in one line
-        hint = "its own dlib dependency builds from source: pip install --no-deps face-recognition beside dlib-bin"
-        raise ValueError(f"--task recognition compares with the face_recognition library: {error} ({hint})") from error
-    result = run_recognition_speed({"facetorch": lambda frame: len(ours([frame])[0]),
-                                    "face_recognition": lambda frame: len(theirs(frame))},
-                                   frames, repeats=args.repeats, warmup=1)  # fmt: skip
+        with open_gallery(path) as people:
+            ours = Recognizer(embedder, detector, OpenSetMatcher(people))
+            known = {name: [read_image(f, 3) for f in files] for name, files in person_folders(root / "enrol").items()}
+            try:
+                theirs = face_recognition_recognizer(known)
+            except ModuleNotFoundError as error:  # the peer is optional: say what to install, in one line
+                hint = "its own dlib dependency builds from source: pip install --no-deps face-recognition beside dlib-bin"
+                raise ValueError(f"--task recognition compares with the face_recognition library: {error} ({hint})") from error
+            result = run_recognition_speed({"facetorch": lambda frame: len(ours([frame])[0]),
+                                            "face_recognition": lambda frame: len(theirs(frame))},
+                                           frames, repeats=args.repeats, warmup=1)  # fmt: skip
     result.update(config=config, detector="dlib_cnn (upsample 0, both)", frame_size=list(frames[0].shape[:2]),
                   torch_threads=torch.get_num_threads(), enrolled_photos=int(sum(len(v) for v in known.values())))  # fmt: skip
     return result
