@@ -292,3 +292,16 @@ def test_the_scorer_counts_name_changes_and_id_switches_along_true_tracks(tmp_pa
     scored = score_recognitions(tmp_path / "truth.csv", tmp_path / "found.csv")
     assert (scored["detection_rate"], scored["identification_rate"], scored["name_changes"]) == (1.0, 0.5, 1)
     assert scored["id_switches"] == 0
+
+
+def test_another_face_in_a_tracks_box_starts_a_new_track(gallery_file: Path, tmp_path: Path) -> None:
+    # A cut: red stands there for 6 frames, then green in the same place. The boxes cannot tell; the faces can.
+    frames = [picture([(COLOURS["red"], 30, 20, 40)])] * 6 + [picture([(COLOURS["green"], 30, 20, 40)])] * 6
+    video = write_video(tmp_path / "cut.avi", frames)
+    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(Gallery.load(gallery_file), 0.9))
+    recognize_source(recognizer, str(video), tmp_path / "out", fourcc="MJPG", progress=False,
+                     track=TrackOptions(detect_every=2, embed_every=100, same_person=0.5))  # fmt: skip
+    rows = read_csv(tmp_path / "out" / "recognitions.csv")
+    assert [(r["name"], r["track"]) for r in rows] == [("red", "1")] * 6 + [("green", "2")] * 6
+    tracks = read_csv(tmp_path / "out" / "tracks.csv")
+    assert [(t["track"], t["first_frame"], t["last_frame"]) for t in tracks] == [("1", "0", "5"), ("2", "6", "11")]

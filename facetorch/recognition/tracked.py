@@ -42,6 +42,9 @@ __all__ = ["TRACKS_NAME", "TRACK_FIELDS", "TrackOptions", "TrackedFace", "Tracke
            "run_tracked"]  # fmt: skip
 
 TRACKS_NAME = "tracks.csv"
+SAME_PERSON_MARGIN = 0.05
+CHANGED = 20.0  # grey levels of mean difference between a face's thumbnails that ask for a new embedding
+REIDENTIFY_MARGIN = 0.04  # a lost track is given a new face only when it is this much more alike than same_person
 TRACK_FIELDS = ["track", "name", "named_from", "first_frame", "last_frame", "frames", "embeddings", "mean_quality",
                 "changes"]  # fmt: skip
 
@@ -57,6 +60,8 @@ class TrackOptions:
         resize: Embed again when the box's side changed by this factor since the last embedding.
         confirm: Answers in a row that change a track's name.
         sure: Margin above the threshold that names a track from its first face.
+        same_person: Least cosine similarity of a face to its track's mean (None: from the matcher, see
+            :func:`_same_person`); below it the track is split.
     """
 
     detect_every: int = 3
@@ -64,7 +69,8 @@ class TrackOptions:
     max_gap: int = 30
     resize: float = 1.3
     confirm: int = 2
-    sure: float = 0.02
+    sure: float = 0.0
+    same_person: Optional[float] = None
 
     def check(self) -> None:
         """Refuse options out of range, with the flag's name.
@@ -109,6 +115,7 @@ class _History:
     embedded_at: int = -(10**9)
     embedded_side: float = 0.0
     pose: float = 1.0  # the last pose part measured from the landmarks (the flow frames reuse it)
+    thumbnail: Optional[np.ndarray] = None  # the face at its last embedding, 16x16 grey
 
 
 @dataclass
@@ -127,7 +134,9 @@ class TrackedStream:
 
     def __post_init__(self) -> None:
         self.options.check()
-        self.tracker = FaceTracker(max_gap=self.options.max_gap, same_person=_pair_threshold(self.recognizer.embedder))
+        self.same_person = _same_person(self.recognizer, self.options.same_person)
+        self.tracker = FaceTracker(max_gap=self.options.max_gap, same_person=self.same_person,
+                                   reidentify=self.same_person + REIDENTIFY_MARGIN)  # fmt: skip
         self.history: dict[int, _History] = {}
         self.seconds = self.recognizer.seconds
         for stage in ("track", "quality", "read", "write"):
@@ -135,6 +144,7 @@ class TrackedStream:
         self._previous: Optional[np.ndarray] = None
         self._previous_index = -1
         self._processed = 0
+        self._grey = np.zeros((1, 1), np.uint8)
         self._landmarks = _landmark_finder(self.recognizer.embedder)
 
     def frame(self, index: int, frame_bgr: np.ndarray) -> list[TrackedFace]:
@@ -147,6 +157,7 @@ class TrackedStream:
         detect = after_gap or self._processed % self.options.detect_every == 0
         self._processed += 1
         embedded: dict[int, np.ndarray] = {}
+        self._grey = grey
         self.seconds["track"] += time.perf_counter() - start
         if detect:
             boxes, scores = self._detect(rgb)
@@ -205,18 +216,7 @@ class TrackedStream:
     def _learn(self, index: int, rgb: np.ndarray, grey: np.ndarray, boxes: np.ndarray, seen: list[Track],
                embed: Callable[[Sequence[int]], np.ndarray], embedded: dict[int, np.ndarray]) -> None:  # fmt: skip
         """Embed the tracks that need it, weigh each face by its quality, and decide their names."""
-        wanted = []
-        for track in seen:
-            history = self.history.setdefault(track.id, _History(NameEvidence(float(self.recognizer.matcher.threshold),
-                                                                              self.options.confirm, self.options.sure),
-                                                                 first=index))  # fmt: skip
-            side = min(track.box[2] - track.box[0], track.box[3] - track.box[1])
-            ratio = side / history.embedded_side if history.embedded_side > 0 else np.inf
-            undecided = history.evidence.deciding or history.evidence.embeddings == 0
-            due = index - history.embedded_at >= self.options.embed_every
-            if track.detection >= 0 and (undecided or due or not 1 / self.options.resize < ratio < self.options.resize
-                                         or track.detection in embedded):  # fmt: skip
-                wanted.append(track)
+        wanted = [track for track in seen if self._wants_embedding(index, track, embedded)]
         if not wanted:
             return
         faces = embed([t.detection for t in wanted])
@@ -224,11 +224,15 @@ class TrackedStream:
         points = self._landmarks(rgb, np.array([t.box for t in wanted]))
         for k, track in enumerate(wanted):
             history = self.history[track.id]
+            if history.evidence.embeddings and float(faces[k] @ history.evidence.mean) < self.same_person:
+                # someone else in this track's box (a swap the boxes could not see, a cut): a new track from here
+                track = wanted[k] = self.tracker.split(track, index)
+                history = self.history[track.id] = self._new_history(index)
             if points is not None:
                 history.pose = max(0.0, 1.0 - pose_offset(points[k]) / MAX_OFFSET)
-            quality = face_quality(grey, track.box) * history.pose
-            history.evidence.add(faces[k], quality)
+            history.evidence.add(faces[k], face_quality(grey, track.box) * history.pose)
             history.embedded_at, history.embedded_side = index, min(track.box[2] - track.box[0], track.box[3] - track.box[1])
+            history.thumbnail = self._thumbnail(track)
             track.feature = history.evidence.mean
         self.seconds["quality"] += time.perf_counter() - start
         start = time.perf_counter()
@@ -236,6 +240,35 @@ class TrackedStream:
         for track, (name, score) in zip(wanted, answers):
             self.history[track.id].evidence.decide(name, score, index)
         self.seconds["match"] += time.perf_counter() - start
+
+    def _new_history(self, index: int) -> _History:
+        return _History(NameEvidence(float(self.recognizer.matcher.threshold), self.options.confirm, self.options.sure),
+                        first=index)  # fmt: skip
+
+    def _wants_embedding(self, index: int, track: Track, embedded: dict[int, np.ndarray]) -> bool:
+        """New, unnamed or in question, resized, due, or embedded already this frame (by the tracker: free)."""
+        history = self.history.get(track.id)
+        if history is None:
+            history = self.history[track.id] = self._new_history(index)
+        if track.detection < 0:
+            return False
+        evidence = history.evidence
+        if evidence.embeddings == 0 or evidence.name == UNKNOWN or evidence.deciding or track.detection in embedded:
+            return True
+        side = min(track.box[2] - track.box[0], track.box[3] - track.box[1])
+        resized = not 1 / self.options.resize < side / max(history.embedded_side, 1e-9) < self.options.resize
+        looks_else = history.thumbnail is not None and _thumbnail_change(history.thumbnail, self._thumbnail(track)) > CHANGED
+        return resized or looks_else or index - history.embedded_at >= self.options.embed_every
+
+    def _thumbnail(self, track: Track) -> Optional[np.ndarray]:
+        """The face at 16x16 grey: a cheap look, to notice that the face in a box changed (a turn, a swap, a cut)."""
+        grey = self._grey
+        height, width = grey.shape[:2]
+        x1, y1, x2, y2 = (int(round(v)) for v in track.box)
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            return None
+        return cv2.resize(grey[y1:y2, x1:x2], (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
 
     def _faces(self, index: int, grey: np.ndarray) -> list[TrackedFace]:
         start = time.perf_counter()
@@ -255,10 +288,28 @@ class TrackedStream:
         return faces
 
 
-def _pair_threshold(embedder: Any) -> float:
-    """The embedder's same-person cosine threshold, for telling two faces apart where boxes are ambiguous."""
-    threshold = float(getattr(embedder, "threshold", float("nan")))
-    return threshold if np.isfinite(threshold) else 0.5
+def _thumbnail_change(before: Optional[np.ndarray], after: Optional[np.ndarray]) -> float:
+    """Mean absolute grey difference of two face thumbnails (0 to 255; infinite when one is missing)."""
+    if before is None or after is None:
+        return float("inf")
+    return float(np.abs(before - after).mean())
+
+
+def _same_person(recognizer: Recognizer, given: Optional[float]) -> float:
+    """The least cosine similarity of a face to its track's mean embedding (below it, the face is someone else).
+
+    By default the open-set threshold less :data:`SAME_PERSON_MARGIN`: a face that far below its own
+    track's mean is further from it than a stranger from the person the gallery would name. On
+    the composed videos (docs/video.md) a face's similarity to its own track's mean is above the
+    default in 99.5% of face-frames, to another track's mean below it in 95%. Other matchers use
+    the embedder's pair threshold when it has one; otherwise tracks are never split.
+    """
+    if given is not None:
+        return float(given)
+    if getattr(recognizer.matcher, "kind", "") == "open_set":
+        return float(recognizer.matcher.threshold) - SAME_PERSON_MARGIN
+    threshold = float(getattr(recognizer.embedder, "threshold", float("nan")))
+    return threshold if np.isfinite(threshold) else -1.0
 
 
 def _landmark_finder(embedder: Any) -> Callable[[np.ndarray, np.ndarray], Optional[np.ndarray]]:

@@ -16,7 +16,8 @@ ByteTrack / BoT-SORT). At a frame with detections (:meth:`FaceTracker.update`):
    matches (cosine at least ``reidentify``): a face that re-appears after an occlusion keeps its id;
    else it starts a new track;
 5. a followed track left unmatched is lost (no row until it is matched again); a track lost for
-   more than ``max_gap`` frames ends.
+   more than ``max_gap`` frames ends. The caller may :meth:`FaceTracker.split` a track whose new
+   face does not look like its old ones (two faces swapped, or a cut in the video).
 
 Between detections, :func:`flow_boxes` moves the boxes with sparse optical flow (Lucas-Kanade,
 forward-backward checked), and :meth:`FaceTracker.follow` feeds them to the filters; where the
@@ -187,6 +188,16 @@ class FaceTracker:
             self.tracks.append(track)
         self._end_old(frame)
         return self.visible
+
+    def split(self, track: Track, frame: int) -> Track:
+        """End ``track`` here and give its current detection to a new track (another face took its place)."""
+        self.tracks.remove(track)
+        self.ended.append(track)
+        new = Track(self.next_id, track.box, frame, frame, BoxKalman(track.box), detection_score=track.detection_score,
+                    detection=track.detection)  # fmt: skip
+        self.next_id += 1
+        self.tracks.append(new)
+        return new
 
     def end_all(self) -> None:
         """End every track (the stream is over)."""
