@@ -305,3 +305,25 @@ def test_another_face_in_a_tracks_box_starts_a_new_track(gallery_file: Path, tmp
     assert [(r["name"], r["track"]) for r in rows] == [("red", "1")] * 6 + [("green", "2")] * 6
     tracks = read_csv(tmp_path / "out" / "tracks.csv")
     assert [(t["track"], t["first_frame"], t["last_frame"]) for t in tracks] == [("1", "0", "5"), ("2", "6", "11")]
+
+
+def test_orl_photo_sequences_make_a_recording_with_a_cut_between_subjects(tmp_path: Path) -> None:
+    from facetorch.data.moving import compose_photo_sequence_video
+
+    for k in range(4):  # ORL's layout: s1..s4, ten 92x112 grey photos each
+        for i in range(1, 11):
+            photo = np.full((112, 92), 10 * k + i, np.uint8)
+            (tmp_path / "orl" / f"s{k + 1}").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "orl" / f"s{k + 1}" / f"{i}.pgm"), photo)
+    summary = compose_photo_sequence_video(tmp_path / "orl", tmp_path / "set", people=2, enrol_per_person=3, subjects=3,
+                                           hold=2, seed=1)  # fmt: skip
+    truth = read_csv(tmp_path / "set" / "video_truth.csv")
+    enrolled = {t["track"]: t["enrolled"] for t in truth}
+    assert summary["frames"] == len(truth) == sum(2 * (7 if e == "1" else 10) for e in enrolled.values())
+    assert [t["track"] for t in truth] == sorted(t["track"] for t in truth)  # one subject after another
+    assert {(t["x1"], t["y1"], t["x2"], t["y2"]) for t in truth} == {("14.0", "44.0", "168.0", "200.0")}
+    assert all(len(list(p.iterdir())) == 3 for p in (tmp_path / "set" / "enrol").iterdir())
+    capture = cv2.VideoCapture(str(tmp_path / "set" / "video.avi"))
+    first = capture.read()[1]
+    capture.release()
+    assert first.shape == (224, 184, 3)

@@ -146,7 +146,8 @@ def _parser() -> Any:
     add_output(split, "new or empty folder")
 
     comp = commands.add_parser("compose", help="a multi-face test set: enrolment photos, group pictures, a video, the truth")
-    comp.add_argument("--lfw", required=True, help="folder of <person>/<photos> (e.g. lfw_devtrain/images)")
+    comp.add_argument("--lfw", default=None, help="folder of <person>/<photos> (e.g. lfw_devtrain/images); needed "
+                      "except for --video --orl")
     comp.add_argument("--orl", default=None, help="ORL's folder of s1..s40 (its faces are doubled)")
     comp.add_argument("--people", type=int, default=40, help="LFW people enrolled (the others are strangers)")
     comp.add_argument("--per_person", type=int, default=3, help="photos enrolled per LFW person (the others probe)")
@@ -154,7 +155,8 @@ def _parser() -> Any:
     comp.add_argument("--scenes", type=int, default=40, help="group pictures")
     comp.add_argument("--seed", type=int, default=0)
     comp.add_argument("--video", action="store_true",
-                      help="instead: a video of moving faces (enrol/, video.avi, video_truth.csv with a track column)")
+                      help="instead: a video of moving faces (enrol/, video.avi, video_truth.csv with a track column); "
+                           "with --orl and no --lfw: ORL's photo sequences played one subject after another")
     comp.add_argument("--tracks", type=int, default=12, help="with --video: faces crossing the frame")
     comp.add_argument("--frames", type=int, default=160, help="with --video: frames of the video")
     add_output(comp, "new or empty folder")
@@ -314,6 +316,15 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
     args = _parser().parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
     if args.command == "split":
         result = split_open_set(args.images, args.output, args.people, args.per_person, args.overwrite)
+        print(io.json_line(result))
+        return result
+    if args.command == "compose" and args.lfw is None and not (args.video and args.orl):
+        raise ValueError("compose needs --lfw LFW_PEOPLE_DIR (or --video --orl ORL_DIR for ORL's photo sequences)")
+    if args.command == "compose" and args.video and args.lfw is None:
+        from facetorch.data.moving import compose_photo_sequence_video
+
+        result = compose_photo_sequence_video(args.orl, args.output, people=args.people, enrol_per_person=args.per_person,
+                                              subjects=args.tracks, seed=args.seed, overwrite=args.overwrite)
         print(io.json_line(result))
         return result
     if args.command == "compose" and args.video:

@@ -30,7 +30,7 @@ import numpy as np
 from facetorch import io
 from facetorch.data.scenes import TRUTH_FIELDS, _background, _copy, _people, _Person, _tile
 
-__all__ = ["VIDEO_TRUTH_FIELDS", "compose_moving_video"]
+__all__ = ["VIDEO_TRUTH_FIELDS", "compose_moving_video", "compose_photo_sequence_video"]
 
 VIDEO_TRUTH_FIELDS = [*TRUTH_FIELDS, "track"]
 FADE = 4  # frames of a cross-fade between two photos of a track
@@ -241,5 +241,108 @@ def compose_moving_video(
         "seed": seed,
         "lfw": str(lfw),
     }
+    io.write_json(output / "summary.json", summary)
+    return summary
+
+
+def _taken(photo: Path) -> tuple[int, str]:
+    """ORL's order of taking: 1.pgm, 2.pgm, ..., 10.pgm."""
+    return (len(photo.stem), photo.stem)
+
+
+def compose_photo_sequence_video(
+    orl: str | Path,
+    output: str | Path,
+    *,
+    people: int = 20,
+    enrol_per_person: int = 3,
+    subjects: int = 12,
+    stranger_share: float = 0.4,
+    hold: int = 4,
+    fps: float = 10.0,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """A "recording" from ORL's photo sequences: each subject's photos of one scene in order, one subject after another.
+
+    ORL photographed each of its 40 people ten times against the same dark background, at
+    different times, with the head turning, tilting and changing expression: the nearest thing to
+    a recording of a face in ``../shared/data``. Each subject's photos that were not enrolled are
+    played in their file order, each held ``hold`` frames with a two-frame cross-fade, at twice
+    their size (as ``gallery.py compose`` doubles ORL); subjects follow each other with a cut (a
+    new face in the same place: the tracks must notice). Writes ``enrol/``, ``video.avi``,
+    ``video_truth.csv`` (ORL's face box, doubled, in every frame; ``track`` the subject's turn) and
+    ``summary.json``.
+
+    Raises:
+        FileExistsError: ``output`` is not empty and ``overwrite`` is false.
+        ValueError: too few people or photos for the settings.
+    """
+    from facetorch.data.images import read_image
+    from facetorch.data.scenes import ORL_FACE, ORL_SCALE
+
+    output = io.check_output_folder(output, overwrite)
+    rng = np.random.default_rng(seed)
+    everyone = _people(Path(orl), "orl", enrol_per_person + 2)
+    if not 0 < people < len(everyone):
+        raise ValueError(f"--people must be between 1 and {len(everyone) - 1} (ORL people in {orl}), got {people}")
+    order = rng.permutation(len(everyone))
+    enrolled, strangers = [everyone[i] for i in order[:people]], [everyone[i] for i in order[people:]]
+
+    def doubled(photo: Path) -> np.ndarray:
+        return cv2.resize(read_image(photo, 3), None, fx=ORL_SCALE, fy=ORL_SCALE, interpolation=cv2.INTER_LINEAR)
+
+    filmed: list[tuple[_Person, list[Path]]] = []
+    for person in enrolled:
+        photos = sorted(person.photos, key=_taken)
+        chosen = set(rng.choice(len(photos), enrol_per_person, replace=False).tolist())
+        folder = output / "enrol" / person.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in sorted(chosen):
+            io.write_png(folder / f"{photos[k].stem}.png", doubled(photos[k]))
+        filmed.append((person, [p for k, p in enumerate(photos) if k not in chosen]))
+    strangers_filmed = [(p, sorted(p.photos, key=_taken)) for p in strangers]
+    kinds = [bool(rng.random() < stranger_share) for _ in range(subjects)]
+    pools = {False: [filmed[i] for i in rng.permutation(len(filmed))], True: [strangers_filmed[i] for i in
+             rng.permutation(len(strangers_filmed))]}  # fmt: skip
+    video_path, partial = output / "video.avi", output / ".video.partial.avi"
+    box = tuple(v * ORL_SCALE for v in ORL_FACE)
+    rows: list[dict[str, Any]] = []
+    writer: Any = None
+    frame = 0
+    try:
+        for turn, stranger in enumerate(kinds):
+            if not pools[stranger]:
+                raise ValueError(f"--tracks {subjects}: more {'strangers' if stranger else 'enrolled people'} needed than "
+                                 f"ORL has ({len(strangers)} strangers, {len(enrolled)} enrolled)")  # fmt: skip
+            person, photos = pools[stranger].pop()
+            pictures = [doubled(p) for p in photos]
+            for k, picture in enumerate(pictures):
+                for h in range(hold):
+                    alpha = 1.0 if k == 0 or h >= 2 else (h + 1) / 3  # a two-frame cross-fade from the photo before
+                    shown = cv2.addWeighted(picture, alpha, pictures[k - 1], 1 - alpha, 0) if alpha < 1 else picture
+                    if writer is None:
+                        height, width = shown.shape[:2]
+                        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+                        if not writer.isOpened():
+                            raise OSError(f"OpenCV cannot write MJPG video under {output}")
+                    writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                    rows.append({"source": video_path.name, "frame": frame, **{k2: f"{v:.1f}" for k2, v in
+                                 zip(("x1", "y1", "x2", "y2"), box)}, "name": person.name, "enrolled": int(not stranger),
+                                 "track": turn})  # fmt: skip
+                    frame += 1
+        writer.release()
+        partial.replace(video_path)
+    finally:
+        if writer is not None:
+            writer.release()
+        if partial.exists():
+            partial.unlink()
+    io.write_csv(output / "video_truth.csv", VIDEO_TRUTH_FIELDS, rows)
+    summary = {"frames": frame, "tracks": subjects, "stranger_tracks": int(sum(kinds)), "face_frames": len(rows),
+               "enrolled_face_frames": sum(r["enrolled"] for r in rows),
+               "stranger_face_frames": sum(1 - r["enrolled"] for r in rows),
+               "enrolled_people": len(enrolled), "enrolment_photos": len(enrolled) * enrol_per_person, "fps": fps,
+               "seed": seed, "orl": str(orl)}  # fmt: skip
     io.write_json(output / "summary.json", summary)
     return summary
