@@ -327,3 +327,22 @@ def test_orl_photo_sequences_make_a_recording_with_a_cut_between_subjects(tmp_pa
     first = capture.read()[1]
     capture.release()
     assert first.shape == (224, 184, 3)
+
+
+def test_the_lockstep_comparison_scores_both_ways_and_checks_the_goals(gallery_file: Path, tmp_path: Path) -> None:
+    from facetorch.recognition.compare import compare_tracking
+
+    video = crossing_video(tmp_path / "clip.avi", frames=9)
+    truth = ["source,frame,x1,y1,x2,y2,name,enrolled,track"]
+    for i in range(9):
+        truth += [f"clip.avi,{i},{2 + 6 * i},10,{26 + 6 * i},34,red,1,0",
+                  f"clip.avi,{i},{100 - 6 * i},50,{124 - 6 * i},74,blue,1,1", f"clip.avi,{i},100,5,120,25,yellow,0,2"]
+    (tmp_path / "truth.csv").write_text("\n".join(truth) + "\n")
+    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(Gallery.load(gallery_file), 0.9))
+    result = compare_tracking(recognizer, video, tmp_path / "truth.csv", tmp_path / "runs", TrackOptions(detect_every=3))
+    for way in ("per_frame", "tracked"):
+        assert result[way]["identification_rate"] == 1.0 and result[way]["stranger_accept_rate"] == 0.0
+        assert result[way]["name_changes_per_100"] == 0.0 and result[way]["frames_s"] > 0
+    assert result["tracked"]["id_switches"] == 0 and result["per_frame"]["id_switches"] is None and result["frames"] == 9
+    assert result["goals"]["identification_not_lower"]["met"] and result["goals"]["name_changes_per_100_at_most_0.5"]["met"]
+    assert result["speedup"] > 0 and (tmp_path / "runs" / "tracked" / "tracks.csv").is_file()

@@ -208,8 +208,8 @@ def _video_benchmark(args: Any) -> dict[str, Any]:
         if not args.gallery:
             enroll_photos(embedder, detector, path, root / "enrol", progress=False)
         recognizer = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(path)))
-        result = compare_tracking(recognizer, root / "video.avi", root / "video_truth.csv", Path(work) / "runs", options,
-                                  repeats=args.repeats)  # fmt: skip
+        runs = Path(args.output).with_suffix("") if args.output else Path(work) / "runs"  # beside the JSON, to look at
+        result = compare_tracking(recognizer, root / "video.avi", root / "video_truth.csv", runs, options)
     result["config"] = config
     return result
 

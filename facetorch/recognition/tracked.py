@@ -43,6 +43,7 @@ __all__ = ["TRACKS_NAME", "TRACK_FIELDS", "TrackOptions", "TrackedFace", "Tracke
 
 TRACKS_NAME = "tracks.csv"
 SAME_PERSON_MARGIN = 0.05
+NEAR = 0.03  # an unknown track this close under the threshold is embedded at every detection frame
 CHANGED = 20.0  # grey levels of mean difference between a face's thumbnails that ask for a new embedding
 REIDENTIFY_MARGIN = 0.04  # a lost track is given a new face only when it is this much more alike than same_person
 TRACK_FIELDS = ["track", "name", "named_from", "first_frame", "last_frame", "frames", "embeddings", "mean_quality",
@@ -246,14 +247,15 @@ class TrackedStream:
                         first=index)  # fmt: skip
 
     def _wants_embedding(self, index: int, track: Track, embedded: dict[int, np.ndarray]) -> bool:
-        """New, unnamed or in question, resized, due, or embedded already this frame (by the tracker: free)."""
+        """New, unknown but near the threshold, in question, resized, changed, due, or embedded already (by the tracker: free)."""
         history = self.history.get(track.id)
         if history is None:
             history = self.history[track.id] = self._new_history(index)
         if track.detection < 0:
             return False
         evidence = history.evidence
-        if evidence.embeddings == 0 or evidence.name == UNKNOWN or evidence.deciding or track.detection in embedded:
+        near = evidence.name == UNKNOWN and evidence.score >= evidence.threshold - NEAR  # might become a person soon
+        if evidence.embeddings < 2 or near or evidence.deciding or track.detection in embedded:
             return True
         side = min(track.box[2] - track.box[0], track.box[3] - track.box[1])
         resized = not 1 / self.options.resize < side / max(history.embedded_side, 1e-9) < self.options.resize
