@@ -11,6 +11,7 @@ and the goals of the tracked way.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -19,12 +20,14 @@ import cv2
 import numpy as np
 
 from facetorch import io
+from facetorch.evaluation.tracking import track_metrics
 from facetorch.recognition.pipeline import Recognizer, embed_faces
-from facetorch.recognition.results import CSV_FIELDS, CSV_NAME, TRACKED_FIELDS, face_rows, score_recognitions
+from facetorch.recognition.results import CSV_FIELDS, CSV_NAME, TRACKED_FIELDS, face_rows, read_rows, score_recognitions
 from facetorch.recognition.streams import FrameReader, open_source
 from facetorch.recognition.tracked import TRACK_FIELDS, TRACKS_NAME, TrackedStream, TrackOptions
+from facetorch.recognition.tracking import FaceTracker
 
-__all__ = ["SCORE_KEYS", "compare_tracking"]
+__all__ = ["SCORE_KEYS", "compare_tracking", "replay_gaps"]
 
 SCORE_KEYS = ("detection_rate", "identification_rate", "stranger_accept_rate", "name_changes_per_100", "id_switches",
               "tracks_found", "true_tracks", "face_frames")  # fmt: skip
@@ -106,3 +109,36 @@ def compare_tracking(recognizer: Recognizer, video: str | Path, truth: str | Pat
 def _fresh(recognizer: Recognizer) -> Recognizer:
     """The same models with their own stage clocks."""
     return Recognizer(recognizer.embedder, recognizer.detector, recognizer.matcher)
+
+
+def replay_gaps(detections: str | Path, truth: str | Path, gaps: Sequence[int], detect_every: int = 3) -> dict[int, Any]:
+    """The tracker alone, replayed on a per-frame run's detections, for several ``max_gap`` values.
+
+    Boxes from ``detections`` (a ``recognitions.csv`` of ``--no_track``) are given to a
+    :class:`~facetorch.recognition.tracking.FaceTracker` every ``detect_every`` frames (by box
+    alone: no frames, no flow, no appearance), and the tracks are scored against ``truth`` at those
+    frames: how many tracks were found and how often a true track's id changed.
+    """
+    found = read_rows(detections, "--recognitions")
+    by_frame: dict[int, list[list[float]]] = {}
+    for row in found:
+        by_frame.setdefault(int(row["frame"]), []).append([float(row[k]) for k in ("x1", "y1", "x2", "y2")])
+    last = max([int(r["frame"]) for r in read_rows(truth, "--truth")] + list(by_frame), default=-1)
+    report = {}
+    for gap in gaps:
+        tracker, rows = FaceTracker(max_gap=gap), []
+        for frame in range(0, last + 1):
+            tracker.predict()
+            if frame % detect_every == 0:
+                boxes = np.array(by_frame.get(frame, []), dtype=float).reshape(-1, 4)
+                for track in tracker.update(frame, boxes, np.ones(len(boxes))):
+                    rows.append({"source": "", "frame": frame, **dict(zip(("x1", "y1", "x2", "y2"), track.box)),
+                                 "name": "unknown", "track": track.id})  # fmt: skip
+        truth_rows = [r for r in read_rows(truth, "--truth") if int(r["frame"]) % detect_every == 0]
+        scored = track_metrics([{"key": int(r["frame"]), "box": [float(r[k]) for k in ("x1", "y1", "x2", "y2")],
+                                 "name": r["name"], "enrolled": r["enrolled"] == "1", "track": r["track"]} for r in truth_rows],
+                               [{"key": r["frame"], "box": [r["x1"], r["y1"], r["x2"], r["y2"]], "name": r["name"],
+                                 "track": r["track"]} for r in rows])  # fmt: skip
+        report[gap] = {"tracks_found": scored["tracks_found"], "true_tracks": scored["true_tracks"],
+                       "id_switches": scored["id_switches"], "face_frames_found": scored["face_frames_found"]}  # fmt: skip
+    return report

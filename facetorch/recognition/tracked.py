@@ -67,7 +67,7 @@ class TrackOptions:
 
     detect_every: int = 3
     embed_every: int = 15
-    max_gap: int = 30
+    max_gap: int = 15
     resize: float = 1.3
     confirm: int = 2
     sure: float = 0.0

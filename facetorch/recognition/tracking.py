@@ -134,7 +134,7 @@ class FaceTracker:
         reidentify: Least cosine similarity to give a new detection back to a lost track.
     """
 
-    def __init__(self, max_gap: int = 30, high_score: float = 0.3, match_iou: float = 0.2, low_iou: float = 0.5,
+    def __init__(self, max_gap: int = 15, high_score: float = 0.3, match_iou: float = 0.2, low_iou: float = 0.5,
                  same_person: float = 0.8, reidentify: float = 0.9) -> None:  # fmt: skip
         if max_gap < 0:
             raise ValueError(f"--max_gap must be 0 or more, got {max_gap}")
