@@ -10,6 +10,7 @@ Examples::
     python tools/gallery.py evaluate  --ckpt_path CKPT --gallery people.npz --known DIR --unknown DIR
     python tools/gallery.py split     --images PEOPLE_DIR --people 30 --per_person 5 --output DIR
     python tools/gallery.py compose   --lfw LFW_PEOPLE_DIR [--orl ORL_DIR] --output DIR
+    python tools/gallery.py compose   --video --lfw LFW_PEOPLE_DIR --seed 1 --output DIR   (moving faces, video_truth.csv)
     python tools/gallery.py score     --truth DIR/truth.csv --recognitions OUT/recognitions.csv
     python tools/gallery.py identify  --model model.onnx --gallery people.npz --images DIR_OR_FILE
 
@@ -24,7 +25,9 @@ dlib_cnn) and aligns it; ``--faces whole`` enrols face crops as they are, ``--fa
 largest Haar face. ``recognize`` finds every face of each image or frame with the gallery's
 detector (or ``--detector``), and names it or answers ``unknown``; it writes annotated images or
 an annotated video and recognitions.csv (source,frame,x1,y1,x2,y2,name,score), and prints a
-JSON summary with frames/s and faces/s as the last line. Without ``--config`` / ``--ckpt_path``
+JSON summary with frames/s and faces/s as the last line. A video or a camera is tracked (unless
+``--no_track``): the detector runs every ``--detect_every`` frames, each track is named from all
+its faces so far, and the CSV adds ``track`` and ``quality`` (docs/video.md). Without ``--config`` / ``--ckpt_path``
 it uses the model the gallery records. ``verify`` uses the pair threshold calibrated at
 validation and stored in the checkpoint; ``identify``, ``evaluate`` and ``recognize`` use the
 gallery's open-set threshold, calibrated on the enrolled people at each enrolment (see
