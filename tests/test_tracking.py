@@ -346,3 +346,17 @@ def test_the_lockstep_comparison_scores_both_ways_and_checks_the_goals(gallery_f
     assert result["tracked"]["id_switches"] == 0 and result["per_frame"]["id_switches"] is None and result["frames"] == 9
     assert result["goals"]["identification_not_lower"]["met"] and result["goals"]["name_changes_per_100_at_most_0.5"]["met"]
     assert result["speedup"] > 0 and (tmp_path / "runs" / "tracked" / "tracks.csv").is_file()
+
+
+def test_replaying_detections_measures_what_a_longer_gap_does(tmp_path: Path) -> None:
+    from facetorch.recognition.compare import replay_gaps
+
+    # One face, missed by the detector in frames 3-8, found again in the same place.
+    header = "source,frame,x1,y1,x2,y2,name,score\n"
+    seen = [f for f in range(14) if not 3 <= f <= 8]
+    (tmp_path / "found.csv").write_text(header + "".join(f"v,{f},10,10,50,50,ann,0.9\n" for f in seen))
+    (tmp_path / "truth.csv").write_text("source,frame,x1,y1,x2,y2,name,enrolled,track\n"
+                                        + "".join(f"v,{f},10,10,50,50,ann,1,0\n" for f in range(14)))  # fmt: skip
+    report = replay_gaps(tmp_path / "found.csv", tmp_path / "truth.csv", [3, 6], detect_every=1)
+    assert report[3]["tracks_found"] == 2 and report[3]["id_switches"] == 1
+    assert report[6]["tracks_found"] == 1 and report[6]["id_switches"] == 0 and report[6]["face_frames_found"] == 8
