@@ -47,7 +47,7 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
     parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan", "recognition",
-                                                  "face_boxes", "gallery"]),
+                                                  "face_boxes", "gallery", "video"]),
                         help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -69,6 +69,8 @@ def _parser() -> Any:
     parser.add_argument("--frames", type=int, default=6, help="--task recognition: video frames timed (one per scene)")
     parser.add_argument("--gallery", default=None,
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
+    parser.add_argument("--detector", default="dlib_cnn", help="--task video: haar or dlib_cnn (enrolment and video)")
+    parser.add_argument("--detect_every", type=int, default=None, help="--task video: the tracked run's --detect_every")
     parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="comma-separated batch sizes (--task losses only)")
     parser.add_argument("--people", default="10000,100000",
@@ -93,6 +95,8 @@ def measure(args: Any) -> dict[str, Any]:
         return run_gallery_benchmark(sizes, legacy=not args.no_legacy)
     if args.task == "face_boxes":
         return _face_boxes_benchmark(args)
+    if args.task == "video":
+        return _video_benchmark(args)
     if args.task == "scan":
         if args.data_root is None:
             raise ValueError("--task scan needs --data_root DIR (an identity_folders tree; tools/synthetic_faces.py --empty)")
@@ -188,6 +192,38 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
                                            frames, repeats=args.repeats, warmup=1)  # fmt: skip
     result.update(config=config, detector="dlib_cnn (upsample 0, both)", frame_size=list(frames[0].shape[:2]),
                   torch_threads=torch.get_num_threads(), enrolled_photos=int(sum(len(v) for v in known.values())))  # fmt: skip
+    return result
+
+
+def _video_benchmark(args: Any) -> dict[str, Any]:
+    """Tracked against per-frame recognition of DATA_ROOT/video.avi (gallery.py compose --video), scored and timed."""
+    import tempfile
+
+    from facetorch.inference.embedder import Embedder
+    from facetorch.recognition.compare import compare_tracking
+    from facetorch.recognition.detectors import build_face_detector
+    from facetorch.recognition.enrollment import enroll_photos
+    from facetorch.recognition.gallery import Gallery
+    from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
+    from facetorch.recognition.tracked import TrackOptions
+
+    root = Path(args.data_root or "")
+    if args.data_root is None or not (root / "video.avi").is_file() or not (root / "video_truth.csv").is_file():
+        raise ValueError(f"--task video needs --data_root SET, a folder of `gallery.py compose --video` (video.avi, "
+                         f"video_truth.csv, enrol/), got {args.data_root!r}")  # fmt: skip
+    options = TrackOptions() if args.detect_every is None else TrackOptions(detect_every=args.detect_every)
+    options.check()
+    config = str(config_path(args.config or "embedding_dlib.yaml"))
+    embedder = Embedder(config=config, progress=False)
+    detector = build_face_detector(args.detector, device="cpu")
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.npz"
+        if not args.gallery:
+            enroll_photos(embedder, detector, path, root / "enrol", progress=False)
+        recognizer = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(path)))
+        runs = Path(args.output).with_suffix("") if args.output else Path(work) / "runs"  # beside the JSON, to look at
+        result = compare_tracking(recognizer, root / "video.avi", root / "video_truth.csv", runs, options)
+    result["config"] = config
     return result
 
 

@@ -14,6 +14,7 @@ Examples::
     python tools/gallery.py migrate   --gallery old.npz --to people.db
     python tools/gallery.py split     --images PEOPLE_DIR --people 30 --per_person 5 --output DIR
     python tools/gallery.py compose   --lfw LFW_PEOPLE_DIR [--orl ORL_DIR] --output DIR
+    python tools/gallery.py compose   --video --lfw LFW_PEOPLE_DIR --seed 1 --output DIR   (moving faces, video_truth.csv)
     python tools/gallery.py score     --truth DIR/truth.csv --recognitions OUT/recognitions.csv
     python tools/gallery.py identify  --model model.onnx --gallery people.db --images DIR_OR_FILE
 
@@ -34,7 +35,9 @@ photos, else ``--pick``'s: central, largest, or ask = skip); ``--faces whole`` e
 largest Haar face. ``recognize`` finds every face of each image or frame with the gallery's
 detector (or ``--detector``), and names it or answers ``unknown``; it writes annotated images or
 an annotated video and recognitions.csv (source,frame,x1,y1,x2,y2,name,score), and prints a
-JSON summary with frames/s and faces/s as the last line. Without ``--config`` / ``--ckpt_path``
+JSON summary with frames/s and faces/s as the last line. A video or a camera is tracked (unless
+``--no_track``): the detector runs every ``--detect_every`` frames, each track is named from all
+its faces so far, and the CSV adds ``track`` and ``quality`` (docs/video.md). Without ``--config`` / ``--ckpt_path``
 it uses the model the gallery records. ``verify`` uses the pair threshold calibrated at
 validation and stored in the checkpoint; ``identify``, ``evaluate`` and ``recognize`` use the
 gallery's open-set threshold, calibrated on the enrolled people at each enrolment (see
@@ -58,6 +61,9 @@ from facetorch.recognition.database import FaceGallery, migrate_gallery, open_ga
 from facetorch.recognition.enrollment import enroll, split_open_set
 from facetorch.recognition.gallery import GalleryError
 from facetorch.recognition.probes import evaluate_open_set, identify, verify
+from facetorch.recognition.tracked import TrackOptions
+
+TRACK_DEFAULTS = TrackOptions()
 
 PROG = "gallery.py"
 RENAMED = {"--ckpt": "--ckpt_path", "--open-set-fpir": "--open_set_fpir", "--per-person": "--per_person",
@@ -125,6 +131,16 @@ def _parser() -> Any:
     rec.add_argument("--batch_size", type=int, default=1, help="frames of a stream detected at once (for a GPU)")
     rec.add_argument("--fourcc", default="mp4v", choices=["mp4v", "MJPG"],
                      help="annotated video codec: mp4v (.mp4) or MJPG (.avi)")
+    tracking = rec.add_argument_group("face tracks (videos and cameras; see docs/video.md)")
+    tracking.add_argument("--no_track", action="store_true",
+                          help="decide each frame alone (no tracks; the CSV has the eight columns only)")
+    tracking.add_argument("--detect_every", type=int, default=None,
+                          help=f"run the detector every N frames, moving the boxes by optical flow in between "
+                               f"(default {TRACK_DEFAULTS.detect_every})")  # fmt: skip
+    tracking.add_argument("--embed_every", type=int, default=TRACK_DEFAULTS.embed_every,
+                          help="embed a named track's face again after N frames (also when new, resized or undecided)")
+    tracking.add_argument("--max_gap", type=int, default=TRACK_DEFAULTS.max_gap,
+                          help="frames a track may go undetected before it ends")
 
     ident = commands.add_parser("identify", parents=[common], help="name each face, or 'unknown'")
     ident.add_argument("--gallery", required=True, help=GALLERY_HELP)
@@ -166,13 +182,19 @@ def _parser() -> Any:
     add_output(split, "new or empty folder")
 
     comp = commands.add_parser("compose", help="a multi-face test set: enrolment photos, group pictures, a video, the truth")
-    comp.add_argument("--lfw", required=True, help="folder of <person>/<photos> (e.g. lfw_devtrain/images)")
+    comp.add_argument("--lfw", default=None, help="folder of <person>/<photos> (e.g. lfw_devtrain/images); needed "
+                      "except for --video --orl")
     comp.add_argument("--orl", default=None, help="ORL's folder of s1..s40 (its faces are doubled)")
     comp.add_argument("--people", type=int, default=40, help="LFW people enrolled (the others are strangers)")
     comp.add_argument("--per_person", type=int, default=3, help="photos enrolled per LFW person (the others probe)")
     comp.add_argument("--orl_people", type=int, default=10, help="ORL people enrolled (5 photos each)")
     comp.add_argument("--scenes", type=int, default=40, help="group pictures")
     comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--video", action="store_true",
+                      help="instead: a video of moving faces (enrol/, video.avi, video_truth.csv with a track column); "
+                           "with --orl and no --lfw: ORL's photo sequences played one subject after another")
+    comp.add_argument("--tracks", type=int, default=12, help="with --video: faces crossing the frame")
+    comp.add_argument("--frames", type=int, default=160, help="with --video: frames of the video")
     add_output(comp, "new or empty folder")
 
     score = commands.add_parser("score", help="score recognitions.csv against a composed set's truth.csv")
@@ -300,6 +322,7 @@ def _recognize(args: Any) -> Any:
     for flag, value in (("--every", args.every), ("--batch_size", args.batch_size), ("--max_frames", args.max_frames)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be 1 or more, got {value}")
+    track = _track_options(args)
     gallery = _load_gallery(args.gallery)
     try:
         source = open_source(args.source)  # a missing file or camera fails here, before the models load
@@ -314,7 +337,7 @@ def _recognize(args: Any) -> Any:
             raise
         run = recognize_source(Recognizer(embedder, detector, matcher), source, args.output, overwrite=args.overwrite,
                                every=args.every, max_frames=args.max_frames, batch_size=args.batch_size, show=args.show,
-                               fourcc=args.fourcc, progress=not args.quiet)  # fmt: skip
+                               fourcc=args.fourcc, progress=not args.quiet, track=track)  # fmt: skip
     finally:
         gallery.close()
     print(io.json_line(asdict(run)), flush=True)
@@ -355,6 +378,21 @@ def _admin(args: Any) -> Any:
                 "open_set_threshold": threshold if math.isfinite(threshold) else None}  # fmt: skip
 
 
+def _track_options(args: Any) -> Optional[TrackOptions]:
+    """The tracking options of recognize (None with --no_track), checked before anything loads."""
+    if args.no_track:
+        if args.detect_every is not None:
+            raise ValueError("--detect_every moves boxes along face tracks; it cannot go with --no_track (use --every)")
+        return None
+    if args.batch_size != 1:
+        raise ValueError(f"--batch_size {args.batch_size} batches frames of per-frame recognition; tracking goes frame by "
+                         "frame: add --no_track, or leave --batch_size out")  # fmt: skip
+    detect_every = TRACK_DEFAULTS.detect_every if args.detect_every is None else args.detect_every
+    options = TrackOptions(detect_every=detect_every, embed_every=args.embed_every, max_gap=args.max_gap)
+    options.check()
+    return options
+
+
 def _score(args: Any) -> dict[str, Any]:
     from facetorch.recognition.results import score_recognitions
 
@@ -372,6 +410,22 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
     args = _parser().parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
     if args.command == "split":
         result = split_open_set(args.images, args.output, args.people, args.per_person, args.overwrite)
+        print(io.json_line(result))
+        return result
+    if args.command == "compose" and args.lfw is None and not (args.video and args.orl):
+        raise ValueError("compose needs --lfw LFW_PEOPLE_DIR (or --video --orl ORL_DIR for ORL's photo sequences)")
+    if args.command == "compose" and args.video and args.lfw is None:
+        from facetorch.data.moving import compose_photo_sequence_video
+
+        result = compose_photo_sequence_video(args.orl, args.output, people=args.people, enrol_per_person=args.per_person,
+                                              subjects=args.tracks, seed=args.seed, overwrite=args.overwrite)
+        print(io.json_line(result))
+        return result
+    if args.command == "compose" and args.video:
+        from facetorch.data.moving import compose_moving_video
+
+        result = compose_moving_video(args.lfw, args.output, people=args.people, enrol_per_person=args.per_person,
+                                      tracks=args.tracks, frames=args.frames, seed=args.seed, overwrite=args.overwrite)
         print(io.json_line(result))
         return result
     if args.command == "compose":
