@@ -1,4 +1,4 @@
-"""``python tools/gallery.py enroll|recognize|identify|verify|evaluate|split|compose|score``: the face gallery.
+"""``python tools/gallery.py enroll|recognize|identify|verify|evaluate|split|compose|score|cluster|name``: the face gallery.
 
 Examples::
 
@@ -12,6 +12,8 @@ Examples::
     python tools/gallery.py compose   --lfw LFW_PEOPLE_DIR [--orl ORL_DIR] --output DIR
     python tools/gallery.py score     --truth DIR/truth.csv --recognitions OUT/recognitions.csv
     python tools/gallery.py identify  --model model.onnx --gallery people.npz --images DIR_OR_FILE
+    python tools/gallery.py cluster   --config configs/embedding_dlib.yaml --images PHOTOS --output OUT
+    python tools/gallery.py name      --clusters OUT --cluster 7 --name "Ann" --gallery people.npz
 
 ``--model FILE.onnx`` (an ``EmbeddingTask`` exported by ``tools/export.py``) runs instead of a
 checkpoint, with onnxruntime: the same embeddings, the same fingerprint (a gallery enrolled from
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from facetorch import io
+from facetorch.cli import cluster as cluster_cli
 from facetorch.cli.common import add_ckpt_path, add_output, add_quiet, rename_legacy_flags, run_tool, tool_parser
 from facetorch.inference.gallery import (
     Embedder,
@@ -155,6 +158,7 @@ def _parser() -> Any:
     score.add_argument("--recognitions", required=True, help="recognitions.csv of gallery.py recognize")
     score.add_argument("--iou", type=float, default=0.4, help="least IoU between a detection and a true face")
     add_output(score, "also write the metrics JSON here", required=False)
+    cluster_cli.add_commands(commands, common)  # cluster, name, cluster-set
     return parser
 
 
@@ -325,6 +329,8 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         return result
     if args.command == "score":
         return _score(args)
+    if args.command in cluster_cli.COMMANDS:
+        return cluster_cli.run(args, _embedder, _detector)
     if args.command == "recognize":
         return _recognize(args)
     if args.command == "enroll":
