@@ -15,7 +15,11 @@ match) against the ``face_recognition`` library on the same video frames; ``--ta
 --data_root ../shared/data/face_boxes_dev`` scores the largest box of haar and dlib_cnn against the
 hand-drawn one (mean IoU, IoU >= 0.5); ``--task gallery [--people 10000,100000,1000000]`` measures the
 face database (SQLite, FAISS) on synthetic face-like embeddings against exact search, a bare FAISS
-flat index and the ``.npz`` gallery (:mod:`facetorch.cli.gallery_bench`). Every result
+flat index and the ``.npz`` gallery (:mod:`facetorch.cli.gallery_bench`). ``--task clustering --data_root SET``
+(a set of ``gallery.py cluster-set``) scores ``gallery.py cluster`` and the other clustering candidates against dlib's
+own pipeline (BCubed, pairwise), on the set and on ``--resamples`` sub-collections;
+``--task clustering_scale --sizes 10000,100000`` times the clustering of synthetic faces, with
+its peak memory. Every result
 carries the machine's conditions (threads, load at start and end, CPU flags, torch version) and a
 ``warning`` when other work shared the machine.
 
@@ -47,7 +51,7 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
     parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan", "recognition",
-                                                  "face_boxes", "gallery", "video"]),
+                                                  "face_boxes", "gallery", "video", "clustering", "clustering_scale"]),
                         help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -65,7 +69,11 @@ def _parser() -> Any:
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (training and inference)")
     parser.add_argument("--inference", action="store_true", help="also time inference against a plain eval loop")
     parser.add_argument("--inference_batch_sizes", default="1,64", help="batch sizes of --inference (default 1,64)")
-    parser.add_argument("--no_peers", action="store_true", help="--task gradcam: leave out pytorch-grad-cam and captum")
+    parser.add_argument("--no_peers", action="store_true",
+                        help="--task gradcam: leave out pytorch-grad-cam and captum; --task clustering: leave out dlib")
+    parser.add_argument("--resamples", type=int, default=8,
+                        help="--task clustering: sub-collections scored besides the whole (each person cut to 1..7 photos)")
+    parser.add_argument("--sizes", default="10000,100000", help="--task clustering_scale: numbers of synthetic faces")
     parser.add_argument("--frames", type=int, default=6, help="--task recognition: video frames timed (one per scene)")
     parser.add_argument("--gallery", default=None,
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
@@ -97,6 +105,10 @@ def measure(args: Any) -> dict[str, Any]:
         return _face_boxes_benchmark(args)
     if args.task == "video":
         return _video_benchmark(args)
+    if args.task in ("clustering", "clustering_scale"):
+        from facetorch.cli.cluster import measure_clustering, measure_scale
+
+        return measure_clustering(args) if args.task == "clustering" else measure_scale(args)
     if args.task == "scan":
         if args.data_root is None:
             raise ValueError("--task scan needs --data_root DIR (an identity_folders tree; tools/synthetic_faces.py --empty)")

@@ -1,4 +1,4 @@
-"""``python tools/gallery.py enroll|recognize|identify|verify|evaluate|remove|rename|list|migrate|split|compose|score``.
+"""``python tools/gallery.py <command>``: enroll, recognize, identify, verify, list, remove, cluster, name, ...
 
 Examples::
 
@@ -17,6 +17,8 @@ Examples::
     python tools/gallery.py compose   --video --lfw LFW_PEOPLE_DIR --seed 1 --output DIR   (moving faces, video_truth.csv)
     python tools/gallery.py score     --truth DIR/truth.csv --recognitions OUT/recognitions.csv
     python tools/gallery.py identify  --model model.onnx --gallery people.db --images DIR_OR_FILE
+    python tools/gallery.py cluster   --config configs/embedding_dlib.yaml --images PHOTOS --output OUT
+    python tools/gallery.py name      --clusters OUT --cluster 7 --name "Ann" --gallery people.db
 
 ``--gallery`` is an SQLite file (``people.db`` or ``sqlite:///PATH``, the default for new
 galleries), a PostgreSQL database (``postgresql://user@host/dbname``, shared by several processes
@@ -55,6 +57,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from facetorch import io
+from facetorch.cli import cluster as cluster_cli
 from facetorch.cli.common import add_ckpt_path, add_output, add_quiet, rename_legacy_flags, run_tool, tool_parser
 from facetorch.inference.embedder import Embedder, FaceEmbedder, haar_face_finder
 from facetorch.recognition.database import FaceGallery, migrate_gallery, open_gallery
@@ -202,6 +205,7 @@ def _parser() -> Any:
     score.add_argument("--recognitions", required=True, help="recognitions.csv of gallery.py recognize")
     score.add_argument("--iou", type=float, default=0.4, help="least IoU between a detection and a true face")
     add_output(score, "also write the metrics JSON here", required=False)
+    cluster_cli.add_commands(commands, common)  # cluster, name, cluster-set
     return parser
 
 
@@ -443,6 +447,8 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         if args.command != "list":
             print(io.json_line(result))
         return result
+    if args.command in cluster_cli.COMMANDS:
+        return cluster_cli.run(args, _embedder, _detector)
     if args.command == "recognize":
         return _recognize(args)
     if args.command == "enroll":
