@@ -8,6 +8,8 @@ and none clearly the person's (:func:`subject_face`), is skipped and reported, n
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -21,7 +23,7 @@ from facetorch.data.images import ImageReadError, read_image
 from facetorch.inference.embedder import FaceEmbedder, alignment_of
 from facetorch.recognition.detectors import FaceDetector
 from facetorch.recognition.gallery import Gallery
-from facetorch.recognition.pipeline import embed_faces
+from facetorch.recognition.pipeline import embed_faces, embed_faces_of
 from facetorch.recognition.streams import Source, open_source, read_frames, stop_on_signals
 
 __all__ = [
@@ -31,8 +33,10 @@ __all__ = [
     "enroll_stream",
     "gallery_for",
     "person_folders",
+    "Subject",
     "split_open_set",
     "subject_face",
+    "subject_faces",
 ]
 
 DOMINANCE = 2.0  # a photo's subject is a face at least this many times larger than every other face in it
@@ -155,6 +159,28 @@ def subject_face(boxes: np.ndarray) -> tuple[Optional[int], str]:
     return None, f"{len(boxes)} faces and none clearly the largest: cannot tell which is the person"
 
 
+@dataclass(frozen=True)
+class Subject:
+    """The person's face of one photo (:func:`subject_face`): its box and embedding, or why there is none."""
+
+    box: Optional[np.ndarray]  # (4,) x1, y1, x2, y2 pixels
+    embedding: Optional[np.ndarray]  # (D,)
+    reason: str = ""
+
+
+def subject_faces(embedder: Any, detector: FaceDetector, photos: Sequence[np.ndarray]) -> list[Subject]:
+    """The person's face in each photo, found by ``detector`` (one batch) and embedded (one batch).
+
+    A photo without a face, or with several and none clearly the person's, gets the reason instead.
+    """
+    found = detector.detect_batch(photos) if len(photos) else []
+    chosen = [subject_face(boxes) for boxes, _ in found]
+    boxes = [b[i : i + 1] if i is not None else b[:0] for (b, _), (i, _) in zip(found, chosen)]
+    rows = embed_faces_of(embedder, photos, boxes)
+    return [Subject(box[0], row[0], "") if i is not None else Subject(None, None, reason)
+            for box, row, (i, reason) in zip(boxes, rows, chosen)]  # fmt: skip
+
+
 def enroll_photos(
     embedder: Any,
     detector: FaceDetector,
@@ -185,15 +211,14 @@ def enroll_photos(
             except ImageReadError as error:
                 skipped[str(path)] = str(error)
         rows, enrolled = [], []
-        for path, photo, (boxes, _) in zip(used, photos, detector.detect_batch(photos) if photos else []):
-            index, reason = subject_face(boxes)
-            if index is None:
-                skipped[str(path)] = reason
+        for path, subject in zip(used, subject_faces(embedder, detector, photos)):
+            if subject.embedding is None:
+                skipped[str(path)] = subject.reason
                 continue
-            rows.append(embed_faces(embedder, photo, boxes[index : index + 1]))
+            rows.append(subject.embedding)
             enrolled.append(path)
         if rows:
-            added += gallery.add(name, np.concatenate(rows), enrolled)
+            added += gallery.add(name, np.stack(rows), enrolled)
     return _finish_enrollment(gallery, gallery_path, open_set_fpir, sorted(people), added, skipped, detector.name)
 
 
