@@ -13,7 +13,9 @@ a folder of many files. ``--task recognition --data_root SET`` (a set of ``galle
 compose``) times the whole recognition (dlib_cnn, 5-point alignment, dlib's ResNet, open-set
 match) against the ``face_recognition`` library on the same video frames; ``--task face_boxes
 --data_root ../shared/data/face_boxes_dev`` scores the largest box of haar and dlib_cnn against the
-hand-drawn one (mean IoU, IoU >= 0.5). Every result
+hand-drawn one (mean IoU, IoU >= 0.5); ``--task serve --data_root SET`` runs K concurrent clients
+(``--clients``, ``--seconds``) against ``facetorch serve`` on 127.0.0.1 and the same group pictures
+in-process (:mod:`facetorch.serve.loadtest`). Every result
 carries the machine's conditions (threads, load at start and end, CPU flags, torch version) and a
 ``warning`` when other work shared the machine.
 
@@ -45,7 +47,7 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
     parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan", "recognition",
-                                                  "face_boxes"]),
+                                                  "face_boxes", "serve"]),
                         help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -67,6 +69,11 @@ def _parser() -> Any:
     parser.add_argument("--frames", type=int, default=6, help="--task recognition: video frames timed (one per scene)")
     parser.add_argument("--gallery", default=None,
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
+    parser.add_argument("--clients", type=int, default=4, help="--task serve: concurrent clients")
+    parser.add_argument("--seconds", type=float, default=30.0, help="--task serve: length of each load phase")
+    parser.add_argument("--bad_every", type=int, default=0,
+                        help="--task serve: every N-th request of a client is a bad upload (0: none)")
+    parser.add_argument("--detector", default="dlib_cnn", help="--task serve: face detector (haar, dlib_cnn)")
     parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="comma-separated batch sizes (--task losses only)")
     add_output(parser, "also write the JSON here", required=False)
@@ -81,6 +88,8 @@ def measure(args: Any) -> dict[str, Any]:
         return _recognition_benchmark(args)
     if args.task == "face_boxes":
         return _face_boxes_benchmark(args)
+    if args.task == "serve":
+        return _serve_benchmark(args)
     if args.task == "scan":
         if args.data_root is None:
             raise ValueError("--task scan needs --data_root DIR (an identity_folders tree; tools/synthetic_faces.py --empty)")
@@ -175,6 +184,41 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
                                    frames, repeats=args.repeats, warmup=1)  # fmt: skip
     result.update(config=config, detector="dlib_cnn (upsample 0, both)", frame_size=list(frames[0].shape[:2]),
                   torch_threads=torch.get_num_threads(), enrolled_photos=int(sum(len(v) for v in known.values())))  # fmt: skip
+    return result
+
+
+def _serve_benchmark(args: Any) -> dict[str, Any]:
+    """K clients against ``facetorch serve`` on loopback, and the same group pictures (DATA_ROOT/scenes) in-process."""
+    import tempfile
+
+    import torch
+
+    from facetorch.data.files import list_images
+    from facetorch.inference.embedder import Embedder
+    from facetorch.recognition.detectors import build_face_detector
+    from facetorch.recognition.enrollment import enroll_photos
+    from facetorch.recognition.gallery import Gallery
+    from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
+    from facetorch.serve.loadtest import run_serve_load
+
+    root = Path(args.data_root or "")
+    if args.data_root is None or not (root / "scenes").is_dir() or not (root / "enrol").is_dir():
+        raise ValueError(f"--task serve needs --data_root SET, a folder of `gallery.py compose` (with scenes/ and enrol/), "
+                         f"got {args.data_root!r}")  # fmt: skip
+    config = str(config_path(args.config or "embedding_dlib.yaml"))
+    embedder = Embedder(config=config, progress=False)
+    detector = build_face_detector(args.detector, device="cpu")
+    files = list_images(root / "scenes")
+    with tempfile.TemporaryDirectory() as work:
+        gallery = Path(args.gallery) if args.gallery else Path(work) / "gallery.npz"
+        if not args.gallery:
+            enroll_photos(embedder, detector, gallery, root / "enrol", progress=False)
+        recognizer = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(gallery)))
+        server = ["--gallery", str(gallery), "--config", config, "--detector", args.detector, "--device", "cpu"]
+        result = run_serve_load(recognizer, files, server, clients=args.clients, seconds=args.seconds, rounds=args.repeats,
+                                bad_every=args.bad_every)  # fmt: skip
+    result.update(config=config, detector=args.detector, data_root=str(root), torch_threads=torch.get_num_threads(),
+                  people=len(Gallery.load(gallery).people) if args.gallery else None)  # fmt: skip
     return result
 
 

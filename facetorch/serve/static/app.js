@@ -33,7 +33,7 @@ async function health() {
 
 function draw(image, faces) {
   const canvas = $("canvas");
-  const scale = Math.min(1, 860 / image.width);
+  const scale = Math.min(860 / image.width, Math.max(1, 560 / image.width)); // small pictures grow, so labels fit
   canvas.width = Math.round(image.width * scale);
   canvas.height = Math.round(image.height * scale);
   const context = canvas.getContext("2d");
@@ -47,7 +47,7 @@ function draw(image, faces) {
     context.strokeRect(x1, y1, x2 - x1, y2 - y1);
     const label = `${face.name} ${face.score.toFixed(2)}`;
     const width = context.measureText(label).width + 8;
-    const top = y1 >= 18 ? y1 - 18 : y2;
+    const top = y1 >= 18 ? y1 - 18 : Math.min(y2, canvas.height - 18);
     context.fillStyle = colour;
     context.fillRect(x1, top, width, 18);
     context.fillStyle = "#fff";
