@@ -319,3 +319,22 @@ def test_two_workers_see_each_others_enrolments(tmp_path: Path) -> None:
     assert first.people == ["blue", "green", "yellow"]
     notes = first.add("red", ColourEmbedder().embed_faces(GROUP, np.array([[8, 8, 38, 38]])), ["upload:red"])[1]
     assert second.people == ["blue", "green", "red", "yellow"] and notes == []
+
+
+def test_a_large_picture_is_scaled_down_for_the_detector_alone_and_boxed_in_its_own_pixels(tmp_path: Path) -> None:
+    from facetorch.serve.engine import ScaledDetector
+
+    big = np.zeros((960, 1280, 3), dtype=np.uint8)
+    big[100:400, 200:500] = COLOURS["red"]
+    seen: list[tuple[int, ...]] = []
+
+    class Recording(SquareDetector):
+        def detect_batch(self, images: Any) -> Any:
+            seen.extend(image.shape for image in images)
+            return super().detect_batch(images)
+
+    (boxes, _), = ScaledDetector(Recording(), max_side=320).detect_batch([big])
+    assert seen == [(240, 320, 3)] and np.allclose(boxes, [[200, 100, 500, 400]], atol=4)
+    with TestClient(toy_app(toy_gallery(tmp_path), max_side=320)) as client:
+        face, = client.post("/v1/recognize", files=png_file("image", big)).json()["faces"]
+    assert face["name"] == "red" and np.allclose(face["box"], [200, 100, 500, 400], atol=4)

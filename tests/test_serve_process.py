@@ -27,11 +27,11 @@ from tests.serve_helpers import encode, free_port, picture
 from tests.test_recognition import SHARED, needs_models
 
 
-def _post(url: str, field: str, name: str, data: bytes) -> tuple[int, dict[str, Any]]:
+def _post(url: str, field: str, name: str, data: bytes, key: str = "") -> tuple[int, dict[str, Any]]:
     boundary = "facetorchtestboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
-    request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}", **_auth(key)})
     try:
         with urllib.request.build_opener().open(request, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -39,9 +39,14 @@ def _post(url: str, field: str, name: str, data: bytes) -> tuple[int, dict[str, 
         return error.code, json.loads(error.read())
 
 
-def _get(url: str) -> tuple[int, dict[str, Any]]:
-    with urllib.request.build_opener().open(url, timeout=60) as response:
-        return response.status, json.loads(response.read())
+def _get(url: str, key: str = "") -> tuple[int, Any]:
+    with urllib.request.build_opener().open(urllib.request.Request(url, headers=_auth(key)), timeout=60) as response:
+        body = response.read()
+        return response.status, json.loads(body) if response.headers.get_content_type() == "application/json" else body.decode()
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def _start(args: list[str], port: int, log: Path) -> subprocess.Popen:
@@ -119,3 +124,41 @@ def test_the_real_model_names_group_pictures_as_gallery_recognize_does(tmp_path:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     assert {row["name"] for row in rows} - {"unknown"}, "nobody was named: the comparison would say little"
+
+
+def _post_form(url: str, name: str, image: bytes, key: str) -> tuple[int, dict[str, Any]]:
+    boundary = "facetorchtestboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
+    request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}", **_auth(key)})
+    with urllib.request.build_opener().open(request, timeout=60) as response:
+        return response.status, json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_gallery_and_add_up_their_metrics(tmp_path: Path) -> None:
+    """One worker enrols; every answer after that, from either worker, names the person; /metrics counts both."""
+    import skimage.data
+
+    astronaut = encode(skimage.data.astronaut())  # scikit-image's own photo: Haar finds her face
+    key = "admin-key-0123456789abcdef"
+    (tmp_path / "keys.txt").write_text(f"admin {key}\n", encoding="utf-8")
+    port = free_port()
+    tiny = str(REPO / "tests/configs/embedding_tiny.yaml")
+    process = _start(["--gallery", str(tmp_path / "people.npz"), "--config", tiny, "--detector", "haar", "--workers", "2",
+                      "--api_keys", str(tmp_path / "keys.txt"), "--threshold", "0.5", "--log_level", "warning"], port,
+                     tmp_path / "log")  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        status, enrolled = _post_form(f"{base}/v1/enroll", "Eileen Collins", astronaut, key)
+        assert status == 200 and enrolled["added"] == 1
+        names = [_post(f"{base}/v1/recognize", "image", "a.png", astronaut, key)[1]["faces"][0]["name"] for _ in range(12)]
+        assert names == ["Eileen Collins"] * 12
+        metrics = _get(f"{base}/metrics", key)[1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    counted = [line for line in metrics.splitlines()
+               if line.startswith('facetorch_requests_total{method="POST",route="/v1/recognize",status="200"}')]  # fmt: skip
+    assert counted and float(counted[0].split()[-1]) == 12.0  # both workers' requests, whichever answered the scrape

@@ -74,6 +74,8 @@ def _parser() -> Any:
     parser.add_argument("--bad_every", type=int, default=0,
                         help="--task serve: every N-th request of a client is a bad upload (0: none)")
     parser.add_argument("--detector", default="dlib_cnn", help="--task serve: face detector (haar, dlib_cnn)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="--task serve: torch threads of the model, in the server and in-process (default: torch's)")
     parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="comma-separated batch sizes (--task losses only)")
     add_output(parser, "also write the JSON here", required=False)
@@ -216,7 +218,7 @@ def _serve_benchmark(args: Any) -> dict[str, Any]:
         recognizer = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(gallery)))
         server = ["--gallery", str(gallery), "--config", config, "--detector", args.detector, "--device", "cpu"]
         result = run_serve_load(recognizer, files, server, clients=args.clients, seconds=args.seconds, rounds=args.repeats,
-                                bad_every=args.bad_every)  # fmt: skip
+                                bad_every=args.bad_every, threads=args.threads)  # fmt: skip
     result.update(config=config, detector=args.detector, data_root=str(root), torch_threads=torch.get_num_threads(),
                   people=len(Gallery.load(gallery).people) if args.gallery else None)  # fmt: skip
     return result

@@ -53,6 +53,9 @@ def _parser() -> Any:
                         help="similarity at which /v1/verify says 'same' (default: the model's)")
     parser.add_argument("--batch_window_ms", type=float, default=5.0, help="how long a batch waits for more pictures")
     parser.add_argument("--max_batch", type=int, default=8, help="most pictures in one model batch")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of each worker's model (default: torch's, one per core; use 1 per worker on a "
+                             "busy or shared machine)")  # fmt: skip
     parser.add_argument("--max_concurrency", type=int, default=64, help="requests at once per worker (503 beyond)")
     parser.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser

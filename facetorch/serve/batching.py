@@ -33,16 +33,19 @@ class BatchQueue(Generic[T, R]):
         window_s: How long to wait for more items after the first one arrives.
         max_batch: The most items in one batch.
         on_batch: Called with each batch's size (for metrics).
+        on_start: Called once on the queue's thread before any work (per-thread settings, e.g. torch's threads).
     """
 
     def __init__(self, work: Callable[[list[T]], Sequence[R]], window_s: float = 0.005, max_batch: int = 8,
-                 on_batch: Optional[Callable[[int], None]] = None, name: str = "facetorch-batch") -> None:  # fmt: skip
+                 on_batch: Optional[Callable[[int], None]] = None, name: str = "facetorch-batch",
+                 on_start: Optional[Callable[[], None]] = None) -> None:  # fmt: skip
         if max_batch < 1 or window_s < 0:
             raise ValueError(f"max_batch must be 1 or more and window_s 0 or more, got {max_batch} and {window_s}")
         self.work = work
         self.window_s = window_s
         self.max_batch = max_batch
         self.on_batch = on_batch
+        self.on_start = on_start
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -62,6 +65,8 @@ class BatchQueue(Generic[T, R]):
 
     # -------------------------------------------------------------- the queue's thread
     def _run(self) -> None:
+        if self.on_start is not None:
+            self.on_start()
         stopping = False
         while not stopping:
             first = self._queue.get()

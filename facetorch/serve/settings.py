@@ -38,6 +38,7 @@ class Settings:
     max_images: int = 20
     batch_window_ms: float = 5.0
     max_batch: int = 8
+    threads: Optional[int] = None
 
     def to_env(self) -> str:
         """The settings as the JSON of :data:`ENV`."""
@@ -52,17 +53,21 @@ class Settings:
         return cls(**json.loads(text))
 
 
-def _models(settings: Settings) -> tuple[Any, Any]:
-    """The embedder (``--config`` / ``--ckpt_path``) and the detector (``--detector``, else the gallery's, else dlib_cnn)."""
+def _device(settings: Settings) -> str:
     import torch
 
+    return settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _models(settings: Settings) -> tuple[Any, Any]:
+    """The embedder (``--config`` / ``--ckpt_path``) and the detector (``--detector``, else the gallery's, else dlib_cnn)."""
     from facetorch.inference.embedder import Embedder
     from facetorch.recognition.detectors import DETECTOR_NAMES, build_face_detector
     from facetorch.serve.people import recorded_detector
 
     if (settings.config is None) == (settings.ckpt_path is None):
         raise ValueError("give the embedding model once: --config CFG (e.g. configs/embedding_dlib.yaml) or --ckpt_path CKPT")
-    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(settings)
     name = settings.detector
     if name is None:
         recorded = recorded_detector(settings.gallery)
@@ -86,6 +91,8 @@ def build_app(settings: Settings, embedder: Any = None, detector: Any = None) ->
     from facetorch.serve.people import People
 
     keys = load_keys(settings.api_keys)
+    if settings.threads is not None and settings.threads < 1:
+        raise ValueError(f"--threads must be 1 or more, got {settings.threads}")
     least = {"max_upload_mb": 0.001, "max_pixels": 1, "max_side": 1, "max_images": 1, "max_batch": 1, "batch_window_ms": 0}
     for key, smallest in least.items():
         value = getattr(settings, key)
@@ -95,7 +102,8 @@ def build_app(settings: Settings, embedder: Any = None, detector: Any = None) ->
         embedder, detector = _models(settings)
     people = People(settings.gallery, embedder, detector.name, settings.threshold)
     engine = Engine(embedder, detector, people, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch,
-                    max_side=settings.max_side, pair_threshold=settings.pair_threshold)  # fmt: skip
+                    max_side=settings.max_side, pair_threshold=settings.pair_threshold, threads=settings.threads,
+                    batch_detector=_device(settings).startswith("cuda"))  # fmt: skip
     return create_app(engine, keys, settings.max_upload_mb, settings.max_pixels, settings.max_images)
 
 
