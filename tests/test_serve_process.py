@@ -83,7 +83,13 @@ def test_the_real_command_serves_refuses_and_stops_cleanly(tmp_path: Path) -> No
         with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:  # declares 1 GB, sends 10 bytes
             raw.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                         b"Content-Length: 1000000000\r\n\r\n0123456789")  # fmt: skip
-            reply = raw.recv(65536).decode()
+            reply: Any = b""
+            while b"}" not in reply:  # headers and body may come in separate packets
+                chunk = raw.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            reply = reply.decode()
         assert reply.startswith("HTTP/1.1 413") and "over the limit of 1 MB" in reply
         assert _get(f"{base}/health")[0] == 200
     finally:
@@ -137,18 +143,22 @@ def _post_form(url: str, name: str, image: bytes, key: str) -> tuple[int, dict[s
 
 
 @pytest.mark.slow
-def test_two_workers_share_the_gallery_and_add_up_their_metrics(tmp_path: Path) -> None:
-    """One worker enrols; every answer after that, from either worker, names the person; /metrics counts both."""
+def test_two_workers_share_the_gallery_and_add_up_their_metrics(tmp_path: Path, tiny_checkpoints: dict) -> None:
+    """One worker enrols; every answer after that, from either worker, names the person; /metrics counts both.
+
+    A trained checkpoint, not the tiny config: each worker must load the same model (an untrained
+    config would draw other weights in each process, and the gallery would refuse the other's).
+    """
     import skimage.data
 
     astronaut = encode(skimage.data.astronaut())  # scikit-image's own photo: Haar finds her face
     key = "admin-key-0123456789abcdef"
     (tmp_path / "keys.txt").write_text(f"admin {key}\n", encoding="utf-8")
     port = free_port()
-    tiny = str(REPO / "tests/configs/embedding_tiny.yaml")
-    process = _start(["--gallery", str(tmp_path / "people.npz"), "--config", tiny, "--detector", "haar", "--workers", "2",
-                      "--api_keys", str(tmp_path / "keys.txt"), "--threshold", "0.5", "--log_level", "warning"], port,
-                     tmp_path / "log")  # fmt: skip
+    checkpoint = str(tiny_checkpoints["embedding_tiny.yaml"][0])
+    process = _start(["--gallery", str(tmp_path / "people.npz"), "--ckpt_path", checkpoint, "--detector", "haar",
+                      "--workers", "2", "--api_keys", str(tmp_path / "keys.txt"), "--threshold", "0.5",
+                      "--log_level", "warning"], port, tmp_path / "log")  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         status, enrolled = _post_form(f"{base}/v1/enroll", "Eileen Collins", astronaut, key)

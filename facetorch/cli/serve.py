@@ -16,6 +16,7 @@ binds a loopback address. Each of ``--workers`` loads the model once; they share
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sys
@@ -27,6 +28,7 @@ from facetorch.cli.common import add_ckpt_path, run_tool, tool_parser
 
 PROG = "serve.py"
 APP = "facetorch.serve.settings:app_from_env"
+WORKER_START_S = 120  # seconds a worker may take to load the model before uvicorn gives up on it
 
 
 def _parser() -> Any:
@@ -76,11 +78,16 @@ def serve(argv: Optional[list[str]] = None) -> None:
         if not low <= value <= high:
             raise ValueError(f"{flag} must be between {low} and {high}, got {value}")
     app = build_app(settings)  # loads the model: bad input fails here, as one line, before anything binds
-    options = dict(host=args.host, port=args.port, log_level=args.log_level, limit_concurrency=args.max_concurrency)
+    options: dict[str, Any] = dict(host=args.host, port=args.port, log_level=args.log_level,
+                                   limit_concurrency=args.max_concurrency)  # fmt: skip
     if args.workers == 1:
         uvicorn.run(app, **options)  # type: ignore[arg-type]
         return
     del app  # each worker loads its own
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        # uvicorn kills a worker that does not answer its ping within 5 s; one that is importing torch and
+        # loading a model on a busy machine can take longer, and would be killed and restarted for ever
+        options["timeout_worker_healthcheck"] = WORKER_START_S
     os.environ[ENV] = settings.to_env()
     metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every worker's numbers

@@ -140,6 +140,7 @@ def _load_phase(port: int, pid: int, pictures: list[tuple[str, bytes]], clients:
         "bad_rejected": sum(worker.rejected for worker in workers),
         "error_samples": [sample for worker in workers for sample in worker.error_samples][:3],
         "rss_mb_first": round(samples[0], 1) if samples else None, "rss_mb_last": round(samples[-1], 1) if samples else None,
+        "rss_mb_every_10s": [round(value) for value in samples[::20]],
     }  # fmt: skip
 
 

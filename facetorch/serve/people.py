@@ -62,6 +62,7 @@ class People:
         if not self.path.exists():
             return Gallery.empty(self.embedder, self.detector)
         gallery = Gallery.load(self.path)
+        gallery.check_model(self.embedder, self.path)  # also when another process replaced the file
         self._stamp = _stamp(self.path)
         return gallery
 
@@ -99,15 +100,12 @@ class People:
         """Enrolled images (rows)."""
         return len(self._gallery)
 
-    def __contains__(self, name: str) -> bool:
-        return name in set(self._gallery.meta.names)
-
     @property
     def threshold(self) -> Optional[float]:
         """The similarity that accepts a match: ``--threshold``, else the gallery's (None: none calibrated yet)."""
         if self.threshold_override is not None:
             return self.threshold_override
-        value = self._gallery.default_threshold()
+        value = self._gallery.default_threshold()  # the open-set threshold, else the model's pair threshold
         return float(value) if np.isfinite(value) else None
 
     def identify(self, embeddings: np.ndarray) -> list[tuple[str, float]]:
@@ -120,9 +118,9 @@ class People:
         gallery, threshold = self._gallery, self.threshold
         if len(gallery) == 0 or len(embeddings) == 0:
             return [(UNKNOWN, 0.0)] * len(embeddings)
-        names, scores = gallery.best_matches(embeddings)
+        best = gallery.identify(embeddings, threshold=-1.0)  # every probe's best match: cosine is never below -1
         return [(name if threshold is not None and score >= threshold else UNKNOWN, float(score))
-                for name, score in zip(names, scores)]  # fmt: skip
+                for name, score in best]  # fmt: skip
 
     __call__ = identify  # the recognition pipeline's matcher
 
