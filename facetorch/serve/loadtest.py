@@ -10,9 +10,10 @@ main thread (as ``gallery.py recognize`` does); the faster of the two is the bas
 the same torch threads as the server. Rounds alternate the three; medians are reported.
 
 Reported: requests/s, faces/s, p50 / p95 / p99 latency, errors (unexpected statuses), the
-server's memory (resident at the first and the last sample, and its peak), the ratio of the
-service's faces/s to the in-process faces/s, and the per-request overhead: a single client's median
-latency minus the in-process median time per picture, and the median of ``GET /health``.
+server's memory (resident at the first and the last sample, every 10 s, and its peak), the ratio
+of the service's faces/s to the in-process faces/s, and the per-request overhead: a single client's
+median latency minus the in-process median time per picture (noisy: a difference of two model
+times), and, cleaner, the medians of ``GET /health`` and of recognising a blank 32 x 32 picture.
 ``bad_every`` makes every N-th request of each client a bad upload (not an image, truncated, a
 decompression bomb), which must be refused with 4xx; memory is sampled all along.
 """
@@ -208,16 +209,29 @@ def _start_server(args: list[str], log: Path) -> tuple[subprocess.Popen, int]:
     raise ValueError("the server did not answer /health within 300 s")
 
 
-def _health_ms(port: int, count: int = 50) -> Optional[float]:
+def _overhead_ms(port: int, count: int = 50) -> dict[str, Optional[float]]:
+    """Median latencies of what a request costs beyond the model: ``GET /health``, and recognising a blank picture.
+
+    The blank 32 x 32 PNG pays for the multipart form, decoding, the batching window, the detector
+    over 1024 pixels and the JSON, and for no face.
+    """
+    import cv2
+
+    blank = cv2.imencode(".png", np.zeros((32, 32, 3), dtype=np.uint8))[1].tobytes()
+    body, content_type = _multipart("image", "blank.png", blank)
     connection = http.client.HTTPConnection(HOST, port, timeout=30)
-    times = []
+    times: dict[str, list[float]] = {"health": [], "blank": []}
     for _ in range(count):
-        started = time.perf_counter()
-        connection.request("GET", "/health")
-        connection.getresponse().read()
-        times.append(time.perf_counter() - started)
+        for kind in times:
+            started = time.perf_counter()
+            if kind == "health":
+                connection.request("GET", "/health")
+            else:
+                connection.request("POST", "/v1/recognize", body, {"Content-Type": content_type})
+            connection.getresponse().read()
+            times[kind].append(time.perf_counter() - started)
     connection.close()
-    return _ms(percentile(times, 50))
+    return {"health_p50_ms": _ms(percentile(times["health"], 50)), "blank_picture_p50_ms": _ms(percentile(times["blank"], 50))}
 
 
 def run_serve_load(recognizer: Any, files: Sequence[Path], server_args: list[str], clients: int = 4, seconds: float = 30.0,
@@ -260,7 +274,7 @@ def run_serve_load(recognizer: Any, files: Sequence[Path], server_args: list[str
                 served.append(_load_phase(port, process.pid, pictures, clients, seconds, bad_every))
                 main_thread.append(_in_process(recognizer, files, threads, on_thread=False))
             single = _load_phase(port, process.pid, pictures, 1, max(5.0, seconds / 3))
-            health = _health_ms(port)
+            overhead = _overhead_ms(port)
             memory = _memory(process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
@@ -280,6 +294,6 @@ def run_serve_load(recognizer: Any, files: Sequence[Path], server_args: list[str
         "ratio_service_to_in_process": round(service_faces_s / local_faces_s, 3) if local_faces_s else None,
         "errors": sum(r["errors"] for r in served) + single["errors"],
         "overhead_ms_per_request": round(single["p50_ms"] - local_p50, 1) if single["p50_ms"] is not None else None,
-        "health_p50_ms": health, "server_rss_mb_end": round(memory["VmRSS"], 1),
+        **overhead, "server_rss_mb_end": round(memory["VmRSS"], 1),
         "server_peak_rss_mb": round(memory["VmHWM"], 1), "bad_every": bad_every, "model_threads": threads,
     }  # fmt: skip
