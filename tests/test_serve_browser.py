@@ -64,3 +64,27 @@ def test_upload_see_names_enrol_from_the_page_and_be_named_next(tmp_path: Path) 
             expect(page.locator("#message")).to_contain_text("the API key is not valid")
         finally:
             browser.close()
+
+
+def test_the_camera_takes_a_picture_and_sends_it(tmp_path: Path) -> None:
+    """Chromium's fake camera (a generated test pattern) stands in for a webcam: the shot is recognised like a photo."""
+    from playwright.sync_api import expect, sync_playwright
+
+    app = toy_app(toy_gallery(tmp_path))
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    with live_server(app) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*ARGS, *fake_camera])
+        try:
+            page = browser.new_page()
+            page.goto(url)  # http://127.0.0.1 is a secure context: getUserMedia is allowed
+            page.click("#camera-start")
+            expect(page.locator("#camera-shot")).to_be_visible()
+            page.wait_for_function("document.getElementById('video').videoWidth > 0")
+            page.click("#camera-shot")
+            expect(page.locator("#faces li").first).to_be_visible()
+            assert page.locator("#message").inner_text() == ""
+            assert page.evaluate("document.getElementById('canvas').width") > 0
+            page.click("#camera-stop")
+            expect(page.locator("#video")).to_be_hidden()
+        finally:
+            browser.close()
