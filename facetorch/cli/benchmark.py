@@ -19,7 +19,9 @@ flat index and the ``.npz`` gallery (:mod:`facetorch.cli.gallery_bench`). ``--ta
 (a set of ``gallery.py cluster-set``) scores ``gallery.py cluster`` and the other clustering candidates against dlib's
 own pipeline (BCubed, pairwise), on the set and on ``--resamples`` sub-collections;
 ``--task clustering_scale --sizes 10000,100000`` times the clustering of synthetic faces, with
-its peak memory. Every result
+its peak memory. ``--task serve --data_root SET`` runs K concurrent clients
+(``--clients``, ``--seconds``) against ``facetorch serve`` on 127.0.0.1 and the same group pictures
+in-process (:mod:`facetorch.serve.loadtest`). Every result
 carries the machine's conditions (threads, load at start and end, CPU flags, torch version) and a
 ``warning`` when other work shared the machine.
 
@@ -51,7 +53,8 @@ RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--imag
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
     parser.add_argument("--task", choices=sorted([*SETUPS, "gradcam", "export", "losses", "scan", "recognition",
-                                                  "face_boxes", "gallery", "video", "clustering", "clustering_scale"]),
+                                                  "face_boxes", "gallery", "video", "clustering", "clustering_scale",
+                                                  "serve"]),
                         help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -77,8 +80,14 @@ def _parser() -> Any:
     parser.add_argument("--frames", type=int, default=6, help="--task recognition: video frames timed (one per scene)")
     parser.add_argument("--gallery", default=None,
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
-    parser.add_argument("--detector", default="dlib_cnn", help="--task video: haar or dlib_cnn (enrolment and video)")
+    parser.add_argument("--detector", default="dlib_cnn", help="--task video and serve: face detector (haar, dlib_cnn)")
     parser.add_argument("--detect_every", type=int, default=None, help="--task video: the tracked run's --detect_every")
+    parser.add_argument("--clients", type=int, default=4, help="--task serve: concurrent clients")
+    parser.add_argument("--seconds", type=float, default=30.0, help="--task serve: length of each load phase")
+    parser.add_argument("--bad_every", type=int, default=0,
+                        help="--task serve: every N-th request of a client is a bad upload (0: none)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="--task serve: torch threads of the model, in the server and in-process (default: torch's)")
     parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="comma-separated batch sizes (--task losses only)")
     parser.add_argument("--people", default="10000,100000",
@@ -109,6 +118,8 @@ def measure(args: Any) -> dict[str, Any]:
         from facetorch.cli.cluster import measure_clustering, measure_scale
 
         return measure_clustering(args) if args.task == "clustering" else measure_scale(args)
+    if args.task == "serve":
+        return _serve_benchmark(args)
     if args.task == "scan":
         if args.data_root is None:
             raise ValueError("--task scan needs --data_root DIR (an identity_folders tree; tools/synthetic_faces.py --empty)")
@@ -236,6 +247,41 @@ def _video_benchmark(args: Any) -> dict[str, Any]:
         runs = Path(args.output).with_suffix("") if args.output else Path(work) / "runs"  # beside the JSON, to look at
         result = compare_tracking(recognizer, root / "video.avi", root / "video_truth.csv", runs, options)
     result["config"] = config
+    return result
+
+
+def _serve_benchmark(args: Any) -> dict[str, Any]:
+    """K clients against ``facetorch serve`` on loopback, and the same group pictures (DATA_ROOT/scenes) in-process."""
+    import tempfile
+
+    import torch
+
+    from facetorch.data.files import list_images
+    from facetorch.inference.embedder import Embedder
+    from facetorch.recognition.detectors import build_face_detector
+    from facetorch.recognition.enrollment import enroll_photos
+    from facetorch.recognition.gallery import Gallery
+    from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
+    from facetorch.serve.loadtest import run_serve_load
+
+    root = Path(args.data_root or "")
+    if args.data_root is None or not (root / "scenes").is_dir() or not (root / "enrol").is_dir():
+        raise ValueError(f"--task serve needs --data_root SET, a folder of `gallery.py compose` (with scenes/ and enrol/), "
+                         f"got {args.data_root!r}")  # fmt: skip
+    config = str(config_path(args.config or "embedding_dlib.yaml"))
+    embedder = Embedder(config=config, progress=False)
+    detector = build_face_detector(args.detector, device="cpu")
+    files = list_images(root / "scenes")
+    with tempfile.TemporaryDirectory() as work:
+        gallery = Path(args.gallery) if args.gallery else Path(work) / "gallery.npz"
+        if not args.gallery:
+            enroll_photos(embedder, detector, gallery, root / "enrol", progress=False)
+        recognizer = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(gallery)))
+        server = ["--gallery", str(gallery), "--config", config, "--detector", args.detector, "--device", "cpu"]
+        result = run_serve_load(recognizer, files, server, clients=args.clients, seconds=args.seconds, rounds=args.repeats,
+                                bad_every=args.bad_every, threads=args.threads)  # fmt: skip
+    result.update(config=config, detector=args.detector, data_root=str(root), torch_threads=torch.get_num_threads(),
+                  people=len(Gallery.load(gallery).people) if args.gallery else None)  # fmt: skip
     return result
 
 

@@ -64,6 +64,7 @@ COMMANDS: dict[str, Command] = {
                          tool="baselines.py"),  # fmt: skip
     "benchmark": Command("facetorch.cli.benchmark:main", "measure throughput against a baseline in the same process",
                          tool="benchmark.py"),  # fmt: skip
+    "serve": Command("facetorch.cli.serve:main", "recognition as an HTTP service with a web page (FastAPI)", tool="serve.py"),
     "synthetic-faces": Command("facetorch.cli.synthetic_faces:main", "write a small generated data set of any layout",
                                tool="synthetic_faces.py"),  # fmt: skip
 }

@@ -10,6 +10,8 @@ one that matches their other photos, else ``--pick``'s (:mod:`facetorch.recognit
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -24,7 +26,7 @@ from facetorch.inference.embedder import FaceEmbedder, alignment_of
 from facetorch.recognition.database import FaceGallery, open_gallery
 from facetorch.recognition.detectors import FaceDetector
 from facetorch.recognition.gallery import GalleryError
-from facetorch.recognition.pipeline import embed_faces
+from facetorch.recognition.pipeline import embed_faces, embed_faces_of
 from facetorch.recognition.stores import check_name
 from facetorch.recognition.streams import Source, open_source, read_frames, stop_on_signals
 from facetorch.recognition.subjects import choose_faces, subject_face
@@ -36,8 +38,10 @@ __all__ = [
     "enroll_stream",
     "gallery_for",
     "person_folders",
+    "Subject",
     "split_open_set",
     "subject_face",
+    "subject_faces",
 ]
 
 
@@ -150,6 +154,31 @@ def gallery_for(embedder: FaceEmbedder, target: str | Path, detector: str) -> Fa
         gallery.close()
         raise
     return gallery
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The person's face of one photo: its box and embedding, or why there is none (``reason``; a note when picked)."""
+
+    box: Optional[np.ndarray]  # (4,) x1, y1, x2, y2 pixels
+    embedding: Optional[np.ndarray]  # (D,)
+    reason: str = ""
+
+
+def subject_faces(embedder: Any, detector: FaceDetector, photos: Sequence[np.ndarray], pick: str = "central") -> list[Subject]:
+    """The person's face in each photo (:func:`~facetorch.recognition.subjects.choose_faces`), found in one detector batch.
+
+    The chosen faces are embedded in one batch. A photo without a face, or with several and none
+    the person's by ``pick``, gets the reason instead.
+    """
+    found = [boxes for boxes, _ in detector.detect_batch(photos)] if len(photos) else []
+    chosen, notes = choose_faces(found, [p.shape[:2] for p in photos],
+                                 lambda k, boxes: embed_faces(embedder, photos[k], boxes),
+                                 pick, float(getattr(embedder, "threshold", float("nan"))))  # fmt: skip
+    boxes = [b[i : i + 1] if i is not None else b[:0] for b, i in zip(found, chosen)]
+    rows = embed_faces_of(embedder, photos, boxes)
+    return [Subject(box[0], row[0], note) if i is not None else Subject(None, None, note)
+            for box, row, i, note in zip(boxes, rows, chosen, notes)]  # fmt: skip
 
 
 def enroll_photos(
