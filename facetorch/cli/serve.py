@@ -33,7 +33,9 @@ WORKER_START_S = 120  # seconds a worker may take to load the model before uvico
 
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
-    parser.add_argument("--gallery", required=True, help="the gallery: people.db or sqlite:///PATH (SQLite, created when missing), postgresql://... (shared), or a read-only .npz of 0.1")
+    parser.add_argument("--gallery", required=True,
+                        help="the gallery: people.db or sqlite:///PATH (SQLite, created when missing), "
+                             "postgresql://... (shared), or a read-only .npz of 0.1")
     parser.add_argument("--config", default=None, metavar="CFG", help="an EmbeddingTask config, e.g. configs/embedding_dlib.yaml")
     add_ckpt_path(parser, "an EmbeddingTask checkpoint, instead of --config", required=False)
     parser.add_argument("--detector", default=None, metavar="haar|dlib_cnn|CKPT",
