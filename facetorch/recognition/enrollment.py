@@ -116,7 +116,7 @@ def enroll(
         ``open_set_threshold``.
     """
     faces = faces or getattr(embedder, "faces", "whole")
-    people = person_folders(images)
+    people = _named_folders(images)
     gallery = gallery_for(embedder, gallery_path, "haar_largest" if faces == "haar" else "whole")
     try:
         added, skipped = 0, {}
@@ -127,6 +127,17 @@ def enroll(
         return _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, gallery.meta.detector)
     finally:
         gallery.close()
+
+
+def _named_folders(images: str | Path) -> dict[str, list[Path]]:
+    """:func:`person_folders`, each folder's name checked as a person's name before anything is enrolled."""
+    people = person_folders(images)
+    for name in people:
+        try:
+            check_name(name)
+        except ValueError as error:
+            raise ValueError(f"--images {str(images)!r}: the folder {name!r} cannot name a person: {error}") from error
+    return people
 
 
 def gallery_for(embedder: FaceEmbedder, target: str | Path, detector: str) -> FaceGallery:
@@ -202,7 +213,7 @@ def enroll_photos(
         ``people``, ``added``, ``skipped`` {file: reason}, ``picked`` {file: which face}, ``total``,
         ``open_set_threshold``, ``detector``.
     """
-    people = person_folders(images)
+    people = _named_folders(images)
     gallery = gallery_for(embedder, gallery_path, detector.name)
     try:
         added, skipped, picked = 0, {}, {}
