@@ -33,7 +33,7 @@ def encode(rgb: np.ndarray, suffix: str = ".png") -> bytes:
 
 def toy_gallery(root: Path) -> Path:
     """A gallery of red, green and blue (three photos each), enrolled the way ``gallery.py enroll`` does."""
-    path = root / "people.npz"
+    path = root / "people.db"
     enroll_photos(ColourEmbedder(), SquareDetector(), path, people_folder(root / "people"), progress=False)
     return path
 

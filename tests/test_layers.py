@@ -25,7 +25,7 @@ FLOORS: list[set[str]] = [
     {"explain"},
     {"tasks", "callbacks", "baselines"},
     {"inference", "bench"},
-    {"recognition"},  # faces in the wild: detectors, galleries, the per-frame pipeline, streams
+    {"recognition"},  # faces in the wild: the gallery's stores, the pipeline, streams, tracking, clustering
     {"serve"},  # the HTTP service over recognition
     {"cli"},
 ]

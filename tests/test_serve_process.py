@@ -71,7 +71,7 @@ def _start(args: list[str], port: int, log: Path) -> subprocess.Popen:
 def test_the_real_command_serves_refuses_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     tiny = str(REPO / "tests/configs/embedding_tiny.yaml")
-    process = _start(["--gallery", str(tmp_path / "new.npz"), "--config", tiny, "--detector", "haar", "--max_upload_mb", "1",
+    process = _start(["--gallery", str(tmp_path / "new.db"), "--config", tiny, "--detector", "haar", "--max_upload_mb", "1",
                       "--log_level", "warning"], port, tmp_path / "log")  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -97,7 +97,10 @@ def test_the_real_command_serves_refuses_and_stops_cleanly(tmp_path: Path) -> No
         process.wait(timeout=60)
     log = (tmp_path / "log").read_text(encoding="utf-8")
     assert process.returncode in (0, -signal.SIGTERM) and "Traceback" not in log, log  # uvicorn re-raises the signal it handled
-    assert not (tmp_path / "new.npz").exists()  # nothing enrolled, nothing written
+    from facetorch.recognition import open_gallery
+
+    with open_gallery(tmp_path / "new.db") as gallery:  # nothing enrolled: an empty gallery of the model
+        assert len(gallery) == 0 and gallery.people == []
 
 
 @pytest.mark.slow
@@ -109,7 +112,7 @@ def test_the_real_model_names_group_pictures_as_gallery_recognize_does(tmp_path:
     config = str(REPO / "configs" / "embedding_dlib.yaml")
     gallery_cli.gallery(["compose", "--lfw", str(SHARED / "lfw_devtrain" / "images"), "--people", "4", "--per_person", "2",
                          "--scenes", "3", "--output", str(tmp_path / "set")])  # fmt: skip
-    gallery = str(tmp_path / "people.npz")
+    gallery = str(tmp_path / "people.db")
     gallery_cli.gallery(["enroll", "--config", config, "--images", str(tmp_path / "set" / "enrol"), "--gallery", gallery,
                          "--detector", "haar", "--quiet"])  # fmt: skip
     scenes = sorted((tmp_path / "set" / "scenes").glob("*"))
@@ -156,7 +159,7 @@ def test_two_workers_share_the_gallery_and_add_up_their_metrics(tmp_path: Path, 
     (tmp_path / "keys.txt").write_text(f"admin {key}\n", encoding="utf-8")
     port = free_port()
     checkpoint = str(tiny_checkpoints["embedding_tiny.yaml"][0])
-    process = _start(["--gallery", str(tmp_path / "people.npz"), "--ckpt_path", checkpoint, "--detector", "haar",
+    process = _start(["--gallery", str(tmp_path / "people.db"), "--ckpt_path", checkpoint, "--detector", "haar",
                       "--workers", "2", "--api_keys", str(tmp_path / "keys.txt"), "--threshold", "0.5",
                       "--log_level", "warning"], port, tmp_path / "log")  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -52,6 +52,8 @@ COMMANDS: dict[str, Command] = {
                        tool="gallery.py"),  # fmt: skip
     "recognize": Command("facetorch.cli.gallery:main", "name every face in photos, a video or a camera (gallery recognize)",
                          prefix=("recognize",)),  # fmt: skip
+    "cluster": Command("facetorch.cli.gallery:main", "group the faces of a photo collection by person (gallery cluster)",
+                       prefix=("cluster",)),  # fmt: skip
     "detect": Command("facetorch.cli.detect:main", "run a single-face detector checkpoint on images, a video or a camera",
                       tool="detect.py"),  # fmt: skip
     "prepare-crops": Command("facetorch.cli.prepare_crops:main", "cut face / non-face crops from annotated photos",

@@ -2,9 +2,9 @@
 
 Examples::
 
-    python tools/serve.py --gallery people.npz --config configs/embedding_dlib.yaml
-    python tools/serve.py --gallery people.npz --ckpt_path CKPT --detector haar --port 8080
-    python tools/serve.py --gallery people.npz --config CFG --host 0.0.0.0 --api_keys keys.txt --workers 2
+    python tools/serve.py --gallery people.db --config configs/embedding_dlib.yaml
+    python tools/serve.py --gallery people.db --ckpt_path CKPT --detector haar --port 8080
+    python tools/serve.py --gallery people.db --config CFG --host 0.0.0.0 --api_keys keys.txt --workers 2
 
 Then open http://127.0.0.1:8000/ (the page) or http://127.0.0.1:8000/docs (the API). Routes:
 ``GET /health``; ``POST /v1/recognize`` (multipart ``image``); ``POST /v1/verify`` (``image1``,
@@ -33,7 +33,9 @@ WORKER_START_S = 120  # seconds a worker may take to load the model before uvico
 
 def _parser() -> Any:
     parser = tool_parser(PROG, __doc__)
-    parser.add_argument("--gallery", required=True, help="the gallery (.npz); created on the first enrolment when missing")
+    parser.add_argument("--gallery", required=True,
+                        help="the gallery: people.db or sqlite:///PATH (SQLite, created when missing), "
+                             "postgresql://... (shared), or a read-only .npz of 0.1")
     parser.add_argument("--config", default=None, metavar="CFG", help="an EmbeddingTask config, e.g. configs/embedding_dlib.yaml")
     add_ckpt_path(parser, "an EmbeddingTask checkpoint, instead of --config", required=False)
     parser.add_argument("--detector", default=None, metavar="haar|dlib_cnn|CKPT",

@@ -27,8 +27,9 @@ import cv2
 import numpy as np
 
 from facetorch.boxes import crop_box, expand_box
+from facetorch.recognition.database import FaceGallery
 from facetorch.recognition.detectors import FaceDetector
-from facetorch.recognition.gallery import UNKNOWN, Gallery, GalleryError
+from facetorch.recognition.gallery import UNKNOWN, GalleryError
 from facetorch.recognition.streams import draw_label
 
 __all__ = ["Face", "OpenSetMatcher", "Recognizer", "SvmMatcher", "build_matcher", "draw_faces", "embed_faces", "embed_faces_of"]
@@ -77,7 +78,7 @@ class OpenSetMatcher:
 
     kind = "open_set"
 
-    def __init__(self, gallery: Gallery, threshold: Optional[float] = None) -> None:
+    def __init__(self, gallery: FaceGallery, threshold: Optional[float] = None) -> None:
         if len(gallery) == 0:
             raise GalleryError("The gallery is empty: enrol people first (gallery.py enroll)")
         self.gallery = gallery
@@ -101,7 +102,7 @@ class SvmMatcher:
 
     kind = "svm"
 
-    def __init__(self, gallery: Gallery, threshold: Optional[float] = None) -> None:
+    def __init__(self, gallery: FaceGallery, threshold: Optional[float] = None) -> None:
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -109,7 +110,8 @@ class SvmMatcher:
 
         if len(gallery) == 0:
             raise GalleryError("The gallery is empty: enrol people first (gallery.py enroll)")
-        names = np.asarray(gallery.meta.names)
+        rows, embeddings = gallery.rows()
+        names = np.asarray(rows)
         people, counts = np.unique(names, return_counts=True)
         if len(people) < 2 or counts.min() < 2:
             raise GalleryError(f"--matcher svm needs 2 or more people with 2 or more images each; the gallery has {len(people)} "
@@ -124,7 +126,7 @@ class SvmMatcher:
         self.model = CalibratedClassifierCV(svm, method="sigmoid", cv=folds, ensemble=False)
         with warnings.catch_warnings():  # a gallery has few photos per person: more people than half the rows is normal
             warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-            self.model.fit(gallery.embeddings, names)
+            self.model.fit(embeddings, names)
 
     def __call__(self, embeddings: np.ndarray) -> list[tuple[str, float]]:
         probabilities = self.model.predict_proba(embeddings)
@@ -133,7 +135,7 @@ class SvmMatcher:
         return [(str(self.model.classes_[k]) if p >= self.threshold else UNKNOWN, float(p)) for k, p in zip(best, scores)]
 
 
-def build_matcher(kind: str, gallery: Gallery, threshold: Optional[float] = None) -> OpenSetMatcher | SvmMatcher:
+def build_matcher(kind: str, gallery: FaceGallery, threshold: Optional[float] = None) -> OpenSetMatcher | SvmMatcher:
     """``open_set`` (the gallery's threshold) or ``svm`` (a linear SVM's probability)."""
     if kind == "open_set":
         return OpenSetMatcher(gallery, threshold)

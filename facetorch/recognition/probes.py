@@ -11,8 +11,9 @@ import numpy as np
 from facetorch import evaluation, io
 from facetorch.data.files import is_image_file
 from facetorch.inference.embedder import Embedder
+from facetorch.recognition.database import FaceGallery
 from facetorch.recognition.enrollment import person_folders
-from facetorch.recognition.gallery import Gallery, GalleryError
+from facetorch.recognition.gallery import GalleryError
 
 __all__ = ["evaluate_open_set", "identify", "probe_files", "verify"]
 
@@ -33,7 +34,7 @@ def probe_files(images: str | Path) -> list[Path]:
 
 
 def identify(
-    embedder: Embedder, gallery: Gallery, images: str | Path, threshold: Optional[float] = None
+    embedder: Embedder, gallery: FaceGallery, images: str | Path, threshold: Optional[float] = None
 ) -> list[dict[str, Any]]:
     """Rows ``file, name, similarity, error`` for each probe image (name ``unknown`` below the threshold)."""
     files = probe_files(images)
@@ -61,7 +62,7 @@ def verify(embedder: Embedder, image1: str | Path, image2: str | Path, threshold
 
 def evaluate_open_set(
     embedder: Embedder,
-    gallery: Gallery,
+    gallery: FaceGallery,
     known: str | Path,
     unknown: str | Path,
     threshold: Optional[float] = None,
@@ -80,14 +81,14 @@ def evaluate_open_set(
         ``num_unknown``, ``num_samples``.
     """
     threshold = gallery.default_threshold() if threshold is None else threshold
+    enrolled = set(gallery.people)
     scores, predicted, truth, known_embeddings = [], [], [], []
     for folder, is_known in ((known, True), (unknown, False)):
         label = "known" if is_known else "unknown"
         people = person_folders(folder, flag=f"--{label}")
         for name, files in io.progress(people.items(), label, total=len(people), enabled=embedder.progress):
-            if is_known and name not in gallery.people:
-                enrolled = len(gallery.people)
-                raise GalleryError(f"{folder}/{name}: a known probe of a person not in the gallery ({enrolled} enrolled)")
+            if is_known and name not in enrolled:
+                raise GalleryError(f"{folder}/{name}: a known probe of a person not in the gallery ({len(enrolled)} enrolled)")
             embeddings, used, _ = embedder.embed_files(files, show_progress=False)
             if not used:
                 continue
@@ -107,10 +108,10 @@ def evaluate_open_set(
     report["rank1_acc"] = float(np.mean(np.array(predicted)[known_mask] == np.array(truth, dtype=object)[known_mask]))
     report["threshold"] = float(threshold)
     report["pair_threshold"] = float(gallery.meta.threshold)
-    if known_embeddings and len(gallery.people) >= 2:
+    if known_embeddings and len(enrolled) >= 2:
         # Closed set, as the original project did: classifiers fitted on the enrolled embeddings.
-        closed = evaluation.classifier_accuracy(
-            gallery.embeddings, gallery.meta.names, np.concatenate(known_embeddings), [t for t in truth if t is not None]
-        )
+        names, rows = gallery.rows()
+        probes, labels = np.concatenate(known_embeddings), [t for t in truth if t is not None]
+        closed = evaluation.classifier_accuracy(rows, names, probes, labels)
         report["svm_acc"], report["knn_acc"] = closed["svm_acc"], closed["knn_acc"]
     return report
