@@ -15,9 +15,9 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY facetorch ./facetorch
 COPY configs ./configs
 # [dlib]: dlib's face network, 5-point landmarks and CNN detector as .dat files (CC0), read by facetorch itself.
-RUN pip install --no-cache-dir ".[dlib]"
+RUN pip install --no-cache-dir ".[dlib,postgres]"
 
-# The gallery lives on a volume; the key file comes in as a secret (never baked into the image).
+# The gallery (SQLite) lives on a volume, or give --gallery postgresql://...; the key file comes in as a secret.
 RUN useradd --create-home facetorch && mkdir /data && chown facetorch /data
 USER facetorch
 VOLUME /data
@@ -25,4 +25,4 @@ EXPOSE 8000
 # Two cores per worker is a good start; OMP threads per worker = cores / workers.
 ENV OMP_NUM_THREADS=2
 CMD ["facetorch", "serve", "--host", "0.0.0.0", "--port", "8000", "--api_keys", "/run/secrets/facetorch_keys", \
-     "--gallery", "/data/people.npz", "--config", "configs/embedding_dlib.yaml", "--workers", "1"]
+     "--gallery", "/data/people.db", "--config", "configs/embedding_dlib.yaml", "--workers", "1"]

@@ -340,3 +340,26 @@ def test_a_large_picture_is_scaled_down_for_the_detector_alone_and_boxed_in_its_
     with TestClient(toy_app(toy_gallery(tmp_path), max_side=320)) as client:
         face, = client.post("/v1/recognize", files=png_file("image", big)).json()["faces"]
     assert face["name"] == "red" and np.allclose(face["box"], [200, 100, 500, 400], atol=4)
+
+
+def test_a_crowded_photo_is_matched_within_its_own_request_never_against_another(tmp_path: Path) -> None:
+    """Verify chooses each photo's face alone; an enrolment matches its crowded photos against its own clear ones."""
+    crowded = picture([(COLOURS["red"], 48, 32, 32), (COLOURS["blue"], 2, 2, 32)])  # red central, blue in a corner, alike
+    clear_blue = picture([(COLOURS["blue"], 40, 30, 36)])
+    with TestClient(toy_app(toy_gallery(tmp_path))) as client:
+        verdict = client.post("/v1/verify", files={**png_file("image1", clear_blue), **png_file("image2", crowded)}).json()
+        assert verdict["same"] is False and verdict["boxes"][1] == [48.0, 32.0, 80.0, 64.0]  # red: not blue by matching
+        enrolled = client.post("/v1/enroll", data={"name": "bluish"},
+                               files=[("images", ("clear.png", encode(clear_blue), "image/png")),
+                                      ("images", ("crowded.png", encode(crowded), "image/png"))]).json()  # fmt: skip
+        assert enrolled["added"] == 2  # the crowded photo's blue face: it matches this enrolment's clear photo
+
+    from facetorch.serve.engine import Engine, Job
+
+    engine = Engine(ColourEmbedder(), SquareDetector(), People(tmp_path / "people.db", ColourEmbedder(), "squares"))
+    try:
+        enrolment, other = object(), object()
+        subjects = engine._run([Job("subject", crowded, enrolment), Job("subject", clear_blue, other)])
+        assert list(subjects[0].box) == [48.0, 32.0, 80.0, 64.0]  # one batch, two requests: blue is not borrowed
+    finally:
+        engine.close()

@@ -258,9 +258,9 @@ def _serve_benchmark(args: Any) -> dict[str, Any]:
 
     from facetorch.data.files import list_images
     from facetorch.inference.embedder import Embedder
+    from facetorch.recognition.database import open_gallery
     from facetorch.recognition.detectors import build_face_detector
     from facetorch.recognition.enrollment import enroll_photos
-    from facetorch.recognition.gallery import Gallery
     from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
     from facetorch.serve.loadtest import run_serve_load
 
@@ -273,15 +273,16 @@ def _serve_benchmark(args: Any) -> dict[str, Any]:
     detector = build_face_detector(args.detector, device="cpu")
     files = list_images(root / "scenes")
     with tempfile.TemporaryDirectory() as work:
-        gallery = Path(args.gallery) if args.gallery else Path(work) / "gallery.npz"
+        gallery = Path(args.gallery) if args.gallery else Path(work) / "gallery.db"
         if not args.gallery:
             enroll_photos(embedder, detector, gallery, root / "enrol", progress=False)
-        recognizer = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(gallery)))
-        server = ["--gallery", str(gallery), "--config", config, "--detector", args.detector, "--device", "cpu"]
-        result = run_serve_load(recognizer, files, server, clients=args.clients, seconds=args.seconds, rounds=args.repeats,
-                                bad_every=args.bad_every, threads=args.threads)  # fmt: skip
-    result.update(config=config, detector=args.detector, data_root=str(root), torch_threads=torch.get_num_threads(),
-                  people=len(Gallery.load(gallery).people) if args.gallery else None)  # fmt: skip
+        with open_gallery(gallery) as people:
+            recognizer = Recognizer(embedder, detector, OpenSetMatcher(people))
+            server = ["--gallery", str(gallery), "--config", config, "--detector", args.detector, "--device", "cpu"]
+            result = run_serve_load(recognizer, files, server, clients=args.clients, seconds=args.seconds,
+                                    rounds=args.repeats, bad_every=args.bad_every, threads=args.threads)  # fmt: skip
+            result.update(people=len(people.people), gallery=str(gallery) if args.gallery else "SET/enrol, enrolled now")
+    result.update(config=config, detector=args.detector, data_root=str(root), torch_threads=torch.get_num_threads())
     return result
 
 

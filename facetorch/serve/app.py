@@ -90,7 +90,7 @@ def create_app(engine: Engine, keys: Keys, max_upload_mb: float = 10.0, max_pixe
     @app.post("/v1/verify", response_model=VerifyOut, dependencies=read, responses=ERRORS | {503: {"model": ErrorOut}},
               tags=["recognition"])  # fmt: skip
     async def verify(image1: Annotated[UploadFile, File()], image2: Annotated[UploadFile, File()]) -> dict[str, Any]:
-        """Whether the person in two photos (the only face of each, or one clearly the largest) is the same."""
+        """Whether two photos show the same person: each photo's face chosen on its own (the only one, or the central one)."""
         threshold, kind = engine.verify_threshold()
         if threshold is None:
             raise ApiError(503, "no verification threshold: the model was never validated and the gallery has none yet; "
@@ -112,7 +112,8 @@ def create_app(engine: Engine, keys: Keys, max_upload_mb: float = 10.0, max_pixe
         if len(images) > max_images:
             raise ApiError(422, f"images: {len(images)} photos in one enrolment; send at most {max_images}")
         pictures = await asyncio.gather(*(decoded(upload, f"images[{i}]") for i, upload in enumerate(images)))
-        subjects = await asyncio.gather(*(engine.subject(picture) for picture, _ in pictures))
+        person = object()  # the photos of this enrolment, and no other request's, are this person's
+        subjects = await asyncio.gather(*(engine.subject(picture, person) for picture, _ in pictures))
         labels = [upload.filename or f"images[{i}]" for i, upload in enumerate(images)]
         rows, keys_of_rows, skipped = [], [], []
         for label, (_, data), subject in zip(labels, pictures, subjects):

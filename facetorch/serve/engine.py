@@ -32,12 +32,18 @@ from facetorch.serve.people import People
 __all__ = ["Engine", "Job", "ScaledDetector"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Job:
-    """One image of a request: ``faces`` (every face, named) or ``subject`` (the person's face, embedded)."""
+    """One image of a request: ``faces`` (every face, named) or ``subject`` (the person's face, embedded).
+
+    Subject photos of one ``group`` (the photos of one enrolment) are one person's: a crowded photo's
+    face is chosen by matching the group's clear photos. Photos of other groups, from other
+    requests batched alongside, are never taken for that person's.
+    """
 
     kind: Literal["faces", "subject"]
     image: np.ndarray
+    group: object = None  # None: a group of its own
 
 
 class ScaledDetector:
@@ -109,25 +115,32 @@ class Engine:
                                                       on_start=lambda: torch.set_num_threads(self.threads))  # fmt: skip
 
     def _run(self, jobs: list[Job]) -> list[Any]:
-        """The queue's work: all recognitions of the batch in one pass, all subject faces in another."""
+        """The queue's work: all recognitions of the batch in one pass, then the subject faces of each group."""
         results: list[Any] = [None] * len(jobs)
-        for kind, run in (("faces", self.recognizer), ("subject", self._subjects)):
-            chosen = [i for i, job in enumerate(jobs) if job.kind == kind]
-            if chosen:
-                for i, result in zip(chosen, run([jobs[i].image for i in chosen])):
-                    results[i] = result
+        recognitions = [i for i, job in enumerate(jobs) if job.kind == "faces"]
+        if recognitions:
+            for i, faces in zip(recognitions, self.recognizer([jobs[i].image for i in recognitions])):
+                results[i] = faces
+        groups: dict[int, list[int]] = {}
+        for i, job in enumerate(jobs):
+            if job.kind == "subject":
+                groups.setdefault(id(job) if job.group is None else id(job.group), []).append(i)
+        for members in groups.values():
+            for i, subject in zip(members, subject_faces(self.embedder, self.detector, [jobs[i].image for i in members])):
+                results[i] = subject
         return results
-
-    def _subjects(self, images: list[np.ndarray]) -> list[Subject]:
-        return subject_faces(self.embedder, self.detector, images)
 
     async def recognize(self, image: np.ndarray) -> list[Face]:
         """Every face of an RGB picture: box, detector score, name (or ``unknown``) and score."""
         return await self.queue.submit(Job("faces", image))
 
-    async def subject(self, image: np.ndarray) -> Subject:
-        """The person's face of a photo (the only face, or one clearly the largest), embedded; or why there is none."""
-        return await self.queue.submit(Job("subject", image))
+    async def subject(self, image: np.ndarray, group: object = None) -> Subject:
+        """The person's face of a photo, embedded, or why there is none.
+
+        The only face, or one clearly the largest; in a crowded photo, the face that matches the
+        clear photos of the same ``group`` (one enrolment's photos), else the central one.
+        """
+        return await self.queue.submit(Job("subject", image, group))
 
     def verify_threshold(self) -> tuple[Optional[float], str]:
         """The similarity at which two faces are one person, and what it is.
