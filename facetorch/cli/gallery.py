@@ -56,9 +56,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-from facetorch import io
+from facetorch import io, ranges
 from facetorch.cli import cluster as cluster_cli
-from facetorch.cli.common import add_ckpt_path, add_output, add_quiet, rename_legacy_flags, run_tool, tool_parser
+from facetorch.cli.common import (
+    add_ckpt_path,
+    add_output,
+    add_quiet,
+    cosine,
+    fraction,
+    nonnegative_int,
+    number_type,
+    open_fraction,
+    positive_fraction,
+    positive_int,
+    run_tool,
+    tool_parser,
+)
 from facetorch.inference.embedder import Embedder, FaceEmbedder, haar_face_finder
 from facetorch.recognition.database import FaceGallery, migrate_gallery, open_gallery
 from facetorch.recognition.enrollment import enroll, split_open_set
@@ -69,12 +82,17 @@ from facetorch.recognition.tracked import TrackOptions
 TRACK_DEFAULTS = TrackOptions()
 
 PROG = "gallery.py"
-RENAMED = {"--ckpt": "--ckpt_path", "--open-set-fpir": "--open_set_fpir", "--per-person": "--per_person",
-           "--max-frames": "--max_frames"}  # fmt: skip
+# dlib_cnn's doublings of an image: each one quadruples the pixels (4: 256 times the memory).
+upsample = number_type(ranges.Kind("times an image is doubled", low=0, high=4, integer=True), "upsample")
 IDENTIFY_FIELDS = ["file", "name", "similarity", "error"]
 LIST_FIELDS = ["name", "images"]
 GALLERY_HELP = "people.db (SQLite), sqlite:///PATH, postgresql://... or an old .npz (read-only)"
 DEFAULT_DETECTOR = "dlib_cnn"
+# What each command reads: an output (or the gallery enroll writes) may never be one of these.
+INPUT_FLAGS = {"--images": "images", "--source": "source", "--config": "config", "--ckpt_path": "ckpt_path",
+               "--model": "model", "--detector": "detector", "--gallery": "gallery", "--known": "known",
+               "--unknown": "unknown", "--lfw": "lfw", "--orl": "orl", "--truth": "truth",
+               "--recognitions": "recognitions", "image1": "image1", "image2": "image2"}  # fmt: skip
 
 
 def _parser() -> Any:
@@ -92,7 +110,7 @@ def _parser() -> Any:
         help="whole: images are face crops (the default, except for enroll); haar: crop the largest face found by "
              "OpenCV's Haar cascade",
     )  # fmt: skip
-    common.add_argument("--margin", type=float, default=0.2,
+    common.add_argument("--margin", type=fraction, default=0.2,
                         help="margin around a Haar face (or a detector's box, for a model without alignment), "
                              "as a fraction of its size")  # fmt: skip
     add_quiet(common)
@@ -100,10 +118,10 @@ def _parser() -> Any:
     detection.add_argument("--detector", default=None, metavar="haar|dlib_cnn|CKPT",
                            help="face detector: haar (OpenCV), dlib_cnn (dlib's CNN, in PyTorch) or a FaceDetectorTask "
                                 "checkpoint (one face per frame); default: the gallery's, else dlib_cnn")  # fmt: skip
-    detection.add_argument("--upsample", type=int, default=0,
+    detection.add_argument("--upsample", type=upsample, default=0,
                            help="dlib_cnn: double each image this many times first, for faces under 80 pixels")
-    detection.add_argument("--every", type=int, default=1, help="a camera or video: use every N-th frame")
-    detection.add_argument("--max_frames", type=int, default=None, help="a camera or video: stop after N frames")
+    detection.add_argument("--every", type=positive_int, default=1, help="a camera or video: use every N-th frame")
+    detection.add_argument("--max_frames", type=positive_int, default=None, help="a camera or video: stop after N frames")
     commands = parser.add_subparsers(dest="command", required=True)
 
     enrol = commands.add_parser("enroll", parents=[common, detection],
@@ -111,9 +129,9 @@ def _parser() -> Any:
     enrol.add_argument("--images", default=None, help="folder of <person>/<photos> (ordinary photos, or crops with --faces)")
     enrol.add_argument("--source", default=None, help="a camera index (0) or a video file to enrol --name from")
     enrol.add_argument("--name", default=None, help="with --source: the person's name")
-    enrol.add_argument("--count", type=int, default=5, help="with --source: frames to enrol (each with one clear face)")
+    enrol.add_argument("--count", type=positive_int, default=5, help="with --source: frames to enrol (each with one clear face)")
     enrol.add_argument("--gallery", required=True, help=f"{GALLERY_HELP}; created if missing, else extended")
-    enrol.add_argument("--open_set_fpir", type=float, default=None,
+    enrol.add_argument("--open_set_fpir", type=open_fraction, default=None,
                        help="share of strangers identify may accept, calibrated on the enrolled people (default 0.05)")
     enrol.add_argument("--pick", choices=("central", "largest", "ask"), default="central",
                        help="a photo with several faces, none clearly the largest and none matching the person's other "
@@ -125,13 +143,13 @@ def _parser() -> Any:
     rec.add_argument("--gallery", required=True, help=GALLERY_HELP)
     rec.add_argument("--source", required=True, help="image, folder of images, video file, or camera index (0)")
     add_output(rec, "output folder, new or empty: annotated images or video, and recognitions.csv")
-    rec.add_argument("--threshold", type=float, default=None,
+    rec.add_argument("--threshold", type=cosine, default=None,
                      help="open_set: cosine similarity to accept a match (default: the gallery's); svm: least probability "
                           "(default 0: closed set, as the original)")
     rec.add_argument("--matcher", choices=("open_set", "svm"), default="open_set",
                      help="open_set: the gallery's open-set threshold; svm: the original's linear SVM and its probability")
     rec.add_argument("--show", action="store_true", help="also show the annotated frames in a window (q stops)")
-    rec.add_argument("--batch_size", type=int, default=1, help="frames of a stream detected at once (for a GPU)")
+    rec.add_argument("--batch_size", type=positive_int, default=1, help="frames of a stream detected at once (for a GPU)")
     rec.add_argument("--fourcc", default="mp4v", choices=["mp4v", "MJPG"],
                      help="annotated video codec: mp4v (.mp4) or MJPG (.avi)")
     tracking = rec.add_argument_group("face tracks (videos and cameras; see docs/video.md)")
@@ -148,19 +166,19 @@ def _parser() -> Any:
     ident = commands.add_parser("identify", parents=[common], help="name each face, or 'unknown'")
     ident.add_argument("--gallery", required=True, help=GALLERY_HELP)
     ident.add_argument("--images", required=True, help="an image, or a folder of images (searched recursively)")
-    ident.add_argument("--threshold", type=float, default=None, help="cosine similarity to accept a match")
+    ident.add_argument("--threshold", type=cosine, default=None, help="cosine similarity to accept a match, in [0, 1]")
     add_output(ident, "CSV to write (default: stdout)", required=False)
 
     ver = commands.add_parser("verify", parents=[common], help="are two images the same person?")
     ver.add_argument("image1")
     ver.add_argument("image2")
-    ver.add_argument("--threshold", type=float, default=None)
+    ver.add_argument("--threshold", type=cosine, default=None, help="cosine similarity to call a pair the same, in [0, 1]")
 
     ev = commands.add_parser("evaluate", parents=[common], help="open-set identification metrics")
     ev.add_argument("--gallery", required=True, help=GALLERY_HELP)
     ev.add_argument("--known", required=True, help="<person>/<images> probes of enrolled people")
     ev.add_argument("--unknown", required=True, help="<person>/<images> probes of people never enrolled")
-    ev.add_argument("--threshold", type=float, default=None)
+    ev.add_argument("--threshold", type=cosine, default=None, help="cosine similarity to accept a match, in [0, 1]")
     add_output(ev, "also write the metrics JSON here", required=False)
 
     listing = commands.add_parser("list", help="the enrolled people and their image counts, as CSV")
@@ -180,30 +198,30 @@ def _parser() -> Any:
 
     split = commands.add_parser("split", help="copy people into enrol/, known/ and unknown/ for evaluate")
     split.add_argument("--images", required=True, help="folder of <person>/<images>")
-    split.add_argument("--people", type=int, required=True, help="people to enrol (the first, in natural order)")
-    split.add_argument("--per_person", type=int, required=True, help="images enrolled per person (the rest probe)")
+    split.add_argument("--people", type=positive_int, required=True, help="people to enrol (the first, in natural order)")
+    split.add_argument("--per_person", type=positive_int, required=True, help="images enrolled per person (the rest probe)")
     add_output(split, "new or empty folder")
 
     comp = commands.add_parser("compose", help="a multi-face test set: enrolment photos, group pictures, a video, the truth")
     comp.add_argument("--lfw", default=None, help="folder of <person>/<photos> (e.g. lfw_devtrain/images); needed "
                       "except for --video --orl")
     comp.add_argument("--orl", default=None, help="ORL's folder of s1..s40 (its faces are doubled)")
-    comp.add_argument("--people", type=int, default=40, help="LFW people enrolled (the others are strangers)")
-    comp.add_argument("--per_person", type=int, default=3, help="photos enrolled per LFW person (the others probe)")
-    comp.add_argument("--orl_people", type=int, default=10, help="ORL people enrolled (5 photos each)")
-    comp.add_argument("--scenes", type=int, default=40, help="group pictures")
-    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--people", type=positive_int, default=40, help="LFW people enrolled (the others are strangers)")
+    comp.add_argument("--per_person", type=positive_int, default=3, help="photos enrolled per LFW person (the others probe)")
+    comp.add_argument("--orl_people", type=nonnegative_int, default=10, help="ORL people enrolled (5 photos each)")
+    comp.add_argument("--scenes", type=positive_int, default=40, help="group pictures")
+    comp.add_argument("--seed", type=nonnegative_int, default=0)
     comp.add_argument("--video", action="store_true",
                       help="instead: a video of moving faces (enrol/, video.avi, video_truth.csv with a track column); "
                            "with --orl and no --lfw: ORL's photo sequences played one subject after another")
-    comp.add_argument("--tracks", type=int, default=12, help="with --video: faces crossing the frame")
-    comp.add_argument("--frames", type=int, default=160, help="with --video: frames of the video")
+    comp.add_argument("--tracks", type=positive_int, default=12, help="with --video: faces crossing the frame")
+    comp.add_argument("--frames", type=positive_int, default=160, help="with --video: frames of the video")
     add_output(comp, "new or empty folder")
 
     score = commands.add_parser("score", help="score recognitions.csv against a composed set's truth.csv")
     score.add_argument("--truth", required=True, help="truth.csv or video_truth.csv of gallery.py compose")
     score.add_argument("--recognitions", required=True, help="recognitions.csv of gallery.py recognize")
-    score.add_argument("--iou", type=float, default=0.4, help="least IoU between a detection and a true face")
+    score.add_argument("--iou", type=positive_fraction, default=0.4, help="least IoU between a detection and a true face")
     add_output(score, "also write the metrics JSON here", required=False)
     cluster_cli.add_commands(commands, common)  # cluster, name, cluster-set
     return parser
@@ -323,9 +341,6 @@ def _recognize(args: Any) -> Any:
         raise ValueError("recognize finds every face with --detector; --faces is for enroll, identify and verify")
     if args.show:
         check_show()
-    for flag, value in (("--every", args.every), ("--batch_size", args.batch_size), ("--max_frames", args.max_frames)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be 1 or more, got {value}")
     track = _track_options(args)
     gallery = _load_gallery(args.gallery)
     try:
@@ -344,6 +359,10 @@ def _recognize(args: Any) -> Any:
                                fourcc=args.fourcc, progress=not args.quiet, track=track)  # fmt: skip
     finally:
         gallery.close()
+    if run.frames == 0 and not run.stopped_early:
+        raise ValueError(f"--source {args.source!r}: no image or frame could be read ({len(run.unreadable)} unreadable, "
+                         f"{run.frames_read} read), so nothing was recognised; give a readable image, folder, video or "
+                         "camera")  # fmt: skip
     print(io.json_line(asdict(run)), flush=True)
     return run
 
@@ -409,9 +428,21 @@ def _score(args: Any) -> dict[str, Any]:
     return report
 
 
+def _check_outputs_are_not_inputs(args: Any) -> None:
+    """Refuse an ``--output`` (for enroll: the ``--gallery`` it writes) that is an input of the command, or holds one."""
+    inputs = {flag: getattr(args, name, None) for flag, name in INPUT_FLAGS.items()}
+    if inputs["--detector"] is not None and not Path(inputs["--detector"]).is_file():
+        inputs["--detector"] = None  # a detector's name (haar, dlib_cnn), not a file
+    if args.command == "enroll":
+        io.check_not_an_input(args.gallery, {k: v for k, v in inputs.items() if k != "--gallery"}, "--gallery")
+    elif getattr(args, "output", None):
+        io.check_not_an_input(args.output, inputs)
+
+
 def gallery(argv: Optional[list[str]] = None) -> Any:
     """Parse ``argv`` and run one gallery command; its result is printed as JSON (CSV for ``identify``)."""
-    args = _parser().parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
+    args = _parser().parse_args(argv)
+    _check_outputs_are_not_inputs(args)
     if args.command == "split":
         result = split_open_set(args.images, args.output, args.people, args.per_person, args.overwrite)
         print(io.json_line(result))
@@ -454,9 +485,11 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
     if args.command == "enroll":
         result = _enroll(args)
         for path, reason in result["skipped"].items():
-            print(f"skipped {path}: {reason}", file=sys.stderr)
+            io.notice(f"skipped {path}: {reason}")
         for path, note in result.get("picked", {}).items():
-            print(f"picked {path}: {note}", file=sys.stderr)
+            io.notice(f"picked {path}: {note}")
+        if result["skipped"]:
+            io.notice(f"enrolled {result['added']} image(s); skipped {len(result['skipped'])} (each named above)")
         print(io.json_line({k: v for k, v in result.items() if k not in ("skipped", "picked")}
                            | {"skipped": len(result["skipped"]), "picked": len(result.get("picked", {}))}))  # fmt: skip
         return result
@@ -471,6 +504,13 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
         people.check_model(embedder, args.gallery)
         if args.command == "identify":
             rows = identify(embedder, people, args.images, args.threshold)
+            failed = [row["file"] for row in rows if row["error"]]
+            if len(failed) == len(rows):
+                raise ValueError(f"--images {args.images!r}: none of the {len(rows)} image(s) could be embedded, so nothing "
+                                 f"was identified ({rows[0]['error']}); give readable face images")  # fmt: skip
+            if failed:
+                io.notice(f"skipped {len(failed)} of {len(rows)} image(s) that could not be embedded (the error column "
+                          f"says why): {io.first_few(failed)}")  # fmt: skip
             if args.output:
                 io.write_csv(args.output, IDENTIFY_FIELDS, rows)
             else:
