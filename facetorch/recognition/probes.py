@@ -135,7 +135,7 @@ def evaluate_open_set(
     report["rank1_acc"] = float(np.mean(np.array(predicted)[known_mask] == np.array(truth, dtype=object)[known_mask]))
     report["threshold"] = float(threshold)
     report["pair_threshold"] = float(gallery.meta.threshold)
-    if known_embeddings and len(enrolled) >= 2:
+    if known_embeddings and len(gallery.people) >= 2:
         # Closed set, as the original project did: classifiers fitted on the enrolled embeddings.
         names, rows = gallery.rows()
         probes, labels = np.concatenate(known_embeddings), [t for t in truth if t is not None]
