@@ -30,8 +30,11 @@ REWRITES: dict[str, list[tuple[str, str | None, str]]] = {
         (r"^pip install .*$", None, "the test runs in the installed checkout"),
         (r"^pytest\b.*$", None, "the test itself runs under pytest"),
         # one epoch in fp32 instead of 15 in bf16-mixed (a CPU without bf16 instructions runs bf16 several times slower)
-        (r"(tools/train\.py --config configs/face_vgg\.yaml)$", r"\1 --trainer.max_epochs=1 --trainer.precision=32-true",
-         "one fp32 epoch"),
+        (
+            r"(tools/train\.py --config configs/face_vgg\.yaml)$",
+            r"\1 --trainer.max_epochs=1 --trainer.precision=32-true",
+            "one fp32 epoch",
+        ),
     ],
     "recognition.md": [
         (r"--people 20 --orl_people 5 --scenes 20", "--people 3 --orl_people 1 --scenes 2", "a smaller composed set"),
@@ -107,7 +110,8 @@ def test_the_commands_of_the_page_run_as_written(page: str, tmp_path: Path) -> N
     root = repository_root(tmp_path)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))  # this checkout's facetorch
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # python and facetorch of this interpreter
+    # `python` and the `facetorch` console script of this interpreter
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("OMP_NUM_THREADS", "2")
     for number, block in enumerate(bash_blocks(page), start=1):
         script = rewrite(page, block)

@@ -61,12 +61,11 @@ def command_page(name: str) -> str:
     command = COMMANDS[name]
     lines = [f"# facetorch {name}", "", f"{command.help[:1].upper()}{command.help[1:]}.", ""]
     tool = getattr(command, "tool", None)
-    same = f"`python tools/{tool}`" if tool else None
-    if getattr(command, "prefix", ()):
-        lines += [f"The same as `facetorch {' '.join(command.prefix)}`" + (f" and {same} {' '.join(command.prefix)}." if same else "."), ""]
-    elif same:
-        lines += [f"The same as {same} (a one-line shim onto the same code).", ""]
-    lines += [f"Runs `{command.target}`. This page is generated from the parser at each docs build.", ""]
+    prefix = " ".join(getattr(command, "prefix", ()))
+    if tool:
+        lines += [f"The same as `python tools/{tool}` (a one-line shim onto the same code).", ""]
+    runs = f"Runs `{command.target}`" + (f" with `{prefix}` before the arguments" if prefix else "")
+    lines += [f"{runs}. This page is generated from the parser at each docs build.", ""]
     try:
         text = captured_help([name, "--help"])
     except ImportError as error:  # an optional package (fastapi, onnxruntime, ...) is not installed
@@ -78,7 +77,7 @@ def command_page(name: str) -> str:
         return "\n".join(lines)
     lines += ["```bash", f"facetorch {name} --help", "```", "", fenced(text)]
     found = SUBCOMMANDS.search(text)
-    if found and not getattr(command, "prefix", ()):
+    if found and not prefix:
         for sub in found.group(1).split(","):
             lines += [f"## {name} {sub}", "", fenced(captured_help([name, sub, "--help"]))]
     return "\n".join(lines)
