@@ -102,6 +102,7 @@ def repository_root(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about 1 minute a page on an idle 2-core machine; shared machines run several times slower
 @pytest.mark.parametrize("page", sorted(REWRITES))
 def test_the_commands_of_the_page_run_as_written(page: str, tmp_path: Path) -> None:
     for ok, reason in NEEDS[page]:
