@@ -31,11 +31,11 @@ def _gallery_parser() -> argparse.ArgumentParser:
 # tool -> (its parser, the subcommand if any, the other arguments it needs to parse)
 TOOLS: dict[str, tuple[Callable[[], argparse.ArgumentParser], list[str]]] = {
     "detect": (detect.build_parser, ["--ckpt_path", "c.ckpt", "--source", "s"]),
-    "gallery enroll": (_gallery_parser, ["enroll", "--images", "i", "--gallery", "g.npz"]),
-    "gallery recognize": (_gallery_parser, ["recognize", "--gallery", "g.npz", "--source", "s", "--output", "o"]),
-    "gallery identify": (_gallery_parser, ["identify", "--gallery", "g.npz", "--images", "i"]),
+    "gallery enroll": (_gallery_parser, ["enroll", "--images", "i", "--gallery", "g.db"]),
+    "gallery recognize": (_gallery_parser, ["recognize", "--gallery", "g.db", "--source", "s", "--output", "o"]),
+    "gallery identify": (_gallery_parser, ["identify", "--gallery", "g.db", "--images", "i"]),
     "gallery verify": (_gallery_parser, ["verify", "a.png", "b.png"]),
-    "gallery evaluate": (_gallery_parser, ["evaluate", "--gallery", "g.npz", "--known", "k", "--unknown", "u"]),
+    "gallery evaluate": (_gallery_parser, ["evaluate", "--gallery", "g.db", "--known", "k", "--unknown", "u"]),
     "gallery split": (_gallery_parser, ["split", "--images", "i", "--people", "1", "--per_person", "1", "--output", "o"]),
     "gallery compose": (_gallery_parser, ["compose", "--lfw", "l", "--output", "o"]),
     "gallery score": (_gallery_parser, ["score", "--truth", "t.csv", "--recognitions", "r.csv"]),
