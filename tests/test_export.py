@@ -27,8 +27,8 @@ from facetorch.inference.checkpoint import load_task, model_fingerprint
 from facetorch.inference.embedder import Embedder
 from facetorch.inference.export import METADATA_KEY, METADATA_KEYS, graph_and_onnx, read_torchscript
 from facetorch.inference.onnx_model import ExportError, OnnxEmbedder, OnnxModel
+from facetorch.recognition.database import open_gallery
 from facetorch.recognition.enrollment import split_open_set
-from facetorch.recognition.gallery import Gallery
 from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceDetectorTask, IdentityTask
 from tests.conftest import REPO, write_face_crops, write_identity_folders
 
@@ -294,25 +294,26 @@ def test_a_gallery_from_the_export_gives_the_same_names_as_from_the_checkpoint(
                             work / "open_set", people=5, per_person=3)  # fmt: skip
     assert people == {"enrol": 15, "known": 15, "unknown": 18}
     split = work / "open_set"
-    for flag, value, name in (("--ckpt_path", ckpt, "from_ckpt.npz"), ("--model", model, "from_onnx.npz")):
+    for flag, value, name in (("--ckpt_path", ckpt, "from_ckpt.db"), ("--model", model, "from_onnx.db")):
         gallery_cli.gallery(["enroll", flag, value, "--images", str(split / "enrol"), "--gallery", str(work / name), "--quiet",
                              "--faces", "whole"])  # fmt: skip
-    from_ckpt, from_onnx = Gallery.load(work / "from_ckpt.npz"), Gallery.load(work / "from_onnx.npz")
-    assert from_ckpt.meta.model_fingerprint == from_onnx.meta.model_fingerprint == OnnxEmbedder(model).fingerprint
-    assert from_ckpt.meta.names == from_onnx.meta.names and from_ckpt.meta.threshold == pytest.approx(from_onnx.meta.threshold)
-    np.testing.assert_allclose(from_ckpt.embeddings, from_onnx.embeddings, atol=1e-5)
+    with open_gallery(work / "from_ckpt.db") as from_ckpt, open_gallery(work / "from_onnx.db") as from_onnx:
+        assert from_ckpt.meta.model_fingerprint == from_onnx.meta.model_fingerprint == OnnxEmbedder(model).fingerprint
+        (names_ckpt, rows_ckpt), (names_onnx, rows_onnx) = from_ckpt.rows(), from_onnx.rows()
+        assert names_ckpt == names_onnx and from_ckpt.meta.threshold == pytest.approx(from_onnx.meta.threshold)
+        np.testing.assert_allclose(rows_ckpt, rows_onnx, atol=1e-5)
     probes = str(split)  # known and unknown people together
 
     def identify(flag: str, value: str, gallery: str) -> list[dict]:
         return gallery_cli.gallery(["identify", flag, value, "--gallery", str(work / gallery), "--images", probes, "--quiet"])
 
-    by_ckpt = identify("--ckpt_path", ckpt, "from_ckpt.npz")
-    by_onnx = identify("--model", model, "from_onnx.npz")
-    crossed = identify("--model", model, "from_ckpt.npz")  # the checkpoint's gallery accepts its export
+    by_ckpt = identify("--ckpt_path", ckpt, "from_ckpt.db")
+    by_onnx = identify("--model", model, "from_onnx.db")
+    crossed = identify("--model", model, "from_ckpt.db")  # the checkpoint's gallery accepts its export
     assert [r["name"] for r in by_ckpt] == [r["name"] for r in by_onnx] == [r["name"] for r in crossed]
     assert len(by_ckpt) == 48 and all(r["error"] == "" for r in by_onnx)
     np.testing.assert_allclose([float(r["similarity"]) for r in by_ckpt], [float(r["similarity"]) for r in by_onnx], atol=2e-4)
-    args = ["--gallery", str(work / "from_onnx.npz"), "--known", str(split / "known"), "--unknown", str(split / "unknown"),
+    args = ["--gallery", str(work / "from_onnx.db"), "--known", str(split / "known"), "--unknown", str(split / "unknown"),
             "--quiet"]
     report_ckpt = gallery_cli.gallery(["evaluate", "--ckpt_path", ckpt, *args])
     report_onnx = gallery_cli.gallery(["evaluate", "--model", model, *args])

@@ -25,7 +25,7 @@ FLOORS: list[set[str]] = [
     {"explain"},
     {"tasks", "callbacks", "baselines"},
     {"inference", "bench"},
-    {"recognition"},  # faces in the wild: detectors, galleries, the per-frame pipeline, streams
+    {"recognition"},  # faces in the wild: the gallery's stores, the pipeline, streams, tracking, clustering
     {"serve"},  # the HTTP service over recognition
     {"cli"},
 ]
@@ -186,7 +186,7 @@ def help_text(tool: str, sub: list[str], capsys: pytest.CaptureFixture) -> str:
 
 @pytest.mark.parametrize("tool, sub", [("train.py", []), ("evaluate.py", []), ("explain.py", []), ("detect.py", []),
                                        ("export.py", []), ("gallery.py", ["enroll"]), ("gallery.py", ["identify"]),
-                                       ("gallery.py", ["verify"]), ("gallery.py", ["evaluate"])])
+                                       ("gallery.py", ["verify"]), ("gallery.py", ["evaluate"]), ("serve.py", [])])
 def test_every_tool_that_reads_a_checkpoint_takes_ckpt_path(tool: str, sub: list[str], capsys: pytest.CaptureFixture) -> None:
     text = help_text(tool, sub, capsys)
     assert "--ckpt_path" in text and "--ckpt " not in text

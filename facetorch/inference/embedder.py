@@ -136,7 +136,7 @@ class Embedder:
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings (N, D) float32 of decoded images (uint8 arrays, as ``read_image`` gives)."""
-        return self._embed_tensors([self.transform(image) for image in images])
+        return self.embed_tensors([self.transform(image) for image in images])
 
     @torch.no_grad()
     def embed_faces(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -146,9 +146,16 @@ class Embedder:
         the photo itself (as dlib's ``get_face_chip`` on a detector's box); without, the box grown
         by ``margin`` on each side is cut out and resized to the model's input.
         """
+        return self.embed_tensors(self.face_tensors(image, boxes))
+
+    def face_tensors(self, image: np.ndarray, boxes: np.ndarray) -> list[torch.Tensor]:
+        """The network's input tensors of the faces in ``boxes`` of one photo, aligned or cut out as :meth:`embed_faces` does.
+
+        The faces of several photos can then be embedded in one batch by :meth:`embed_tensors`.
+        """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
-            return np.empty((0, self.task.embedding_dim), dtype=np.float32)
+            return []
         image = to_channels(image, self.channels)
         if self.input.align is not None:
             from facetorch.models.shape_predictor import load_shape_predictor
@@ -160,9 +167,11 @@ class Embedder:
             height, width = image.shape[:2]
             chips = [crop_box(image, expand_box(box, self.margin, width, height)) for box in boxes]
             chips = [_resize(chip, self.input) for chip in chips]
-        return self._embed_tensors([self._finish(chip) for chip in chips])
+        return [self._finish(chip) for chip in chips]
 
-    def _embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    @torch.no_grad()
+    def embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
+        """Embeddings (N, D) float32 of prepared input tensors (:meth:`face_tensors`), ``batch_size`` at a time."""
         rows = []
         for start in range(0, len(tensors), self.batch_size):
             batch = torch.stack(list(tensors[start : start + self.batch_size]))

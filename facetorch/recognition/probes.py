@@ -11,8 +11,9 @@ import numpy as np
 from facetorch import evaluation, io
 from facetorch.data.files import is_image_file
 from facetorch.inference.embedder import Embedder
+from facetorch.recognition.database import FaceGallery
 from facetorch.recognition.enrollment import person_folders
-from facetorch.recognition.gallery import Gallery, GalleryError
+from facetorch.recognition.gallery import GalleryError
 
 __all__ = ["check_probe_people", "evaluate_open_set", "identify", "probe_files", "verify"]
 
@@ -33,7 +34,7 @@ def probe_files(images: str | Path) -> list[Path]:
 
 
 def identify(
-    embedder: Embedder, gallery: Gallery, images: str | Path, threshold: Optional[float] = None
+    embedder: Embedder, gallery: FaceGallery, images: str | Path, threshold: Optional[float] = None
 ) -> list[dict[str, Any]]:
     """Rows ``file, name, similarity, error`` for each probe image (name ``unknown`` below the threshold)."""
     files = probe_files(images)
@@ -83,7 +84,7 @@ def check_probe_people(known: Mapping[str, Any], unknown: Mapping[str, Any], enr
 
 def evaluate_open_set(
     embedder: Embedder,
-    gallery: Gallery,
+    gallery: FaceGallery,
     known: str | Path,
     unknown: str | Path,
     threshold: Optional[float] = None,
@@ -136,8 +137,8 @@ def evaluate_open_set(
     report["pair_threshold"] = float(gallery.meta.threshold)
     if known_embeddings and len(gallery.people) >= 2:
         # Closed set, as the original project did: classifiers fitted on the enrolled embeddings.
-        closed = evaluation.classifier_accuracy(
-            gallery.embeddings, gallery.meta.names, np.concatenate(known_embeddings), [t for t in truth if t is not None]
-        )
+        names, rows = gallery.rows()
+        probes, labels = np.concatenate(known_embeddings), [t for t in truth if t is not None]
+        closed = evaluation.classifier_accuracy(rows, names, probes, labels)
         report["svm_acc"], report["knn_acc"] = closed["svm_acc"], closed["knn_acc"]
     return report
