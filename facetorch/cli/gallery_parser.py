@@ -93,12 +93,12 @@ def build_parser(doc: Optional[str]) -> argparse.ArgumentParser:
     tracking = rec.add_argument_group("face tracks (videos and cameras; see docs/video.md)")
     tracking.add_argument("--no_track", action="store_true",
                           help="decide each frame alone (no tracks; the CSV has the eight columns only)")
-    tracking.add_argument("--detect_every", type=int, default=None,
+    tracking.add_argument("--detect_every", type=positive_int, default=None,
                           help=f"run the detector every N frames, moving the boxes by optical flow in between "
                                f"(default {TRACK_DEFAULTS.detect_every})")  # fmt: skip
-    tracking.add_argument("--embed_every", type=int, default=TRACK_DEFAULTS.embed_every,
+    tracking.add_argument("--embed_every", type=positive_int, default=TRACK_DEFAULTS.embed_every,
                           help="embed a named track's face again after N frames (also when new, resized or undecided)")
-    tracking.add_argument("--max_gap", type=int, default=TRACK_DEFAULTS.max_gap,
+    tracking.add_argument("--max_gap", type=nonnegative_int, default=TRACK_DEFAULTS.max_gap,
                           help="frames a track may go undetected before it ends")
 
     ident = commands.add_parser("identify", parents=[common], help="name each face, or 'unknown'")
