@@ -389,6 +389,7 @@ def test_naming_into_a_gallery_of_another_model_is_refused(toy_models: None, tmp
     assert gallery.read_bytes() == before and {r["name"] for r in read_csv(out / "clusters.csv")} == {""}
     # ... and clustering with a gallery of another model, or updating with another model
     monkeypatch.setattr(gallery_cli, "_embedder", lambda args, gallery=None, faces="whole", aligned=False: other)
+    collection(photos, {"cyan": 2}, prefix="new")
     line = error_line(["cluster", "--images", str(photos), "--output", str(out), "--update"], capsys)
     assert "was clustered with another model (fingerprint colour-model)" in line
 
@@ -463,3 +464,27 @@ def test_the_pretrained_model_clusters_real_photos(tmp_path: Path, capsys: pytes
               "cluster": int(r["cluster"])} for r in read_csv(tmp_path / "out" / "clusters.csv")]  # fmt: skip
     report, _, _ = score_faces(truth, found)
     assert report["bcubed_f"] >= 0.9 and report["missed"] <= 1
+
+
+# ---------------------------------------------------------------------------------------------- the measurements
+
+
+def test_resampled_collections_keep_one_to_seven_photos_of_everyone() -> None:
+    from facetorch.cli.cluster import _resamples
+
+    truth = [{"source": f"{p}{i}.jpg", "person": p} for p, count in (("ann", 10), ("bob", 3), ("cy", 1)) for i in range(count)]
+    first, second = _resamples(truth, 2, 7)
+    for keep in (first, second):
+        counts = {p: sum(1 for s in keep if s.startswith(p)) for p in ("ann", "bob", "cy")}
+        assert 1 <= counts["ann"] <= 7 and 1 <= counts["bob"] <= 3 and counts["cy"] == 1
+    assert _resamples(truth, 2, 7) == [first, second]  # seeded
+
+
+@pytest.mark.slow
+def test_the_scale_measurement_reports_time_memory_and_scores(capsys: pytest.CaptureFixture) -> None:
+    from facetorch.cli.benchmark import benchmark
+
+    result = benchmark(["--task", "clustering_scale", "--sizes", "3000"])
+    size = result["sizes"]["3000"]
+    assert size["seconds"] > 0 and size["cpu_seconds"] > 0 and size["peak_mib"] >= 0 and size["exact_graph"]
+    assert size["bcubed_f"] > 0.8 and size["clusters"] > 10

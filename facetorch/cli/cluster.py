@@ -161,6 +161,12 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
     if previous is None:
         io.check_output_folder(output, args.overwrite)
     files = C.collection_files(args.images)
+    if previous is not None:
+        done = set(previous.meta.get("photos_done", []))
+        files = [f for f in files if str(f.resolve()) not in done]
+        if not files:
+            raise ValueError(f"--update: every photo under --images {args.images!r} is in {str(output)!r} already; "
+                             "nothing new to cluster")  # fmt: skip
     gallery = _load_gallery(args.gallery) if args.gallery else None
     if previous is not None:
         _model_of_run(args, previous)
@@ -173,7 +179,8 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
     flip = (not args.no_flip) if previous is None else bool(previous.meta.get("flip", False))
     if flip and hasattr(getattr(embedder, "task", None), "flip_test"):
         embedder.task.flip_test = True  # each face and its mirror image, averaged (as checkpoints trained here embed)
-    recorded = previous.meta.get("detector") if previous is not None else (gallery.meta.detector if gallery is not None else None)
+    recorded = getattr(getattr(gallery, "meta", None), "detector", None)  # the gallery's detector, else the earlier run's
+    recorded = previous.meta.get("detector") if previous is not None else recorded
     detector = make_detector(args, recorded)
     if previous is not None and detector.name != previous.meta.get("detector"):
         raise ValueError(f"--update: {str(output)!r} holds faces found by {previous.meta.get('detector')!r}; pass "
@@ -189,12 +196,6 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
         threshold = float(previous.meta["threshold"])
     else:
         threshold = C.cluster_threshold(float(getattr(embedder, "threshold", float("nan"))), fingerprint, flip=flip)
-    if previous is not None:
-        done = set(previous.meta.get("photos_done", []))
-        files = [f for f in files if str(f.resolve()) not in done]
-        if not files:
-            raise ValueError(f"--update: every photo under --images {args.images!r} is in {str(output)!r} already; "
-                             "nothing new to cluster")  # fmt: skip
     found = C.find_faces(files, embedder, detector, progress=not args.quiet,
                          on_skip=lambda path, reason: print(f"{PROG}: skipped {path}: {reason}", file=sys.stderr))  # fmt: skip
     unreadable = sum(reason.startswith("unreadable") for reason in found.skipped.values())
@@ -494,6 +495,8 @@ def measure_clustering(args: Any) -> dict[str, Any]:
        ``chinese_whispers_clustering`` at 0.5, and DBSCAN (eps 0.5, min_samples 1);
     4. every method again on ``--resamples`` sub-collections (each person's photos cut to a random
        1..7, seeds 0..N-1: an archive with many people seen once), mean, std, min and max.
+
+    With ``--output FILE``, the clusters of step 1 are kept in ``FILE``'s name + ``_clusters/`` (to look at).
     """
     import contextlib
     import tempfile
@@ -511,12 +514,16 @@ def measure_clustering(args: Any) -> dict[str, Any]:
     config = str(config_path(args.config or "embedding_dlib.yaml"))
     result: dict[str, Any] = {"data_root": str(root), "photos": len(truth), "people": len({t["person"] for t in truth}),
                               "resamples": args.resamples, "config": config, "methods": {}}  # fmt: skip
+    keep = Path(str(Path(args.output).with_suffix("")) + "_clusters") if args.output else None
+    if keep is not None:
+        io.check_output_folder(keep, args.overwrite, flag="--output (its clusters folder)")
     with tempfile.TemporaryDirectory() as work:
-        out = Path(work) / "clusters"
+        out = keep if keep is not None else Path(work) / "clusters"
         with contextlib.redirect_stdout(sys.stderr):
             summary = gallery_command(["cluster", "--config", config, "--images", str(root / "photos"), "--output", str(out),
-                                       "--quiet"])  # fmt: skip
+                                       "--quiet", *(["--overwrite"] if args.overwrite else [])])  # fmt: skip
         run = C.load_run(out)
+    result["clusters_folder"] = str(keep) if keep is not None else None
     result["facetorch_run"] = {k: summary[k] for k in ("faces", "clusters", "singletons", "threshold", "detector", "flip",
                                                        "seconds")}  # fmt: skip
     sources, boxes, embeddings, quality = run.faces.sources, run.faces.boxes, run.faces.embeddings, run.faces.quality
@@ -579,6 +586,7 @@ def measure_scale(args: Any) -> dict[str, Any]:
                                             "photo archive, with the cosine statistics of dlib's network on LFW)"}  # fmt: skip
     for size in sizes:
         report = peak_memory(_scale_factory, size, 30, threshold, 0)
-        result["sizes"][str(size)] = {"seconds": round(report["seconds"], 2), "peak_mib": round(report["peak_mib"], 1),
+        result["sizes"][str(size)] = {"seconds": round(report["seconds"], 2), "cpu_seconds": round(report["cpu_seconds"], 2),
+                                      "peak_mib": round(report["peak_mib"], 1),
                                       "embeddings_mib": round(size * 128 * 4 / 2**20, 1), **report["result"]}  # fmt: skip
     return result
