@@ -8,7 +8,8 @@ by ``calibration``; ``gallery``: the ``.npz`` gallery of facetorch 0.1 (read-onl
 from folders, photos and cameras; ``probes``: identify / verify / open-set scoring of probe
 images; ``pipeline``: the per-frame pipeline (detect, align, embed, match); ``runs``: that
 pipeline over a source, writing ``recognitions.csv`` (``results``) and annotated pictures or
-video; ``streams``: image folders, videos and cameras as sources, and atomic outputs;
+video; ``tracking``, ``tracked``, ``evidence``, ``quality``: face tracks over videos and cameras
+(names from evidence over time); ``streams``: image folders, videos and cameras as sources, and atomic outputs;
 ``detect``: a single-face detector checkpoint over a source.
 
 The names below are imported on first use, so importing this package is cheap.
@@ -37,6 +38,9 @@ _EXPORTS = {
     "RecognitionRun": "runs",
     "recognize_source": "runs",
     "score_recognitions": "results",
+    "FaceTracker": "tracking",
+    "TrackOptions": "tracked",
+    "TrackedStream": "tracked",
     "detect_source": "detect",
 }
 

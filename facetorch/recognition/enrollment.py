@@ -10,6 +10,9 @@ one that matches their other photos, else ``--pick``'s (:mod:`facetorch.recognit
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -18,13 +21,13 @@ import cv2
 import numpy as np
 
 from facetorch import io
-from facetorch.data.files import list_images
+from facetorch.data.files import is_image_file, list_images
 from facetorch.data.images import ImageReadError, read_image
 from facetorch.inference.embedder import FaceEmbedder, alignment_of
 from facetorch.recognition.database import FaceGallery, open_gallery
 from facetorch.recognition.detectors import FaceDetector
 from facetorch.recognition.gallery import GalleryError
-from facetorch.recognition.pipeline import embed_faces
+from facetorch.recognition.pipeline import embed_faces, embed_faces_of
 from facetorch.recognition.stores import check_name
 from facetorch.recognition.streams import Source, open_source, read_frames, stop_on_signals
 from facetorch.recognition.subjects import choose_faces, subject_face
@@ -34,11 +37,33 @@ __all__ = [
     "enroll",
     "enroll_photos",
     "enroll_stream",
+    "NothingEnrolled",
     "gallery_for",
     "person_folders",
+    "Subject",
     "split_open_set",
     "subject_face",
+    "subject_faces",
 ]
+
+
+class NothingEnrolled(ValueError):
+    """An enrolment that added nobody while images were skipped: a run that did nothing is not a success."""
+
+
+@contextmanager
+def _undone_when_nothing_enrolled(target: str | Path) -> Iterator[None]:
+    """A gallery file that this enrolment creates is removed again when it enrolled nobody: a failed run leaves no trace."""
+    text = str(target)
+    path = Path(text.removeprefix("sqlite:///")) if "://" not in text or text.startswith("sqlite:///") else None
+    created = path is not None and not path.exists()
+    try:
+        yield
+    except NothingEnrolled:
+        if created and path is not None:
+            for leftover in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal", ".faiss"))):
+                leftover.unlink(missing_ok=True)
+        raise
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -86,7 +111,15 @@ def person_folders(images: str | Path, flag: str = "--images") -> dict[str, list
     root = Path(images)
     if not root.is_dir():
         raise FileNotFoundError(f"{flag} {str(root)!r} is not a folder of person folders")
-    people = {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir()}
+    entries = sorted(root.iterdir())
+    people = {d.name: list_images(d) for d in entries if d.is_dir()}
+    loose = [p.name for p in entries if is_image_file(p)]
+    if loose:
+        io.notice(f"{flag} {str(root)!r}: {len(loose)} image(s) beside the person folders are not read (each person's "
+                  f"images go in {root}/<name>/): {io.first_few(loose)}")  # fmt: skip
+    empty = [name for name, files in people.items() if not files]
+    if empty and len(empty) < len(people):
+        io.notice(f"{flag} {str(root)!r}: {len(empty)} person folder(s) hold no image and are left out: {io.first_few(empty)}")
     people = {name: files for name, files in people.items() if files}
     if not people:
         raise ValueError(f"{flag} {str(root)!r} holds no person folder with images (expected {root}/<name>/<image>)")
@@ -113,16 +146,17 @@ def enroll(
     """
     faces = faces or getattr(embedder, "faces", "whole")
     people = _named_folders(images)
-    gallery = gallery_for(embedder, gallery_path, "haar_largest" if faces == "haar" else "whole")
-    try:
-        added, skipped = 0, {}
-        for name, files in io.progress(people.items(), "enrol", total=len(people), enabled=embedder.progress):
-            embeddings, used, missed = embedder.embed_files(files, show_progress=False)
-            added += gallery.add(name, embeddings, used)
-            skipped.update({str(k): v for k, v in missed.items()})
-        return _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, gallery.meta.detector)
-    finally:
-        gallery.close()
+    with _undone_when_nothing_enrolled(gallery_path):
+        gallery = gallery_for(embedder, gallery_path, "haar_largest" if faces == "haar" else "whole")
+        try:
+            added, skipped = 0, {}
+            for name, files in io.progress(people.items(), "enroll", total=len(people), enabled=embedder.progress):
+                embeddings, used, missed = embedder.embed_files(files, show_progress=False)
+                added += gallery.add(name, embeddings, used)
+                skipped.update({str(k): v for k, v in missed.items()})
+            return _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, gallery.meta.detector)
+        finally:
+            gallery.close()
 
 
 def _named_folders(images: str | Path) -> dict[str, list[Path]]:
@@ -163,6 +197,31 @@ def gallery_for(embedder: FaceEmbedder, target: str | Path, detector: str) -> Fa
     return gallery
 
 
+@dataclass(frozen=True)
+class Subject:
+    """The person's face of one photo: its box and embedding, or why there is none (``reason``; a note when picked)."""
+
+    box: Optional[np.ndarray]  # (4,) x1, y1, x2, y2 pixels
+    embedding: Optional[np.ndarray]  # (D,)
+    reason: str = ""
+
+
+def subject_faces(embedder: Any, detector: FaceDetector, photos: Sequence[np.ndarray], pick: str = "central") -> list[Subject]:
+    """The person's face in each photo (:func:`~facetorch.recognition.subjects.choose_faces`), found in one detector batch.
+
+    The chosen faces are embedded in one batch. A photo without a face, or with several and none
+    the person's by ``pick``, gets the reason instead.
+    """
+    found = [boxes for boxes, _ in detector.detect_batch(photos)] if len(photos) else []
+    chosen, notes = choose_faces(found, [p.shape[:2] for p in photos],
+                                 lambda k, boxes: embed_faces(embedder, photos[k], boxes),
+                                 pick, float(getattr(embedder, "threshold", float("nan"))))  # fmt: skip
+    boxes = [b[i : i + 1] if i is not None else b[:0] for b, i in zip(found, chosen)]
+    rows = embed_faces_of(embedder, photos, boxes)
+    return [Subject(box[0], row[0], note) if i is not None else Subject(None, None, note)
+            for box, row, i, note in zip(boxes, rows, chosen, notes)]  # fmt: skip
+
+
 def enroll_photos(
     embedder: Any,
     detector: FaceDetector,
@@ -185,36 +244,37 @@ def enroll_photos(
         ``open_set_threshold``, ``detector``.
     """
     people = _named_folders(images)
-    gallery = gallery_for(embedder, gallery_path, detector.name)
-    try:
-        added, skipped, picked = 0, {}, {}
-        for name, files in io.progress(people.items(), "enroll", total=len(people), enabled=progress):
-            photos, used = [], []
-            for path in files:
-                try:
-                    photos.append(read_image(path, 3))
-                    used.append(path)
-                except ImageReadError as error:
-                    skipped[str(path)] = str(error)
-            found = [boxes for boxes, _ in detector.detect_batch(photos)] if photos else []
-            chosen, notes = choose_faces(found, [p.shape[:2] for p in photos],
-                                         lambda k, boxes: embed_faces(embedder, photos[k], boxes),  # noqa: B023 (used now)
-                                         pick, float(getattr(embedder, "threshold", float("nan"))))  # fmt: skip
-            rows, enrolled = [], []
-            for path, photo, boxes, index, note in zip(used, photos, found, chosen, notes):
-                if index is None:
-                    skipped[str(path)] = note
-                    continue
-                if note:
-                    picked[str(path)] = note
-                rows.append(embed_faces(embedder, photo, boxes[index : index + 1]))
-                enrolled.append(path)
-            if rows:
-                added += gallery.add(name, np.concatenate(rows), enrolled)
-        result = _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, detector.name)
-    finally:
-        gallery.close()
-    return {**result, "picked": picked}
+    with _undone_when_nothing_enrolled(gallery_path):
+        gallery = gallery_for(embedder, gallery_path, detector.name)
+        try:
+            added, skipped, picked = 0, {}, {}
+            for name, files in io.progress(people.items(), "enroll", total=len(people), enabled=progress):
+                photos, used = [], []
+                for path in files:
+                    try:
+                        photos.append(read_image(path, 3))
+                        used.append(path)
+                    except ImageReadError as error:
+                        skipped[str(path)] = str(error)
+                found = [boxes for boxes, _ in detector.detect_batch(photos)] if photos else []
+                chosen, notes = choose_faces(found, [p.shape[:2] for p in photos],
+                                             lambda k, boxes: embed_faces(embedder, photos[k], boxes),  # noqa: B023 (used now)
+                                             pick, float(getattr(embedder, "threshold", float("nan"))))  # fmt: skip
+                rows, enrolled = [], []
+                for path, photo, boxes, index, note in zip(used, photos, found, chosen, notes):
+                    if index is None:
+                        skipped[str(path)] = note
+                        continue
+                    if note:
+                        picked[str(path)] = note
+                    rows.append(embed_faces(embedder, photo, boxes[index : index + 1]))
+                    enrolled.append(path)
+                if rows:
+                    added += gallery.add(name, np.concatenate(rows), enrolled)
+            result = _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, detector.name)
+        finally:
+            gallery.close()
+        return {**result, "picked": picked}
 
 
 def _finish_enrollment(gallery: FaceGallery, open_set_fpir: Optional[float], people: list[str], added: int,
@@ -222,7 +282,16 @@ def _finish_enrollment(gallery: FaceGallery, open_set_fpir: Optional[float], peo
     """Calibrate the open-set threshold again and say what was done (a NaN threshold as None).
 
     Every person is already stored (one transaction each); the threshold is stored with the settings.
+
+    Raises:
+        ValueError: nothing was added and images were skipped: a run that did nothing is not a success
+            (images enrolled already are not an error).
     """
+    if added == 0 and skipped:
+        reasons = "; ".join(f"{Path(file).name}: {reason}" for file, reason in list(skipped.items())[:3])
+        raise NothingEnrolled(f"nothing was enrolled from {len(people)} person folder(s): {len(skipped)} image(s) skipped"
+                         f"{' (' + reasons + (', ...' if len(skipped) > 3 else '') + ')' if skipped else ''}; "
+                         f"{gallery.target} holds what it held before")  # fmt: skip
     if open_set_fpir is not None:
         gallery.configure(open_set_fpir=float(open_set_fpir))
     threshold = gallery.calibrate_open_set()

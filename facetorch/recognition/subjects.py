@@ -104,7 +104,10 @@ def choose_faces(
                 chosen[k] = best
                 notes[k] = (f"face {best + 1} of {count} at {_box(boxes[best])}: it matches the person's other photos "
                             f"({similarity[best]:.3f})")  # fmt: skip
-                continue
+            else:  # the person's other photos are known and none of these faces is theirs: not a guess by position
+                notes[k] = (f"{count} faces and none matches the person's other photos (best {similarity[best]:.3f}, below "
+                            f"{match_threshold:.3f})")  # fmt: skip
+            continue
         index = pick_face(boxes, sizes[k], pick)
         if index is None:
             continue  # --pick ask: the photo stays skipped with subject_face's reason
