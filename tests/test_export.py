@@ -62,12 +62,12 @@ def run_export(config: str, ckpt: Path | None, fmt: str, output: Path, *extra: s
 
 @pytest.fixture(scope="module")
 def exported(trained: dict, work: Path) -> dict[tuple[str, str], Path]:
-    """Each task's checkpoint exported in both formats (ONNX with a dynamic batch): (name, format) -> file."""
+    """Each task's checkpoint exported in both formats (ONNX with any batch size, the default): (name, format) -> file."""
     files = {}
     for name, (config, _) in TASKS.items():
         for fmt in FORMATS:
             path = work / "exports" / f"{name}.{'onnx' if fmt == 'onnx' else 'pt'}"
-            summary = run_export(config, trained[name][0], fmt, path, "--dynamic_batch")
+            summary = run_export(config, trained[name][0], fmt, path)
             assert summary["check_max_abs_diff"] < PARITY_BOUND and path.is_file()
             files[name, fmt] = path
     return files
@@ -182,7 +182,7 @@ def test_the_graph_embeds_as_the_task_does_with_and_without_the_test_time_flip()
 
 def test_a_fixed_batch_onnx_runs_any_number_of_images_in_chunks(trained: dict, exported: dict, work: Path) -> None:
     path = work / "fixed" / "face_vgg.onnx"
-    summary = run_export("face_vgg.yaml", trained["face_vgg"][0], "onnx", path)
+    summary = run_export("face_vgg.yaml", trained["face_vgg"][0], "onnx", path, "--fixed_batch")
     assert summary["dynamic_batch"] is False
     fixed, dynamic = OnnxModel(path), OnnxModel(exported["face_vgg", "onnx"])
     assert fixed.batch == 1 and dynamic.batch is None
@@ -192,13 +192,12 @@ def test_a_fixed_batch_onnx_runs_any_number_of_images_in_chunks(trained: dict, e
     np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-6)
 
 
-def test_the_pretrained_way_exports_a_config_without_checkpoint(work: Path, capsys: pytest.CaptureFixture) -> None:
-    # The face / non-face config needs no data root (scikit-image's built-in faces); --dynamic-batch is the old spelling.
+def test_the_pretrained_way_exports_a_config_without_checkpoint(work: Path) -> None:
+    # The face / non-face config needs no data root (scikit-image's built-in faces); any batch size by default.
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(work)
-        summary = run_export("face_vgg.yaml", None, "onnx", work / "from_config.onnx", "--dynamic-batch")
+        summary = run_export("face_vgg.yaml", None, "onnx", work / "from_config.onnx")
     assert summary["task"] == "FaceClassifierTask" and summary["dynamic_batch"] and summary["check_max_abs_diff"] < PARITY_BOUND
-    assert "--dynamic-batch is now --dynamic_batch" in capsys.readouterr().err
     assert onnx_metadata(work / "from_config.onnx")["input_size"] == [24, 16]
     assert not (work / "runs" / "face_vgg_tiny" / "version_1").exists()  # nothing was trained: no run folder
 

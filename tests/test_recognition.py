@@ -278,7 +278,7 @@ def test_the_command_enrols_recognises_and_ends_with_the_json_summary(
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["captured"] == 2
     video = write_video(tmp_path / "clip.avi", [picture([(COLOURS["red"], 10, 10, 40), (STRANGER, 70, 40, 30)])] * 4)
     gallery_cli.gallery(["recognize", "--gallery", gallery, "--source", str(video), "--output", str(tmp_path / "out"),
-                         "--max-frames", "3", "--threshold", "0.9", "--quiet"])  # fmt: skip
+                         "--max_frames", "3", "--threshold", "0.9", "--quiet"])  # fmt: skip
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (summary["frames"], summary["faces"], summary["known"]) == (3, 6, 6)
     assert {"frames_s", "faces_s"} <= set(summary) and summary["threshold"] == 0.9
@@ -299,7 +299,7 @@ def test_bad_input_of_recognize_is_one_clear_line(toy_models: None, tmp_path: Pa
     open_gallery(empty, create=True, dim=3, fingerprint=ColourEmbedder.fingerprint).close()
     line = error_line(["recognize", "--gallery", str(empty), "--source", str(people), "--output", str(tmp_path / "o2")], capsys)
     assert "is empty: enrol people first" in line
-    assert "--every must be 1 or more" in error_line([*base, "--source", str(people), "--every", "0"], capsys)
+    assert "argument --every: expected an integer >= 1" in error_line([*base, "--source", str(people), "--every", "0"], capsys)
     assert not (tmp_path / "out").exists()
 
 

@@ -16,9 +16,10 @@ from facetorch.callbacks.checkpoint import AtomicCheckpointIO, BestAndLastCheckp
 from facetorch.callbacks.freeze_stages import FreezeStages
 from facetorch.callbacks.freeze_unfreeze import FreezeUnfreeze
 from facetorch.callbacks.gradcam_logger import GradCAMLogger
+from facetorch.callbacks.progress import StderrProgressBar
 from facetorch.callbacks.throughput import TrainThroughput
 
 __all__ = [
-    "AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeStages", "FreezeUnfreeze", "GradCAMLogger", "TrainThroughput",
-    "best_checkpoint",
+    "AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeStages", "FreezeUnfreeze", "GradCAMLogger", "StderrProgressBar",
+    "TrainThroughput", "best_checkpoint",
 ]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,10 +43,17 @@ from facetorch.bench.gradcam import run_gradcam
 from facetorch.bench.losses import BATCH_SIZES, run_losses
 from facetorch.bench.scan import run_scan
 from facetorch.bench.training import SETUPS, config_path, run
-from facetorch.cli.common import add_output, rename_legacy_flags, run_tool, tool_parser
+from facetorch.cli.common import (
+    add_output,
+    image_side,
+    nonnegative_int,
+    positive_int,
+    positive_int_list,
+    run_tool,
+    tool_parser,
+)
 
 PROG = "benchmark.py"
-RENAMED = {"--batch-size": "--batch_size", "--data-root": "--data_root", "--image-size": "--image_size"}
 
 
 def _parser() -> Any:
@@ -57,38 +63,39 @@ def _parser() -> Any:
                                                   "serve"]),
                         help="what to measure (or --all)")
     parser.add_argument("--all", action="store_true", help="the CUDA tests and every task, as one JSON (for a GPU slot)")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=12, help="training steps per measurement (incl. warm-up)")
-    parser.add_argument("--warmup", type=int, default=None,
+    parser.add_argument("--batch_size", type=positive_int, default=32)
+    parser.add_argument("--steps", type=positive_int, default=12, help="training steps per measurement (incl. warm-up)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=None,
                         help="untimed training steps (default 2), or repetitions for gradcam (default 1)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="alternating repetitions; medians are reported")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--data_root", default=None, help="data folder (default: the task's built-in/default data)")
     parser.add_argument("--config", default=None,
                         help="the config whose model and data to train (default: the task's own, e.g. "
                              "configs/embedding_triplet.yaml); --task embedding --config configs/embedding_dlib.yaml "
                              "times dlib's network, and dlib itself")
-    parser.add_argument("--image_size", type=int, default=224, help="square input size (--task gradcam only)")
+    parser.add_argument("--image_size", type=image_side, default=224, help="square input size (--task gradcam only)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (training and inference)")
     parser.add_argument("--inference", action="store_true", help="also time inference against a plain eval loop")
-    parser.add_argument("--inference_batch_sizes", default="1,64", help="batch sizes of --inference (default 1,64)")
+    parser.add_argument("--inference_batch_sizes", type=positive_int_list, default="1,64",
+                        help="batch sizes of --inference (default 1,64)")
     parser.add_argument("--no_peers", action="store_true",
                         help="--task gradcam: leave out pytorch-grad-cam and captum; --task clustering: leave out dlib")
-    parser.add_argument("--resamples", type=int, default=8,
+    parser.add_argument("--resamples", type=positive_int, default=8,
                         help="--task clustering: sub-collections scored besides the whole (each person cut to 1..7 photos)")
     parser.add_argument("--sizes", default="10000,100000", help="--task clustering_scale: numbers of synthetic faces")
-    parser.add_argument("--frames", type=int, default=6, help="--task recognition: video frames timed (one per scene)")
+    parser.add_argument("--frames", type=positive_int, default=6, help="--task recognition: video frames timed (one per scene)")
     parser.add_argument("--gallery", default=None,
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
     parser.add_argument("--detector", default="dlib_cnn", help="--task video and serve: face detector (haar, dlib_cnn)")
     parser.add_argument("--detect_every", type=int, default=None, help="--task video: the tracked run's --detect_every")
-    parser.add_argument("--clients", type=int, default=4, help="--task serve: concurrent clients")
+    parser.add_argument("--clients", type=positive_int, default=4, help="--task serve: concurrent clients")
     parser.add_argument("--seconds", type=float, default=30.0, help="--task serve: length of each load phase")
     parser.add_argument("--bad_every", type=int, default=0,
                         help="--task serve: every N-th request of a client is a bad upload (0: none)")
     parser.add_argument("--threads", type=int, default=None,
                         help="--task serve: torch threads of the model, in the server and in-process (default: torch's)")
-    parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)),
+    parser.add_argument("--batch_sizes", type=positive_int_list, default=",".join(map(str, BATCH_SIZES)),
                         help="comma-separated batch sizes (--task losses only)")
     parser.add_argument("--people", default="10000,100000",
                         help="--task gallery: comma-separated gallery sizes in people (2 images each), e.g. 10000,100000,1000000")
@@ -125,13 +132,12 @@ def measure(args: Any) -> dict[str, Any]:
             raise ValueError("--task scan needs --data_root DIR (an identity_folders tree; tools/synthetic_faces.py --empty)")
         return run_scan(args.data_root, args.repeats)
     if args.task == "losses":
-        sizes = [int(size) for size in args.batch_sizes.split(",") if size.strip()]
-        return run_losses(sizes, max(3, args.repeats), args.accelerator)
+        return run_losses(args.batch_sizes, max(3, args.repeats), args.accelerator)
     if args.task == "gradcam":  # an inference-time benchmark, not a training setup
         warmup = 1 if args.warmup is None else args.warmup
         return run_gradcam(args.batch_size, args.image_size, args.repeats, warmup, args.accelerator, peers=not args.no_peers)
     warmup = 2 if args.warmup is None else args.warmup
-    batches = tuple(int(size) for size in args.inference_batch_sizes.split(",")) if args.inference else ()
+    batches = tuple(args.inference_batch_sizes) if args.inference else ()
     return run(args.task, args.batch_size, args.steps, warmup, args.repeats, args.accelerator, args.data_root, args.config,
                compile=args.compile, inference_batch_sizes=batches)  # fmt: skip
 
@@ -139,13 +145,13 @@ def measure(args: Any) -> dict[str, Any]:
 def benchmark(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Parse ``argv``, measure, print the result as one JSON line."""
     parser = _parser()
-    args = parser.parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
+    args = parser.parse_args(argv)
     if not args.task and not args.all:
         parser.error("give --task NAME, or --all")
     if args.output:
-        io.check_output_file(args.output, args.overwrite)
+        inputs = {"--data_root": args.data_root, "--config": args.config, "--gallery": args.gallery}
+        io.check_output_file(args.output, args.overwrite, inputs=inputs)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
     conditions = start_conditions(args.accelerator)
     if args.all:
         from facetorch.bench.suite import run_all
@@ -185,7 +191,7 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
     from facetorch.recognition.streams import open_source, read_frames
 
     if args.data_root is None or not (Path(args.data_root) / "video.avi").is_file():
-        raise ValueError(f"--task recognition needs --data_root SET, a folder of `gallery.py compose` (with video.avi and "
+        raise ValueError(f"--task recognition needs --data_root SET, a folder written by gallery.py compose (with video.avi and "
                          f"enrol/), got {args.data_root!r}")  # fmt: skip
     root = Path(args.data_root)
     source = open_source(str(root / "video.avi"))

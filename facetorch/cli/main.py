@@ -101,3 +101,6 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"facetorch: error: unknown command {name!r}; the commands are: {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
     run_command(name, argv[1:])
+
+if __name__ == "__main__":
+    main()

@@ -232,25 +232,21 @@ def task_from_config(config: str | Path, device: str = "cpu") -> tuple[Any, Inpu
         FileNotFoundError: the config does not exist.
         ValueError: it is not a config of an ``EmbeddingTask``, or its sections are malformed.
     """
-    import yaml
-
     from facetorch.tasks import EmbeddingTask
 
     path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {str(path)!r} does not exist (expected a YAML file, e.g. configs/embedding_dlib.yaml)")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"--config {str(path)!r} is not valid YAML: {' '.join(str(error).split())}") from error
+    values = io.read_config(path)
     model, data = values.get("model") or {}, values.get("data") or {}
-    class_path = str(model.get("class_path", ""))
-    if not class_path.endswith("EmbeddingTask") or "image_size" not in data:
+    class_path = str(model.get("class_path", "")) if isinstance(model, dict) else ""
+    if not class_path.endswith("EmbeddingTask") or not isinstance(data, dict) or "image_size" not in data:
         raise ValueError(f"--config {str(path)!r} is not an EmbeddingTask config with a data section (model.class_path is "
                          f"{class_path or 'missing'!r}); gallery.py needs one, e.g. configs/embedding_dlib.yaml")  # fmt: skip
     spec = InputSpec.from_hparams(data)
     args = dict(model.get("init_args") or {})
     args["in_channels"] = spec.channels
-    task = EmbeddingTask(**args)
+    try:
+        task = EmbeddingTask(**args)
+    except TypeError as error:  # a key EmbeddingTask does not take
+        raise ValueError(f"--config {str(path)!r}: model.init_args: {error}") from error
     return task.to(device).eval(), spec
 

@@ -287,9 +287,13 @@ class FaceGallery:
     def best_matches(self, embeddings: Any) -> tuple[list[str], np.ndarray]:
         """For each probe (N, D), the most similar enrolled person and that cosine similarity (the best of their images)."""
         queries = self._probes(embeddings)
-        if len(queries) > PROBE_CHUNK:  # the re-ranking matrix grows with probes x candidates: a part at a time
-            parts = [self.best_matches(queries[start : start + PROBE_CHUNK]) for start in range(0, len(queries), PROBE_CHUNK)]
-            return [name for names, _ in parts for name in names], np.concatenate([scores for _, scores in parts])
+        parts = [self._best(queries[start : start + PROBE_CHUNK]) for start in range(0, len(queries), PROBE_CHUNK)]
+        if not parts:
+            return self._best(queries)
+        return [name for names, _ in parts for name in names], np.concatenate([scores for _, scores in parts])
+
+    def _best(self, queries: np.ndarray, tries: int = 3) -> tuple[list[str], np.ndarray]:
+        """:meth:`best_matches` of at most :data:`PROBE_CHUNK` probes (the re-ranking matrix is probes x candidates)."""
         with self._lock:
             index = self.refresh()
             if len(index) == 0:
@@ -300,7 +304,9 @@ class FaceGallery:
             candidates = np.unique(index.person_of[ids[ids >= 0]])
         rows = self.store.rows_of_people(candidates)  # every image of each candidate, exact in float64
         if not len(rows):  # all of them removed meanwhile: look again
-            return self.best_matches(embeddings)
+            if tries > 1:
+                return self._best(queries, tries - 1)
+            raise GalleryError(f"{self.target} changed under this search three times running: try again")
         order = np.argsort(rows.people, kind="stable")
         people = rows.people[order]
         starts = np.flatnonzero(np.r_[True, people[1:] != people[:-1]])
@@ -310,7 +316,9 @@ class FaceGallery:
         winners = people[starts][best]
         named = self.store.names_of(winners)
         if len(named) < len(np.unique(winners)):  # removed between the two reads
-            return self.best_matches(embeddings)
+            if tries > 1:
+                return self._best(queries, tries - 1)
+            raise GalleryError(f"{self.target} changed under this search three times running: try again")
         return [named[int(p)] for p in winners], per_person[np.arange(len(queries)), best]
 
     def default_threshold(self) -> float:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from facetorch import io
-from facetorch.data.files import list_images
+from facetorch.data.files import is_image_file, list_images
 from facetorch.data.images import ImageReadError, read_image
 from facetorch.inference.embedder import FaceEmbedder, alignment_of
 from facetorch.recognition.database import FaceGallery, open_gallery
@@ -90,7 +90,15 @@ def person_folders(images: str | Path, flag: str = "--images") -> dict[str, list
     root = Path(images)
     if not root.is_dir():
         raise FileNotFoundError(f"{flag} {str(root)!r} is not a folder of person folders")
-    people = {d.name: list_images(d) for d in sorted(root.iterdir()) if d.is_dir()}
+    entries = sorted(root.iterdir())
+    people = {d.name: list_images(d) for d in entries if d.is_dir()}
+    loose = [p.name for p in entries if is_image_file(p)]
+    if loose:
+        io.notice(f"{flag} {str(root)!r}: {len(loose)} image(s) beside the person folders are not read (each person's "
+                  f"images go in {root}/<name>/): {io.first_few(loose)}")  # fmt: skip
+    empty = [name for name, files in people.items() if not files]
+    if empty and len(empty) < len(people):
+        io.notice(f"{flag} {str(root)!r}: {len(empty)} person folder(s) hold no image and are left out: {io.first_few(empty)}")
     people = {name: files for name, files in people.items() if files}
     if not people:
         raise ValueError(f"{flag} {str(root)!r} holds no person folder with images (expected {root}/<name>/<image>)")
@@ -116,7 +124,7 @@ def enroll(
         ``open_set_threshold``.
     """
     faces = faces or getattr(embedder, "faces", "whole")
-    people = person_folders(images)
+    people = _named_folders(images)
     gallery = gallery_for(embedder, gallery_path, "haar_largest" if faces == "haar" else "whole")
     try:
         added, skipped = 0, {}
@@ -127,6 +135,17 @@ def enroll(
         return _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, gallery.meta.detector)
     finally:
         gallery.close()
+
+
+def _named_folders(images: str | Path) -> dict[str, list[Path]]:
+    """:func:`person_folders`, each folder's name checked as a person's name before anything is enrolled."""
+    people = person_folders(images)
+    for name in people:
+        try:
+            check_name(name)
+        except ValueError as error:
+            raise ValueError(f"--images {str(images)!r}: the folder {name!r} cannot name a person: {error}") from error
+    return people
 
 
 def gallery_for(embedder: FaceEmbedder, target: str | Path, detector: str) -> FaceGallery:
@@ -202,7 +221,7 @@ def enroll_photos(
         ``people``, ``added``, ``skipped`` {file: reason}, ``picked`` {file: which face}, ``total``,
         ``open_set_threshold``, ``detector``.
     """
-    people = person_folders(images)
+    people = _named_folders(images)
     gallery = gallery_for(embedder, gallery_path, detector.name)
     try:
         added, skipped, picked = 0, {}, {}
@@ -240,7 +259,16 @@ def _finish_enrollment(gallery: FaceGallery, open_set_fpir: Optional[float], peo
     """Calibrate the open-set threshold again and say what was done (a NaN threshold as None).
 
     Every person is already stored (one transaction each); the threshold is stored with the settings.
+
+    Raises:
+        ValueError: nothing was added and images were skipped: a run that did nothing is not a success
+            (images enrolled already are not an error).
     """
+    if added == 0 and skipped:
+        reasons = "; ".join(f"{Path(file).name}: {reason}" for file, reason in list(skipped.items())[:3])
+        raise ValueError(f"nothing was enrolled from {len(people)} person folder(s): {len(skipped)} image(s) skipped"
+                         f"{' (' + reasons + (', ...' if len(skipped) > 3 else '') + ')' if skipped else ''}; "
+                         f"{gallery.target} holds what it held before")  # fmt: skip
     if open_set_fpir is not None:
         gallery.configure(open_set_fpir=float(open_set_fpir))
     threshold = gallery.calibrate_open_set()

@@ -284,9 +284,9 @@ class Gallery:
         path = Path(path)
         name = f"{flag} {str(path)!r}"
         if path.is_dir():
-            raise IsADirectoryError(f"{name} is a folder; expected a gallery .npz file (written by `gallery.py enroll`)")
+            raise IsADirectoryError(f"{name} is a folder; expected a gallery .npz file (written by gallery.py enroll)")
         if not path.is_file():
-            raise FileNotFoundError(f"{name} does not exist; create it with `gallery.py enroll`")
+            raise FileNotFoundError(f"{name} does not exist; create it with gallery.py enroll")
         try:
             # our own handle, closed even when numpy's zip reader fails half way (a truncated file)
             with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:

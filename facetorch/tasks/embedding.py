@@ -17,7 +17,8 @@ from facetorch.losses import ContrastiveLoss, PairDistance, TripletLoss, Triplet
 from facetorch.models.backbones import build_backbone
 from facetorch.models.embedding import CosineClassifier, EmbeddingNet, backbone_embedding_layer
 from facetorch.models.margin import MARGIN_DEFAULTS, MarginSoftmaxHead
-from facetorch.tasks.base import FaceTask, dataset_order
+from facetorch.ranges import check_values
+from facetorch.tasks.base import MODEL_VALUES, FaceTask, dataset_order
 
 MetricLoss = Literal["triplet", "contrastive", "arcface", "cosface"]
 MARGIN_LOSSES = tuple(MARGIN_DEFAULTS)  # ("arcface", "cosface"): a softmax over identity centres
@@ -123,6 +124,7 @@ class EmbeddingTask(FaceTask):
         sample_rate: float = 1.0,
         **optimization: Any,
     ) -> None:
+        check_values("model", locals(), MODEL_VALUES)  # every number against its meaning, before any is used
         super().__init__(**optimization)
         if loss not in ("triplet", "contrastive", *MARGIN_LOSSES):
             raise ValueError(f"model.loss must be one of triplet, contrastive, arcface, cosface; got {loss!r}")
@@ -131,8 +133,6 @@ class EmbeddingTask(FaceTask):
                 f"model.loss={loss} is itself a softmax over the identities: set model.classification_weight=0 "
                 f"and model.classify_epochs=0 (got {classification_weight} and {classify_epochs})"
             )
-        if not 0.0 < sample_rate <= 1.0:
-            raise ValueError(f"model.sample_rate must be in (0, 1], got {sample_rate}")
         if (classify_epochs > 0 or classification_weight > 0) and num_classes < 2:
             raise ValueError(
                 f"model.classify_epochs / classification_weight need at least 2 identities to classify, got {num_classes}"
