@@ -3,8 +3,8 @@
 Examples::
 
     python tools/gallery.py cluster --config configs/embedding_dlib.yaml --images PHOTOS --output OUT
-    python tools/gallery.py name    --clusters OUT --cluster 7 --name "Ann" --gallery people.npz
-    python tools/gallery.py cluster --config configs/embedding_dlib.yaml --images PHOTOS --output OUT2 --gallery people.npz
+    python tools/gallery.py name    --clusters OUT --cluster 7 --name "Ann" --gallery people.db
+    python tools/gallery.py cluster --config configs/embedding_dlib.yaml --images PHOTOS --output OUT2 --gallery people.db
     python tools/gallery.py cluster --images NEW_PHOTOS --output OUT --update
     python tools/gallery.py cluster-set --images lfw_devtrain/images lfw_pairs_dev/images --output SET [--max_per_person 7]
 
@@ -78,7 +78,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     nam.add_argument("--clusters", required=True, help="the --output folder of gallery.py cluster")
     nam.add_argument("--cluster", type=int, required=True, help="the cluster's number (clusters.csv, index.html)")
     nam.add_argument("--name", required=True, help="the person's name (an enrolled name adds to that person)")
-    nam.add_argument("--gallery", required=True, help="gallery file (.npz); created if missing, else extended")
+    nam.add_argument("--gallery", required=True, help="the face database (people.db, sqlite:///PATH, postgresql://...)")
     nam.add_argument("--open_set_fpir", type=float, default=None,
                      help="share of strangers identify may accept, calibrated on the enrolled people (default 0.05)")
     add_quiet(nam)
@@ -140,11 +140,13 @@ def _model_of_run(args: Any, previous: C.ClusterRun) -> None:
 
 
 def _load_gallery(path: str) -> Any:
-    # The gallery API used here: load, len, check_model, check_setup, identify (the lead re-points it at open_gallery).
-    from facetorch.recognition.gallery import Gallery, GalleryError
+    """The face database to name faces from (SQLite, PostgreSQL or a read-only .npz); refused when empty."""
+    from facetorch.recognition.database import open_gallery
+    from facetorch.recognition.gallery import GalleryError
 
-    gallery = Gallery.load(path)
+    gallery = open_gallery(path)
     if len(gallery) == 0:
+        gallery.close()
         raise GalleryError(f"--gallery {path!r} is empty: enrol people first (gallery.py enroll or gallery.py name)")
     return gallery
 
@@ -332,12 +334,8 @@ def _summary(run: C.ClusterRun, previous: Optional[C.ClusterRun], photos: int, n
 
 
 def _gallery_for(path: str, run: C.ClusterRun) -> Any:
-    """The gallery to enrol a cluster into: the file's (same model, detector, alignment), else a new one.
-
-    Uses only today's ``Gallery.load`` / ``Gallery.empty`` / ``check_model`` / ``check_setup``; the lead re-points it
-    at ``open_gallery(target, create=True, dim=..., fingerprint=...)``.
-    """
-    from facetorch.recognition.gallery import Gallery
+    """The face database to enroll a cluster into: the store's (same model, detector, alignment), else a new one."""
+    from facetorch.recognition.enrollment import gallery_for
 
     meta = run.meta
     align = None if meta.get("alignment") in (None, "none") else meta["alignment"]
@@ -345,12 +343,7 @@ def _gallery_for(path: str, run: C.ClusterRun) -> Any:
     record = SimpleNamespace(fingerprint=meta["fingerprint"], embedding_dim=int(meta["dim"]), source=meta.get("model", ""),
                              threshold=float("nan") if pair is None else float(pair),
                              input=SimpleNamespace(align=align))  # fmt: skip
-    if not Path(path).exists():
-        return Gallery.empty(record, meta["detector"])
-    gallery = Gallery.load(path)
-    gallery.check_model(record, path)
-    gallery.check_setup(meta["detector"], meta.get("alignment") or "none", path, enrolling=True)
-    return gallery
+    return gallery_for(record, path, meta["detector"])
 
 
 def name_cluster(clusters: str, cluster: int, name: str, gallery_path: str,
@@ -380,20 +373,23 @@ def name_cluster(clusters: str, cluster: int, name: str, gallery_path: str,
                          f"gallery (gallery.py rename) rather than enrolling the same faces under {name!r}")  # fmt: skip
     gallery = _gallery_for(gallery_path, run)
     keys = [f"{Path(run.faces.sources[i]).resolve()}#{','.join(f'{v:.0f}' for v in run.faces.boxes[i])}" for i in rows.tolist()]
-    added = gallery.add(name, run.faces.embeddings[rows], keys)
-    if open_set_fpir is not None:
-        gallery.meta.open_set_fpir = open_set_fpir
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        threshold = gallery.calibrate_open_set()
-    for warning in caught:
-        print(f"{PROG}: note: {' '.join(str(warning.message).split())}", file=sys.stderr)
-    gallery.save(gallery_path)
+    try:
+        added = gallery.add(name, run.faces.embeddings[rows], keys)
+        if open_set_fpir is not None:
+            gallery.configure(open_set_fpir=float(open_set_fpir))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            threshold = gallery.calibrate_open_set()
+        for warning in caught:
+            print(f"{PROG}: note: {' '.join(str(warning.message).split())}", file=sys.stderr)
+        people, total = len(gallery.people), len(gallery)
+    finally:
+        gallery.close()
     for i in rows.tolist():
         run.names[i] = name
     C.rename_in_run(Path(clusters), run, cluster)
     return {"cluster": cluster, "name": name, "faces": int(len(rows)), "added": int(added), "gallery": gallery_path,
-            "people": len(gallery.people), "total": len(gallery),
+            "people": people, "total": total,
             "open_set_threshold": threshold if math.isfinite(threshold) else None}  # fmt: skip
 
 
