@@ -3,8 +3,8 @@
 Examples::
 
     python tools/gallery.py cluster --config configs/embedding_dlib.yaml --images PHOTOS --output OUT
-    python tools/gallery.py name    --clusters OUT --cluster 7 --name "Ann" --gallery people.npz
-    python tools/gallery.py cluster --config configs/embedding_dlib.yaml --images PHOTOS --output OUT2 --gallery people.npz
+    python tools/gallery.py name    --clusters OUT --cluster 7 --name "Ann" --gallery people.db
+    python tools/gallery.py cluster --config configs/embedding_dlib.yaml --images PHOTOS --output OUT2 --gallery people.db
     python tools/gallery.py cluster --images NEW_PHOTOS --output OUT --update
     python tools/gallery.py cluster-set --images lfw_devtrain/images lfw_pairs_dev/images --output SET [--max_per_person 7]
 
@@ -78,7 +78,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     nam.add_argument("--clusters", required=True, help="the --output folder of gallery.py cluster")
     nam.add_argument("--cluster", type=nonnegative_int, required=True, help="the cluster's number (clusters.csv, index.html)")
     nam.add_argument("--name", required=True, help="the person's name (an enrolled name adds to that person)")
-    nam.add_argument("--gallery", required=True, help="gallery file (.npz); created if missing, else extended")
+    nam.add_argument("--gallery", required=True, help="the face database (people.db, sqlite:///PATH, postgresql://...)")
     nam.add_argument("--open_set_fpir", type=open_fraction, default=None,
                      help="share of strangers identify may accept, calibrated on the enrolled people (default 0.05)")
     add_quiet(nam)
@@ -140,11 +140,13 @@ def _model_of_run(args: Any, previous: C.ClusterRun) -> None:
 
 
 def _load_gallery(path: str) -> Any:
-    # The gallery API used here: load, len, check_model, check_setup, identify (the lead re-points it at open_gallery).
-    from facetorch.recognition.gallery import Gallery, GalleryError
+    """The face database to name faces from (SQLite, PostgreSQL or a read-only .npz); refused when empty."""
+    from facetorch.recognition.database import open_gallery
+    from facetorch.recognition.gallery import GalleryError
 
-    gallery = Gallery.load(path)
+    gallery = open_gallery(path)
     if len(gallery) == 0:
+        gallery.close()
         raise GalleryError(f"--gallery {path!r} is empty: enrol people first (gallery.py enroll or gallery.py name)")
     return gallery
 
@@ -161,6 +163,12 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
     if previous is None:
         io.check_output_folder(output, args.overwrite)
     files = C.collection_files(args.images)
+    if previous is not None:
+        done = set(previous.meta.get("photos_done", []))
+        files = [f for f in files if str(f.resolve()) not in done]
+        if not files:
+            raise ValueError(f"--update: every photo under --images {args.images!r} is in {str(output)!r} already; "
+                             "nothing new to cluster")  # fmt: skip
     gallery = _load_gallery(args.gallery) if args.gallery else None
     if previous is not None:
         _model_of_run(args, previous)
@@ -173,7 +181,8 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
     flip = (not args.no_flip) if previous is None else bool(previous.meta.get("flip", False))
     if flip and hasattr(getattr(embedder, "task", None), "flip_test"):
         embedder.task.flip_test = True  # each face and its mirror image, averaged (as checkpoints trained here embed)
-    recorded = previous.meta.get("detector") if previous is not None else (gallery.meta.detector if gallery is not None else None)
+    recorded = getattr(getattr(gallery, "meta", None), "detector", None)  # the gallery's detector, else the earlier run's
+    recorded = previous.meta.get("detector") if previous is not None else recorded
     detector = make_detector(args, recorded)
     if previous is not None and detector.name != previous.meta.get("detector"):
         raise ValueError(f"--update: {str(output)!r} holds faces found by {previous.meta.get('detector')!r}; pass "
@@ -189,12 +198,6 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
         threshold = float(previous.meta["threshold"])
     else:
         threshold = C.cluster_threshold(float(getattr(embedder, "threshold", float("nan"))), fingerprint, flip=flip)
-    if previous is not None:
-        done = set(previous.meta.get("photos_done", []))
-        files = [f for f in files if str(f.resolve()) not in done]
-        if not files:
-            raise ValueError(f"--update: every photo under --images {args.images!r} is in {str(output)!r} already; "
-                             "nothing new to cluster")  # fmt: skip
     found = C.find_faces(files, embedder, detector, progress=not args.quiet,
                          on_skip=lambda path, reason: print(f"{PROG}: skipped {path}: {reason}", file=sys.stderr))  # fmt: skip
     unreadable = sum(reason.startswith("unreadable") for reason in found.skipped.values())
@@ -331,12 +334,8 @@ def _summary(run: C.ClusterRun, previous: Optional[C.ClusterRun], photos: int, n
 
 
 def _gallery_for(path: str, run: C.ClusterRun) -> Any:
-    """The gallery to enrol a cluster into: the file's (same model, detector, alignment), else a new one.
-
-    Uses only today's ``Gallery.load`` / ``Gallery.empty`` / ``check_model`` / ``check_setup``; the lead re-points it
-    at ``open_gallery(target, create=True, dim=..., fingerprint=...)``.
-    """
-    from facetorch.recognition.gallery import Gallery
+    """The face database to enroll a cluster into: the store's (same model, detector, alignment), else a new one."""
+    from facetorch.recognition.enrollment import gallery_for
 
     meta = run.meta
     align = None if meta.get("alignment") in (None, "none") else meta["alignment"]
@@ -344,12 +343,7 @@ def _gallery_for(path: str, run: C.ClusterRun) -> Any:
     record = SimpleNamespace(fingerprint=meta["fingerprint"], embedding_dim=int(meta["dim"]), source=meta.get("model", ""),
                              threshold=float("nan") if pair is None else float(pair),
                              input=SimpleNamespace(align=align))  # fmt: skip
-    if not Path(path).exists():
-        return Gallery.empty(record, meta["detector"])
-    gallery = Gallery.load(path)
-    gallery.check_model(record, path)
-    gallery.check_setup(meta["detector"], meta.get("alignment") or "none", path, enrolling=True)
-    return gallery
+    return gallery_for(record, path, meta["detector"])
 
 
 def name_cluster(clusters: str, cluster: int, name: str, gallery_path: str,
@@ -379,20 +373,23 @@ def name_cluster(clusters: str, cluster: int, name: str, gallery_path: str,
                          f"gallery (gallery.py rename) rather than enrolling the same faces under {name!r}")  # fmt: skip
     gallery = _gallery_for(gallery_path, run)
     keys = [f"{Path(run.faces.sources[i]).resolve()}#{','.join(f'{v:.0f}' for v in run.faces.boxes[i])}" for i in rows.tolist()]
-    added = gallery.add(name, run.faces.embeddings[rows], keys)
-    if open_set_fpir is not None:
-        gallery.meta.open_set_fpir = open_set_fpir
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        threshold = gallery.calibrate_open_set()
-    for warning in caught:
-        print(f"{PROG}: note: {' '.join(str(warning.message).split())}", file=sys.stderr)
-    gallery.save(gallery_path)
+    try:
+        added = gallery.add(name, run.faces.embeddings[rows], keys)
+        if open_set_fpir is not None:
+            gallery.configure(open_set_fpir=float(open_set_fpir))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            threshold = gallery.calibrate_open_set()
+        for warning in caught:
+            print(f"{PROG}: note: {' '.join(str(warning.message).split())}", file=sys.stderr)
+        people, total = len(gallery.people), len(gallery)
+    finally:
+        gallery.close()
     for i in rows.tolist():
         run.names[i] = name
     C.rename_in_run(Path(clusters), run, cluster)
     return {"cluster": cluster, "name": name, "faces": int(len(rows)), "added": int(added), "gallery": gallery_path,
-            "people": len(gallery.people), "total": len(gallery),
+            "people": people, "total": total,
             "open_set_threshold": threshold if math.isfinite(threshold) else None}  # fmt: skip
 
 
@@ -494,6 +491,8 @@ def measure_clustering(args: Any) -> dict[str, Any]:
        ``chinese_whispers_clustering`` at 0.5, and DBSCAN (eps 0.5, min_samples 1);
     4. every method again on ``--resamples`` sub-collections (each person's photos cut to a random
        1..7, seeds 0..N-1: an archive with many people seen once), mean, std, min and max.
+
+    With ``--output FILE``, the clusters of step 1 are kept in ``FILE``'s name + ``_clusters/`` (to look at).
     """
     import contextlib
     import tempfile
@@ -511,12 +510,16 @@ def measure_clustering(args: Any) -> dict[str, Any]:
     config = str(config_path(args.config or "embedding_dlib.yaml"))
     result: dict[str, Any] = {"data_root": str(root), "photos": len(truth), "people": len({t["person"] for t in truth}),
                               "resamples": args.resamples, "config": config, "methods": {}}  # fmt: skip
+    keep = Path(str(Path(args.output).with_suffix("")) + "_clusters") if args.output else None
+    if keep is not None:
+        io.check_output_folder(keep, args.overwrite, flag="--output (its clusters folder)")
     with tempfile.TemporaryDirectory() as work:
-        out = Path(work) / "clusters"
+        out = keep if keep is not None else Path(work) / "clusters"
         with contextlib.redirect_stdout(sys.stderr):
             summary = gallery_command(["cluster", "--config", config, "--images", str(root / "photos"), "--output", str(out),
-                                       "--quiet"])  # fmt: skip
+                                       "--quiet", *(["--overwrite"] if args.overwrite else [])])  # fmt: skip
         run = C.load_run(out)
+    result["clusters_folder"] = str(keep) if keep is not None else None
     result["facetorch_run"] = {k: summary[k] for k in ("faces", "clusters", "singletons", "threshold", "detector", "flip",
                                                        "seconds")}  # fmt: skip
     sources, boxes, embeddings, quality = run.faces.sources, run.faces.boxes, run.faces.embeddings, run.faces.quality
@@ -579,6 +582,7 @@ def measure_scale(args: Any) -> dict[str, Any]:
                                             "photo archive, with the cosine statistics of dlib's network on LFW)"}  # fmt: skip
     for size in sizes:
         report = peak_memory(_scale_factory, size, 30, threshold, 0)
-        result["sizes"][str(size)] = {"seconds": round(report["seconds"], 2), "peak_mib": round(report["peak_mib"], 1),
+        result["sizes"][str(size)] = {"seconds": round(report["seconds"], 2), "cpu_seconds": round(report["cpu_seconds"], 2),
+                                      "peak_mib": round(report["peak_mib"], 1),
                                       "embeddings_mib": round(size * 128 * 4 / 2**20, 1), **report["result"]}  # fmt: skip
     return result

@@ -251,7 +251,7 @@ def average_linkage(
         key = low * n + high
         pairs = np.unique(key[(low != high) & ~(is_frozen[low] & is_frozen[high])])
         low, high = pairs // n, pairs % n
-        average = np.einsum("ij,ij->i", sums[low], sums[high]) / (total[low] * total[high])
+        average = _pair_dots(sums, low, high) / (total[low] * total[high])
         alive = average >= threshold
         still = np.isin(key, pairs[alive])
         a, b = a[still], b[still]
@@ -263,6 +263,15 @@ def average_linkage(
         rename[gone] = keep_id
         label = rename[rename[label]]
     return np.unique(label, return_inverse=True)[1].astype(np.int64)
+
+
+def _pair_dots(rows: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
+    """``rows[a[i]] . rows[b[i]]`` for every i, a chunk of pairs at a time (never all pairs' rows at once)."""
+    out = np.empty(len(a), dtype=np.float64)
+    for start in range(0, len(a), chunk):
+        stop = start + chunk
+        out[start:stop] = np.einsum("ij,ij->i", rows[a[start:stop]], rows[b[start:stop]])
+    return out
 
 
 def _reciprocal_round(
@@ -305,7 +314,7 @@ def _reciprocal_round(
     if not len(candidate):
         return gone, keep_id
     target = hub[best[candidate]]
-    first = (np.einsum("ij,ij->i", sums[candidate], sums[target]) / (total[candidate] * total[target]))
+    first = _pair_dots(sums, candidate, target) / (total[candidate] * total[target])
     order = np.lexsort((-first, target))
     candidate, target = candidate[order], target[order]
     extra_gone, extra_keep = [], []
@@ -1086,7 +1095,7 @@ def write_index(output: Path, run: ClusterRun, sheets: Sequence[dict[str, Any]])
              "section{margin-bottom:1.5em}code{background:#f3f3f3;padding:0 .3em}</style></head><body>",
              f"<h1>{html.escape(head)}</h1>",
              "<p>Name a cluster (its faces join a gallery, or that person's images there): <code>gallery.py name "
-             f"--clusters {html.escape(str(output))} --cluster N --name NAME --gallery people.db</code></p>"]  # fmt: skip
+             f"--clusters {html.escape(str(output))} --cluster N --name NAME --gallery people.npz</code></p>"]  # fmt: skip
     for sheet in sheets:
         anchor, title = Path(sheet["file"]).stem, html.escape(sheet["title"])
         parts.append(f'<section id="{anchor}"><h2>{title}</h2>'
