@@ -377,6 +377,9 @@ CLASS_4 = {  # case -> (main, argv, the flag or key, the allowed range as the me
     "train --model.init_args.dropout=1": (
         train_main, lambda w: ["--config", TINY / "face_vgg.yaml", "--data.root", w.crops, "--model.init_args.dropout=1"],
         "model.dropout", "in [0, 1)"),
+    "train --trainer.max_epochs=-5": (  # Lightning's own check of its trainer options, as one line too
+        train_main, lambda w: ["--config", TINY / "face_vgg.yaml", "--data.root", w.crops, "--trainer.max_epochs=-5",
+                               f"--trainer.default_root_dir={w.work / 'runs'}"], "max_epochs", "non-negative integer or -1"),
     "evaluate --data.num_workers=-2": (
         evaluate_main, lambda w: ["--config", w.face_config, "--ckpt_path", w.face, "--data.root", w.crops,
                                   "--data.num_workers=-2"], "data.num_workers", "an integer >= 0"),

@@ -33,6 +33,7 @@ __all__ = [
     "DEBUG_ENV",
     "FacetorchParsing",
     "INPUT_ERRORS",
+    "LIGHTNING_INPUT_ERRORS",
     "THIRD_PARTY_NOISE",
     "ToolParser",
     "add_ckpt_path",
@@ -44,6 +45,7 @@ __all__ = [
     "flag_hint",
     "fraction",
     "image_side",
+    "is_input_error",
     "nonnegative_float",
     "nonnegative_int",
     "number_type",
@@ -66,6 +68,14 @@ DEBUG_ENV = "FACETORCH_DEBUG"
 # Errors that mean "the input is wrong": facetorch raises these with a message that names the
 # path or key and what to do. Anything else is a bug and keeps its traceback.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError)
+# Lightning's own "this trainer option is out of its range" (trainer.max_epochs=-5, devices=0), by name:
+# importing Lightning here would slow down every tool that does not use it.
+LIGHTNING_INPUT_ERRORS = ("MisconfigurationException",)
+
+
+def is_input_error(error: BaseException) -> bool:
+    """Whether ``error`` means the input is wrong (one line, exit code 2) rather than a bug (a traceback)."""
+    return isinstance(error, INPUT_ERRORS) or any(c.__name__ in LIGHTNING_INPUT_ERRORS for c in type(error).__mro__)
 
 # ----------------------------------------------------------------------------------------------
 # Help text and argument errors
@@ -329,8 +339,8 @@ def run_tool(prog: str, main: Callable[[Optional[list[str]]], Any], argv: Option
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except INPUT_ERRORS as error:
-        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+    except Exception as error:
+        if not is_input_error(error) or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
         print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
         return 2

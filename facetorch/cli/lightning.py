@@ -191,6 +191,8 @@ class FaceCLI(LightningCLI):
                 if isinstance(error.__cause__, INPUT_ERRORS):
                     raise error.__cause__ from None
                 raise
+            except ModuleNotFoundError as error:  # a trainer option whose package is not installed (accelerator: tpu)
+                raise ValueError(f"the config needs a package that is not installed: {error}") from error
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
