@@ -140,8 +140,8 @@ CLASS_1 = {  # tool -> (main, argv from the world, the input that must survive)
                       lambda w: w.boxes),
     "prepare_shards": (prepare_shards.main, lambda w: ["--layout", "identity_folders", "--images", w.people, "--output",
                                                        w.people.parent, "--overwrite"], lambda w: w.people),
-    "baselines": (baselines.main, lambda w: ["--config", w.tiny_config, "--data.root", w.crops, "--output", w.tiny_config,
-                                             "--overwrite"], lambda w: w.tiny_config),
+    "baselines": (baselines.main, lambda w: ["--config", w.face_config, "--data.root", w.crops, "--output", w.face_config,
+                                             "--overwrite"], lambda w: w.face_config),  # a run's config.yaml is read too
     "benchmark": (benchmark.main, lambda w: ["--task", "scan", "--data_root", w.people, "--output", w.people, "--overwrite"],
                   lambda w: w.people),
 }  # fmt: skip

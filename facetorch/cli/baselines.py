@@ -34,6 +34,8 @@ def baselines(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     parser.add_class_arguments(FaceDataModule, "data")
     for ignored in ("trainer", "model"):  # the task's config also holds these; baselines ignore them
         parser.add_argument(f"--{ignored}", type=Optional[dict], default=None)
+    # A run's saved config.yaml also names the checkpoint it resumed from: the baselines train their own.
+    parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="ignored (a run's config.yaml holds it)")
     parser.add_argument("--seed_everything", type=Optional[int], default=None)
     parser.add_argument("--method", type=Optional[str], default=None, help="default: every method for the layout")
     parser.add_argument("--test_root", type=Optional[str], default=None,
