@@ -83,7 +83,6 @@ def world(tiny_checkpoints: dict, tmp_path_factory: pytest.TempPathFactory) -> S
     videos = work / "videos"
     videos.mkdir()
     (work / "notes.txt").write_text("not a picture")
-    shutil.copy(TINY / "face_vgg.yaml", work / "face_vgg.yaml")
     truth, other = work / "truth.csv", work / "other_set.csv"
     truth.write_text("source,frame,x1,y1,x2,y2,name,enrolled\na.png,,1,1,20,20,person_00,1\n")
     other.write_text("source,frame,x1,y1,x2,y2,name,score\nelsewhere/b.png,0,1,1,20,20,person_00,0.9\n")
@@ -92,7 +91,7 @@ def world(tiny_checkpoints: dict, tmp_path_factory: pytest.TempPathFactory) -> S
         identity_config=identity.parents[1] / "config.yaml", people=people, embedding=embedding, faces=faces,
         detector=detector, boxes=boxes, open_set=open_set, gallery=gallery_file, photos=photos,
         video=write_video(videos / "clip.avi", 4, photo), no_frames=write_video(work / "no_frames.avi", 0, photo),
-        notes=work / "notes.txt", tiny_config=work / "face_vgg.yaml", unreadable=unreadable_people(work / "unreadable"),
+        notes=work / "notes.txt", unreadable=unreadable_people(work / "unreadable"),
         truth=truth, other_set=other,
     )  # fmt: skip
 
