@@ -219,12 +219,12 @@ class FaceGallery:
             index = self._index
             if index is None:
                 index = self._load_or_build()
-            rows, removed, version = self.store.changes_since(index.version)
+            pages, removed, version = self.store.changes_since(index.version)
             if version < index.version:  # the store went back (restored from a copy): the index cannot follow
                 index = self._build()
-                rows, removed, version = self.store.changes_since(index.version)
+                pages, removed, version = self.store.changes_since(index.version)
             index.remove(removed)
-            self._changed_rows += index.add(rows) + len(removed)
+            self._changed_rows += len(removed) + sum(index.add(rows) for rows in pages)
             index.version = version
             if index.needs_reshape():
                 faiss_threads()
