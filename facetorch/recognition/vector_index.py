@@ -83,13 +83,12 @@ def _threads_for(queries: int) -> Iterator[None]:
 def search_ef(rows: int) -> tuple[int, int]:
     """(candidates for identify, for calibration) of an HNSW search over ``rows`` rows.
 
-    Recall@1 against exact search on face-like embeddings (M=32, efConstruction=40): at 2 x 10^5
-    rows, 0.9895 at 128 candidates; at 2 x 10^6 rows, 0.916 at 128, 0.963 at 256, 0.983 at 512
-    (docs/database.md). Each doubling halves the misses, so: 160 up to 250,000 rows, 512 up to
-    10^6, 1024 above. Calibration asks half as many (its sampled rows' scores agree with exact
-    search 0.97-0.99 of the time there).
+    Recall@1 against exact search on face-like embeddings (M=32, efConstruction=40, the people of
+    the 32 rows found re-ranked over all their rows): at 2 x 10^5 rows 0.990 at 128 candidates; at
+    2 x 10^6 rows 0.990 at 512 and 0.9935 at 768 (docs/database.md). So: 160 up to 250,000 rows,
+    512 up to 10^6, 768 above. Calibration asks half as many.
     """
-    ef = 160 if rows <= 250_000 else 512 if rows <= 1_000_000 else 1024
+    ef = 160 if rows <= 250_000 else 512 if rows <= 1_000_000 else 768
     return ef, max(64, ef // 2)
 
 
