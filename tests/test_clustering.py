@@ -471,7 +471,7 @@ def test_the_pretrained_model_clusters_real_photos(tmp_path: Path, capsys: pytes
 
 
 def test_resampled_collections_keep_one_to_seven_photos_of_everyone() -> None:
-    from facetorch.cli.cluster import _resamples
+    from facetorch.cli.cluster_bench import _resamples
 
     truth = [{"source": f"{p}{i}.jpg", "person": p} for p, count in (("ann", 10), ("bob", 3), ("cy", 1)) for i in range(count)]
     first, second = _resamples(truth, 2, 7)

@@ -122,7 +122,7 @@ def measure(args: Any) -> dict[str, Any]:
     if args.task == "video":
         return _video_benchmark(args)
     if args.task in ("clustering", "clustering_scale"):
-        from facetorch.cli.cluster import measure_clustering, measure_scale
+        from facetorch.cli.cluster_bench import measure_clustering, measure_scale
 
         return measure_clustering(args) if args.task == "clustering" else measure_scale(args)
     if args.task == "serve":
