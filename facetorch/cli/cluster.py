@@ -43,7 +43,7 @@ from typing import Any, Optional
 import numpy as np
 
 from facetorch import io
-from facetorch.cli.common import add_output, add_quiet
+from facetorch.cli.common import add_output, add_quiet, cosine, fraction, nonnegative_int, open_fraction, positive_int, upsample
 from facetorch.recognition import clustering as C
 
 COMMANDS = ("cluster", "name", "cluster-set")
@@ -57,37 +57,37 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     add_output(clu, "output folder, new or empty (with --update: an earlier cluster run's)")
     clu.add_argument("--detector", default=None, metavar="haar|dlib_cnn|CKPT",
                      help="face detector (default: the gallery's or the earlier run's, else dlib_cnn)")  # fmt: skip
-    clu.add_argument("--upsample", type=int, default=0, help="dlib_cnn: double each photo this many times, for small faces")
-    clu.add_argument("--threshold", type=float, default=None,
+    clu.add_argument("--upsample", type=upsample, default=0, help="dlib_cnn: double each photo this many times, for small faces")
+    clu.add_argument("--threshold", type=cosine, default=None,
                      help="least average cosine similarity of two groups that merge (default: the model's calibrated pair "
                           f"threshold {C.THRESHOLD_OFFSET:+g})")  # fmt: skip
     clu.add_argument("--method", choices=C.METHODS, default="average",
                      help="average: average linkage on the neighbour graph (measured best); chinese_whispers: dlib's way")
-    clu.add_argument("--k", type=int, default=30, help="neighbours per face in the graph")
-    clu.add_argument("--min_quality", type=float, default=0.0,
+    clu.add_argument("--k", type=positive_int, default=30, help="neighbours per face in the graph")
+    clu.add_argument("--min_quality", type=fraction, default=0.0,
                      help="leave out faces of lower quality, in [0, 1] (size x sharpness x pose; listed in left_out.csv)")
     clu.add_argument("--gallery", default=None, help="name the faces of people enrolled here first; cluster only the others")
-    clu.add_argument("--name_threshold", type=float, default=None,
+    clu.add_argument("--name_threshold", type=cosine, default=None,
                      help="with --gallery: least cosine similarity to name a face (default: the gallery's open-set threshold)")
     clu.add_argument("--update", action="store_true", help="add the new photos under --images to the groups of --output")
     clu.add_argument("--no_flip", action="store_true", help="embed each face once (not also its mirror image): faster")
-    clu.add_argument("--sheet_faces", type=int, default=100, help="faces shown on a contact sheet at most")
-    clu.add_argument("--seed", type=int, default=0, help="--method chinese_whispers: the random order")
+    clu.add_argument("--sheet_faces", type=positive_int, default=100, help="faces shown on a contact sheet at most")
+    clu.add_argument("--seed", type=nonnegative_int, default=0, help="--method chinese_whispers: the random order")
 
     nam = commands.add_parser("name", help="enrol the faces of one cluster under a name into a gallery")
     nam.add_argument("--clusters", required=True, help="the --output folder of gallery.py cluster")
-    nam.add_argument("--cluster", type=int, required=True, help="the cluster's number (clusters.csv, index.html)")
+    nam.add_argument("--cluster", type=nonnegative_int, required=True, help="the cluster's number (clusters.csv, index.html)")
     nam.add_argument("--name", required=True, help="the person's name (an enrolled name adds to that person)")
     nam.add_argument("--gallery", required=True, help="the face database (people.db, sqlite:///PATH, postgresql://...)")
-    nam.add_argument("--open_set_fpir", type=float, default=None,
+    nam.add_argument("--open_set_fpir", type=open_fraction, default=None,
                      help="share of strangers identify may accept, calibrated on the enrolled people (default 0.05)")
     add_quiet(nam)
 
     cset = commands.add_parser("cluster-set", help="a collection to cluster and its truth: people's photos, shuffled names")
     cset.add_argument("--images", required=True, nargs="+", help="folders of <person>/<photos> (one person: one name)")
-    cset.add_argument("--max_per_person", type=int, default=None,
+    cset.add_argument("--max_per_person", type=positive_int, default=None,
                       help="keep a random 1..N of each person's photos (default: all)")
-    cset.add_argument("--seed", type=int, default=0)
+    cset.add_argument("--seed", type=nonnegative_int, default=0)
     add_output(cset, "new or empty folder: photos/, truth.csv, summary.json")
 
 

@@ -189,7 +189,7 @@ def measure_scale(args: Any) -> dict[str, Any]:
     """
     from facetorch.bench.clustering import peak_memory
 
-    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+    sizes = list(args.sizes)  # positive integers, checked by the parser
     if not sizes or min(sizes) < 2:
         raise ValueError(f"--sizes must be numbers of faces, 2 or more each, got {args.sizes!r}")
     threshold = C.cluster_threshold(float("nan"), "dc56d41fa0c9dc7a", flip=True)  # dlib's network, as `cluster` uses it

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from facetorch import ranges
 from facetorch.cli import cluster as cluster_cli
 from facetorch.cli.common import (
     add_ckpt_path,
@@ -14,11 +13,11 @@ from facetorch.cli.common import (
     cosine,
     fraction,
     nonnegative_int,
-    number_type,
     open_fraction,
     positive_fraction,
     positive_int,
     tool_parser,
+    upsample,
 )
 from facetorch.recognition.tracked import TrackOptions
 
@@ -28,8 +27,6 @@ PROG = "gallery.py"
 TRACK_DEFAULTS = TrackOptions()
 GALLERY_HELP = "people.db (SQLite), sqlite:///PATH, postgresql://... or an old .npz (read-only)"
 DEFAULT_DETECTOR = "dlib_cnn"
-# dlib_cnn's doublings of an image: each one quadruples the pixels (4: 256 times the memory).
-upsample = number_type(ranges.Kind("times an image is doubled", low=0, high=4, integer=True), "upsample")
 
 
 def build_parser(doc: Optional[str]) -> argparse.ArgumentParser:
