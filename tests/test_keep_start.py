@@ -186,7 +186,7 @@ def test_the_task_adds_the_penalties_and_a_resumed_run_keeps_its_start() -> None
     resumed.load_state_dict(checkpoint["state_dict"])
     resumed.start_point().load_state_dict(checkpoint["facetorch_start_point"])
     assert resumed._distance_from_start(images, resumed(images), 8).item() == pytest.approx(moved, rel=1e-5)
-    with pytest.raises(ValueError, match="l2_sp_weight and model.distill_weight must be >= 0"):
+    with pytest.raises(ValueError, match=r"model.l2_sp_weight must be a number >= 0"):
         EmbeddingTask(backbone="tiny", l2_sp_weight=-1.0)
 
 

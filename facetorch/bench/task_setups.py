@@ -14,9 +14,9 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
+from facetorch import io
 from facetorch.bench.setup import BenchmarkSetup
 from facetorch.data import FaceDataModule
 from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceTask, IdentityTask
@@ -54,8 +54,9 @@ def config_path(config: str | Path) -> Path:
 
 def config_section(config: str | Path, section: str) -> dict[str, Any]:
     """``init_args`` of the model (or the data section) of a YAML config, to benchmark its defaults."""
-    with open(config_path(config), encoding="utf-8") as handle:
-        values = yaml.safe_load(handle)[section]
+    values = io.read_config(config_path(config)).get(section)
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {str(config)!r}: its {section} section is {'missing' if values is None else 'not a mapping'}")
     return dict(values.get("init_args", values)) if section == "model" else dict(values)
 
 
@@ -63,8 +64,7 @@ def config_callbacks(config: str | Path) -> list[pl.Callback]:
     """The config's fine-tuning callbacks (:class:`~facetorch.callbacks.FreezeUnfreeze`), which change what trains."""
     from facetorch.callbacks import FreezeUnfreeze
 
-    with open(config_path(config), encoding="utf-8") as handle:
-        trainer = yaml.safe_load(handle).get("trainer") or {}
+    trainer = io.read_config(config_path(config)).get("trainer") or {}
     callbacks: list[pl.Callback] = []
     for spec in trainer.get("callbacks") or []:
         if isinstance(spec, dict) and str(spec.get("class_path", "")).endswith("FreezeUnfreeze"):

@@ -19,9 +19,10 @@ from facetorch.callbacks.freeze_stages import FreezeStages
 from facetorch.callbacks.freeze_unfreeze import FreezeUnfreeze
 from facetorch.callbacks.gradcam_logger import GradCAMLogger
 from facetorch.callbacks.keep_start import KeepStartCheckpoint
+from facetorch.callbacks.progress import StderrProgressBar
 from facetorch.callbacks.throughput import TrainThroughput
 
 __all__ = [
     "AtomicCheckpointIO", "BestAndLastCheckpoint", "FreezeStages", "FreezeUnfreeze", "GradCAMLogger", "KeepStartCheckpoint",
-    "TrainThroughput", "best_checkpoint",
+    "StderrProgressBar", "TrainThroughput", "best_checkpoint",
 ]

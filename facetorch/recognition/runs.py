@@ -1,7 +1,8 @@
 """Recognise every face of photos, folders, videos and a camera, and write what was found.
 
 :func:`recognize_source` writes annotated PNGs (images) or an annotated video (video, camera) and
-``recognitions.csv`` (:mod:`facetorch.recognition.results`) with one row per face, and stops
+``recognitions.csv`` (:mod:`facetorch.recognition.results`) with one row per face (with ``track``
+and ``quality`` when a stream is tracked: :mod:`facetorch.recognition.tracked`), and stops
 cleanly on Ctrl-C / SIGTERM (the frame in progress is finished; the video and the CSV are closed
 and renamed into place).
 """
@@ -33,6 +34,7 @@ from facetorch.recognition.streams import (
     stop_on_signals,
     write_png_bgr,
 )
+from facetorch.recognition.tracked import TrackedStream, TrackOptions, run_tracked
 
 __all__ = ["RecognitionRun", "check_show", "recognize_source"]
 
@@ -61,6 +63,14 @@ class RecognitionRun:
     matcher: str
     threshold: float
     unreadable: list[str] = field(default_factory=list)
+    tracked: bool = False
+    detect_every: Optional[int] = None
+    embed_every: Optional[int] = None
+    tracks: Optional[int] = None
+    tracks_csv: Optional[str] = None
+    lost_frames: list[int] = field(default_factory=list)
+    ended_early: bool = False
+    seconds_by_stage: dict[str, float] = field(default_factory=dict)
 
 
 def check_show() -> None:
@@ -109,6 +119,7 @@ def recognize_source(
     show: bool = False,
     fourcc: str = "mp4v",
     progress: bool = True,
+    track: Optional[TrackOptions] = None,
 ) -> RecognitionRun:
     """Recognise every face in ``source``; write annotated outputs and ``recognitions.csv`` to ``output``.
 
@@ -125,6 +136,8 @@ def recognize_source(
         show: Show the annotated frames in a window (``q`` stops).
         fourcc: Codec of the annotated video: ``mp4v`` (``.mp4``) or ``MJPG`` (``.avi``).
         progress: Show a progress bar (on a terminal).
+        track: Track the faces of a video or camera with these options (``None``: decide each frame
+            alone, as before 0.2); images are never tracked.
 
     Raises:
         FileNotFoundError: ``source`` does not exist (and is not a camera index).
@@ -141,6 +154,8 @@ def recognize_source(
         output.mkdir(parents=True, exist_ok=True)
         if opened.kind == "images":
             return _recognize_images(recognizer, opened, output, window, progress)
+        if track is not None:
+            return _track_stream(recognizer, opened, output, track, every, max_frames, window, fourcc, progress)
         return _recognize_stream(recognizer, opened, output, every, max_frames, batch_size, window, fourcc, progress)
     finally:
         opened.release()
@@ -230,6 +245,19 @@ def _recognize_stream(
     return _summary(recognizer, counts, written, csv_path, stopped, [])
 
 
+def _track_stream(recognizer: Recognizer, source: Source, output: Path, options: TrackOptions, every: int,
+                  max_frames: Optional[int], window: _Window, fourcc: str, progress: bool) -> RecognitionRun:  # fmt: skip
+    counts = _Counts()
+    stream = TrackedStream(recognizer, options, step=every)
+    done = run_tracked(stream, source, output, counts, max_frames=max_frames, show=window.show, fourcc=fourcc,
+                       progress=progress)  # fmt: skip
+    run = _summary(recognizer, counts, done.written, output / CSV_NAME, done.stopped, [])
+    run.tracked, run.detect_every, run.embed_every = True, options.detect_every, options.embed_every
+    run.tracks, run.tracks_csv = done.tracks, str(done.tracks_csv)
+    run.lost_frames, run.ended_early = done.lost_frames, done.ended_early
+    return run
+
+
 def _summary(recognizer: Recognizer, counts: _Counts, output: Path, csv_path: Path, stopped: bool,
              unreadable: list[str]) -> RecognitionRun:  # fmt: skip
     seconds = time.perf_counter() - counts.start
@@ -252,4 +280,5 @@ def _summary(recognizer: Recognizer, counts: _Counts, output: Path, csv_path: Pa
         matcher=getattr(recognizer.matcher, "kind", type(recognizer.matcher).__name__),
         threshold=float(recognizer.matcher.threshold),
         unreadable=unreadable,
+        seconds_by_stage={stage: round(value, 3) for stage, value in recognizer.seconds.items()},
     )

@@ -26,8 +26,8 @@ import numpy as np
 from facetorch import io
 from facetorch.data.files import is_image_file
 
-__all__ = ["VIDEO_EXTENSIONS", "Source", "VideoSink", "atomic_csv", "draw_label", "frame_path", "image_files", "is_camera",
-           "open_source", "partial_path", "read_frames", "stop_on_signals", "write_png_bgr"]  # fmt: skip
+__all__ = ["VIDEO_EXTENSIONS", "FrameReader", "Source", "VideoSink", "atomic_csv", "draw_label", "frame_path", "image_files",
+           "is_camera", "open_source", "partial_path", "read_frames", "stop_on_signals", "write_png_bgr"]  # fmt: skip
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 FOURCC_SUFFIX = {"mp4v": ".mp4", "MJPG": ".avi"}
@@ -108,6 +108,10 @@ def open_source(source: str) -> Source:
         capture = _open_capture(str(path), str(path))
         known = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         return Source("video", str(path), path.stem, capture=capture, fps=_fps(capture), frame_count=known if known > 0 else None)
+    if path.is_file() and not is_image_file(path):
+        raise ValueError(f"--source {source!r} is neither an image nor a video by its extension (videos: "
+                         f"{', '.join(VIDEO_EXTENSIONS)}); give an image, a folder of images, a video or a camera "
+                         "index")  # fmt: skip
     files = image_files(path)
     if not files:
         raise ValueError(f"--source {str(path)!r} holds no image and is not a video ({', '.join(VIDEO_EXTENSIONS)})")
@@ -128,6 +132,60 @@ def read_frames(capture: cv2.VideoCapture, max_frames: Optional[int]) -> Iterato
             return
         count += 1
         yield frame
+
+
+class FrameReader:
+    """The frames of a stream with their index over all frames of the source, past unreadable ones.
+
+    OpenCV's ``read`` fails on a frame it cannot decode and goes on with the next one at the next
+    call, so a failed read is one lost frame; a good frame's timestamp (``CAP_PROP_POS_MSEC``,
+    from the first frame's) corrects the count where a decoder skipped more. The reader stops
+    after ``patience`` failures in a row (a file that ends early, a camera that went away), or at
+    ``max_frames``. ``lost`` lists the indices of the frames it could not read (of a file's
+    announced frames, those after an early end too).
+
+    Args:
+        source: An opened video or camera.
+        max_frames: Stop after this many frames (read or lost).
+        patience: Failed reads in a row that end the stream.
+    """
+
+    def __init__(self, source: Source, max_frames: Optional[int] = None, patience: int = 25) -> None:
+        self.source = source
+        self.max_frames = max_frames
+        self.patience = patience
+        self.lost: list[int] = []
+        self.ended_early = False
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        capture, fps, kind = self.source.capture, self.source.fps, self.source.kind
+        known = self.source.frame_count
+        limit = min(filter(None, (self.max_frames, known)), default=None)
+        index, failed, start_ms = 0, [], None  # the next frame's index; the current run of failed reads
+        while limit is None or index < limit:
+            ok, frame = capture.read() if capture is not None else (False, None)
+            if not ok:
+                if kind == "video" and known is None:  # a file of unknown length: a failure is its end
+                    break
+                failed.append(index)
+                index += 1
+                if len(failed) >= self.patience:
+                    break
+                continue
+            stamp = capture.get(cv2.CAP_PROP_POS_MSEC)
+            if start_ms is None:
+                start_ms = stamp
+            elif failed and kind == "video" and stamp > 0:  # the timestamp says where we are, if a decoder skipped more
+                index = max(index, int(round((stamp - start_ms) * fps / 1000.0)))
+            if failed:
+                self.lost.extend(range(failed[0], index))
+            failed = []
+            yield index, frame
+            index += 1
+        if failed:  # the stream ended in failures: a file's frames up to its announced end are lost
+            self.ended_early = True
+            if kind == "video":
+                self.lost.extend(range(failed[0], limit if limit is not None else index))
 
 
 def frame_path(output: Path, root: Path, file: Path, suffix: str = "") -> Path:

@@ -18,7 +18,8 @@ from facetorch.models.backbones import build_backbone
 from facetorch.models.embedding import CosineClassifier, EmbeddingNet, backbone_embedding_layer
 from facetorch.models.margin import MARGIN_DEFAULTS, MarginSoftmaxHead
 from facetorch.models.start_point import StartPoint
-from facetorch.tasks.base import FaceTask, dataset_order
+from facetorch.ranges import check_values
+from facetorch.tasks.base import MODEL_VALUES, FaceTask, dataset_order
 
 MetricLoss = Literal["triplet", "contrastive", "arcface", "cosface"]
 MARGIN_LOSSES = tuple(MARGIN_DEFAULTS)  # ("arcface", "cosface"): a softmax over identity centres
@@ -132,6 +133,7 @@ class EmbeddingTask(FaceTask):
         distill_weight: float = 0.0,
         **optimization: Any,
     ) -> None:
+        check_values("model", locals(), MODEL_VALUES)  # every number against its meaning, before any is used
         super().__init__(**optimization)
         if loss not in ("triplet", "contrastive", *MARGIN_LOSSES):
             raise ValueError(f"model.loss must be one of triplet, contrastive, arcface, cosface; got {loss!r}")
@@ -140,14 +142,10 @@ class EmbeddingTask(FaceTask):
                 f"model.loss={loss} is itself a softmax over the identities: set model.classification_weight=0 "
                 f"and model.classify_epochs=0 (got {classification_weight} and {classify_epochs})"
             )
-        if not 0.0 < sample_rate <= 1.0:
-            raise ValueError(f"model.sample_rate must be in (0, 1], got {sample_rate}")
         if (classify_epochs > 0 or classification_weight > 0) and num_classes < 2:
             raise ValueError(
                 f"model.classify_epochs / classification_weight need at least 2 identities to classify, got {num_classes}"
             )
-        if l2_sp_weight < 0 or distill_weight < 0:
-            raise ValueError(f"model.l2_sp_weight and model.distill_weight must be >= 0, got {l2_sp_weight} and {distill_weight}")
         if stage_two_trains not in ("all", "embedding"):
             raise ValueError(f"model.stage_two_trains must be 'all' or 'embedding', got {stage_two_trains!r}")
         if embedding_layer not in ("new", "backbone"):
