@@ -201,3 +201,11 @@ def test_the_dlib_config_loads_with_the_start_kept_and_a_regulariser_on(identity
     assert isinstance(task, EmbeddingTask) and (task.l2_sp_weight > 0 or task.distill_weight > 0)
     written = yaml.safe_load(config.read_text())["model"]["init_args"]
     assert (task.l2_sp_weight, task.distill_weight) == (written["l2_sp_weight"], written["distill_weight"])
+
+
+def test_a_config_with_the_callback_still_evaluates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate.py builds its trainer without checkpointing: the config's KeepStartCheckpoint is left out, not refused."""
+    monkeypatch.chdir(tmp_path)
+    people = write_identity_folders(tmp_path / "people")
+    report = cli.evaluate(["--config", TINY, "--data.root", str(people)])
+    assert report["num_samples"] > 0 and 0 <= report["pair_acc"] <= 1

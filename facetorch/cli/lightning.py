@@ -199,6 +199,8 @@ class FaceCLI(LightningCLI):
         wants_checkpoints = kwargs.get("enable_checkpointing", trainer_config.get("enable_checkpointing", True)) is not False
         if wants_checkpoints and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks.append(best_checkpoint(self.model.monitor, self.model.monitor_mode))
+        elif not wants_checkpoints:  # a config's own checkpoint callback (KeepStartCheckpoint) serves training only
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         if kwargs.get("enable_progress_bar", trainer_config.get("enable_progress_bar")) is not False:
             if not sys.stderr.isatty():  # a log file or a pipe: carriage returns are noise there
                 kwargs["enable_progress_bar"] = False
