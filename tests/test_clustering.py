@@ -365,8 +365,8 @@ def test_bad_input_is_one_clear_line_and_nothing_is_lost(toy_models: None, tmp_p
     gallery = str(tmp_path / "people.db")
     line = error_line(["name", "--clusters", str(out), "--cluster", "7", "--name", "Ann", "--gallery", gallery], capsys)
     assert "has no cluster 7 (its clusters are 0..2" in line
-    assert "has no cluster -1" in error_line(["name", "--clusters", str(out), "--cluster", "-1", "--name", "A",
-                                              "--gallery", gallery], capsys)  # fmt: skip
+    assert "--cluster: expected an integer >= 0" in error_line(["name", "--clusters", str(out), "--cluster", "-1",
+                                                                "--name", "A", "--gallery", gallery], capsys)  # fmt: skip
     assert "--name must be a person's name" in error_line(["name", "--clusters", str(out), "--cluster", "0", "--name", "a/b",
                                                            "--gallery", gallery], capsys)  # fmt: skip
     assert "holds no faces.npz" in error_line(["name", "--clusters", str(photos), "--cluster", "0", "--name", "Ann",
