@@ -437,7 +437,7 @@ def test_the_batched_five_point_path_gives_embed_faces_numbers(tmp_path: Path, m
     write_rgb(tmp_path / "a.png", image)
     write_rgb(tmp_path / "b.png", np.ascontiguousarray(image[:, ::-1]))
     found = C.find_faces([tmp_path / "a.png", tmp_path / "b.png"], embedder, HaarFaces(), progress=False, chips_per_batch=2)
-    assert len(found.faces) >= 2 and found.faces.quality.min() > 0.3
+    assert len(found.faces) >= 2 and np.sort(found.faces.quality)[-2:].min() > 0.5  # her face and its mirror image
     first = np.asarray([s.endswith("a.png") for s in found.faces.sources])
     expected = embedder.embed_faces(image, found.faces.boxes[first])
     assert np.allclose(found.faces.embeddings[first], expected, atol=1e-5)
