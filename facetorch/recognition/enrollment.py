@@ -292,6 +292,9 @@ def _finish_enrollment(gallery: FaceGallery, open_set_fpir: Optional[float], peo
         raise NothingEnrolled(f"nothing was enrolled from {len(people)} person folder(s): {len(skipped)} image(s) skipped"
                          f"{' (' + reasons + (', ...' if len(skipped) > 3 else '') + ')' if skipped else ''}; "
                          f"{gallery.target} holds what it held before")  # fmt: skip
+    if added == 0:
+        io.notice(f"nothing new to enrol: every image of {', '.join(people[:3])}{', ...' if len(people) > 3 else ''} is "
+                  f"in {gallery.target} already")  # fmt: skip
     if open_set_fpir is not None:
         gallery.configure(open_set_fpir=float(open_set_fpir))
     threshold = gallery.calibrate_open_set()
