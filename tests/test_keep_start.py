@@ -209,3 +209,16 @@ def test_a_config_with_the_callback_still_evaluates(tmp_path: Path, monkeypatch:
     people = write_identity_folders(tmp_path / "people")
     report = cli.evaluate(["--config", TINY, "--data.root", str(people)])
     assert report["num_samples"] > 0 and 0 <= report["pair_acc"] <= 1
+
+
+def test_a_fine_tuned_embedding_evaluates_on_people_it_never_saw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verification is on other people: the checkpoint's training identities do not restrict --data.root."""
+    monkeypatch.chdir(tmp_path)
+    cli.train(["--config", TINY, "--data.root", str(write_identity_folders(tmp_path / "people"))])
+    best = tmp_path / "runs" / "embedding_finetune_tiny" / "version_0" / "checkpoints" / "best.ckpt"
+    others = write_identity_folders(tmp_path / "others", identities=4, seed=1)
+    for folder in sorted(others.iterdir()):
+        if folder.is_dir():
+            folder.rename(folder.with_name(f"stranger_{folder.name}"))
+    report = cli.evaluate(["--config", TINY, "--ckpt_path", str(best), "--data.root", str(others)])
+    assert report["num_samples"] > 0 and 0 <= report["pair_acc"] <= 1

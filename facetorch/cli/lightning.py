@@ -317,9 +317,11 @@ class EvaluateCLI(FaceCLI):
         # Always every image of --data.root, even with a run's saved config.yaml (eval_all: false).
         self.config["data"]["eval_all"] = True
         names = (self.checkpoint or {}).get("hyper_parameters", {}).get("class_names")
-        if names and self.config["data"].get("layout") == "identity_folders":
+        embedding = _is_embedding_task(str(self.config.get("model.class_path") or ""))
+        if names and self.config["data"].get("layout") == "identity_folders" and not embedding:
             # Labels follow the people the model was trained on (a folder of fewer people included),
             # and a person it never saw is refused by name: identity accuracy counts trained people.
+            # An embedding verifies pairs of any people, those it never saw above all.
             self.config["data"]["classes"] = list(names)
         if self.config.get("pairs"):
             model = str(self.config.get("model.class_path") or "")
