@@ -6,6 +6,7 @@ With atomic writes a reader never sees a half-written file, and a crash never co
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -18,6 +19,25 @@ from typing import IO, Any, Optional, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+
+# Notices for the person running a tool (something skipped, ignored, or worth knowing), one line each
+# on stderr: facetorch.cli.common.run_tool prints them as "<tool>: <message>".
+LOG = logging.getLogger("facetorch")
+
+
+def notice(message: str) -> None:
+    """Tell the person running the tool something in one line on stderr (not a Python warning).
+
+    Args:
+        message: One line: what was skipped, ignored or changed, and why.
+    """
+    LOG.warning(" ".join(message.split()))
+
+
+def first_few(items: Sequence[Any], count: int = 5) -> str:
+    """``a, b, c, ...``: the first ``count`` items of a list, for a message that names what it counts."""
+    shown = ", ".join(str(item) for item in items[:count])
+    return shown + (", ..." if len(items) > count else "")
 
 
 def _umask() -> int:
@@ -131,6 +151,45 @@ def write_png(path: str | os.PathLike, picture: np.ndarray) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def _input_paths(value: Any) -> list[str]:
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, (list, tuple, set)):
+        return [text for item in value for text in _input_paths(item)]
+    text = str(value)
+    if not text or "://" in text or (text.isdigit() and not Path(text).exists()):  # a URL or a camera index
+        return []
+    return [text]
+
+
+def check_not_an_input(output: str | os.PathLike, inputs: Mapping[str, Any], flag: str = "--output") -> None:
+    """Refuse an output that is one of the tool's inputs, or a folder that holds one.
+
+    ``--overwrite`` allows replacing an earlier output, never what the tool reads: a checkpoint, a
+    config, a data folder, a gallery or a video being read.
+
+    Args:
+        output: What the tool will write (a file or a folder).
+        inputs: The flag that named each input -> its path (or a list of paths; ``None``, URLs and
+            camera indices are passed over).
+        flag: The option that named the output.
+
+    Raises:
+        ValueError: ``output`` is an input, or holds one; the message names both.
+    """
+    target = Path(output).resolve()
+    for name, value in inputs.items():
+        for text in _input_paths(value):
+            source = Path(text).resolve()
+            same = source == target or (source.exists() and target.exists() and os.path.samefile(source, target))
+            if same:
+                raise ValueError(f"{flag} {str(output)!r} is the input {name} {text!r}: the tool would replace what it "
+                                 f"reads (--overwrite never replaces an input); choose another {flag}")  # fmt: skip
+            if target in source.parents:
+                raise ValueError(f"{flag} {str(output)!r} holds the input {name} {text!r}: writing there could replace it "
+                                 f"(--overwrite never replaces an input); choose a {flag} outside it")  # fmt: skip
+
+
 def _check_writable(path: Path, flag: str) -> None:
     """Refuse a path whose nearest existing folder cannot be written to."""
     folder = path if path.is_dir() else path.parent
@@ -142,13 +201,15 @@ def _check_writable(path: Path, flag: str) -> None:
         raise PermissionError(f"{flag} {str(path)!r}: the folder {str(folder)!r} is not writable; choose another {flag}")
 
 
-def check_output_folder(path: str | os.PathLike, overwrite: bool = False, flag: str = "--output") -> Path:
-    """Refuse an output folder that is a file, or that holds anything unless ``overwrite``.
+def check_output_folder(path: str | os.PathLike, overwrite: bool = False, flag: str = "--output",
+                        inputs: Optional[Mapping[str, Any]] = None) -> Path:  # fmt: skip
+    """Refuse an output folder that is an input or holds one, a file, or that holds anything unless ``overwrite``.
 
     Args:
         path: The folder a tool will write into (created later if missing).
         overwrite: Allow a non-empty folder (the tool replaces only the files it writes).
         flag: The option that named the folder, for the message.
+        inputs: The tool's inputs, flag -> path (see :func:`check_not_an_input`).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -156,7 +217,9 @@ def check_output_folder(path: str | os.PathLike, overwrite: bool = False, flag: 
     Raises:
         FileExistsError: ``path`` is a file, or a non-empty folder and ``overwrite`` is false.
         PermissionError: the folder cannot be written to.
+        ValueError: ``path`` is one of ``inputs`` or holds one.
     """
+    check_not_an_input(path, inputs or {}, flag)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{flag} {str(path)!r} is a file; expected a folder (new, or empty)")
@@ -166,13 +229,15 @@ def check_output_folder(path: str | os.PathLike, overwrite: bool = False, flag: 
     return path
 
 
-def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "--output") -> Path:
-    """Refuse an output file that is a folder, or that exists and is not empty unless ``overwrite``.
+def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "--output",
+                      inputs: Optional[Mapping[str, Any]] = None) -> Path:  # fmt: skip
+    """Refuse an output file that is an input, a folder, or that exists and is not empty unless ``overwrite``.
 
     Args:
         path: The file a tool will write (atomically, at the end).
         overwrite: Allow replacing an existing file.
         flag: The option that named the file, for the message.
+        inputs: The tool's inputs, flag -> path (see :func:`check_not_an_input`).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -181,7 +246,9 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: st
         IsADirectoryError: ``path`` is a folder.
         FileExistsError: ``path`` exists, is not empty, and ``overwrite`` is false.
         PermissionError: the folder it goes into cannot be written to.
+        ValueError: ``path`` is one of ``inputs`` or holds one.
     """
+    check_not_an_input(path, inputs or {}, flag)
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{flag} {str(path)!r} is a folder; expected a file name")
@@ -189,6 +256,38 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: st
         raise FileExistsError(f"{flag} {str(path)!r} exists and is not empty; pass --overwrite to replace it")
     _check_writable(path, flag)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Config files
+# ----------------------------------------------------------------------------------------------
+
+
+def read_config(path: str | os.PathLike, flag: str = "--config") -> dict[str, Any]:
+    """A YAML config file as a mapping of sections (``trainer``, ``model``, ``data``).
+
+    Args:
+        path: The file.
+        flag: The option that named it, for the messages.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not YAML, or YAML that is not a mapping (a list, a number, a string, an empty file).
+    """
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{flag} {str(path)!r} does not exist (expected a YAML file, e.g. configs/face_vgg.yaml)")
+    try:
+        values = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"{flag} {str(path)!r} is not valid YAML: {' '.join(str(error).split())}") from error
+    if not isinstance(values, dict):
+        what = "empty" if values is None else f"a YAML {type(values).__name__} ({str(values)[:40]!r})"
+        raise ValueError(f"{flag} {str(path)!r} is {what}, not a mapping of sections (trainer, model, data); "
+                         "expected a config such as configs/face_vgg.yaml")  # fmt: skip
+    return values
 
 
 # ----------------------------------------------------------------------------------------------

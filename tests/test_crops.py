@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from facetorch.cli import prepare_crops as prepare_crops_cli
 from facetorch.cli.common import run_tool
 from facetorch.cli.prepare_crops import prepare_crops
 from facetorch.data.annotations import FaceAnnotation
@@ -342,11 +343,24 @@ def test_tool_voc(tool, tmp_path):
     assert len(list((tmp_path / "o" / "non_face").iterdir())) == 5
 
 
+class _FacesExceptWalls:
+    """A Haar stand-in: a face in the middle of every image except a flat one (a wall)."""
+
+    def __init__(self, cascade: str = "") -> None:
+        pass
+
+    def largest(self, image: np.ndarray) -> tuple[float, float, float, float] | None:
+        return None if image.std() == 0 else (10.0, 10.0, 50.0, 50.0)
+
+
 @pytest.mark.parametrize("identity_layout", [False, True])
-def test_tool_haar_lists_images_without_face(tool, tmp_path, capsys, identity_layout):
+def test_tool_haar_lists_images_without_face(tool, tmp_path, capsys, identity_layout, monkeypatch):
+    monkeypatch.setattr(prepare_crops_cli, "HaarFaceDetector", _FacesExceptWalls)
     images = tmp_path / "people"
     (images / "nobody").mkdir(parents=True)
     cv2.imwrite(str(images / "nobody" / "wall.png"), np.full((120, 100, 3), 200, np.uint8))
+    (images / "ann").mkdir()
+    make_image(images / "ann" / "ann_1.jpg")
     out = tmp_path / "out"
     argv = ["--haar", str(images), "--output", str(out)] + (
         ["--identity_layout", "--size", "32"] if identity_layout else []
@@ -354,8 +368,12 @@ def test_tool_haar_lists_images_without_face(tool, tmp_path, capsys, identity_la
     assert tool.main(argv) == 0
     assert (out / "no_face.txt").read_text() == "nobody/wall.png\n"
     captured = capsys.readouterr()
-    assert "wall.png" in captured.err
-    assert "Haar found a face in 0/1 images" in captured.out
+    assert "prepare_crops.py: no face found:" in captured.err and "wall.png" in captured.err
+    assert "Haar found a face in 1/2 images" in captured.out
+    # Only walls: nothing to cut is a failed run, not an empty output that exits 0.
+    (images / "ann" / "ann_1.jpg").unlink()
+    assert tool.main([*argv[:3], str(tmp_path / "out2"), *argv[4:]]) == 2
+    assert "no crop could be cut from 0 image(s) (1 without a face), so nothing was written" in capsys.readouterr().err
 
 
 def test_tool_refuses_output_over_its_input(tool, tmp_path, capsys):

@@ -18,6 +18,7 @@ from facetorch.data import FaceDataModule
 from facetorch.data.pairs import balanced_label_pairs
 from facetorch.evaluation import enrolled_classifier_accuracy
 from facetorch.inference.embedder import Embedder
+from facetorch.recognition.database import open_gallery
 from facetorch.recognition.gallery import Gallery, GalleryError
 from facetorch.tasks import EmbeddingTask
 from tests.conftest import REPO, read_csv, write_identity_folders
@@ -231,7 +232,7 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
     assert sorted(p.name for p in (enrol / "person_00").iterdir()) == ["0.png", "1.pgm", "2.png"]
     with pytest.raises(FileExistsError, match="not empty"):
         gallery_cli.gallery(split)
-    gallery_file = tmp_path / "people.npz"
+    gallery_file = tmp_path / "people.db"
     crops = ["--faces", "whole"]  # these images are face crops (enroll finds faces in photos by default)
     gallery_cli.gallery(["enroll", "--ckpt_path", str(ckpt), "--images", str(enrol), "--gallery", str(gallery_file), *crops])
     assert json.loads(capsys.readouterr().out)["added"] == 18
@@ -239,8 +240,10 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
     again = json.loads(capsys.readouterr().out)
     assert (again["added"], again["total"], again["skipped"]) == (0, 18, 0)
     assert -1.0 <= again["open_set_threshold"] <= 1.0  # calibrated on the 6 enrolled people
-    with np.load(gallery_file, allow_pickle=False) as archive:  # tensors and JSON only
-        assert archive["embeddings"].shape == (18, 16)
+    assert gallery_file.read_bytes()[:16] == b"SQLite format 3\x00"  # new galleries are SQLite files
+    with open_gallery(gallery_file) as people:
+        names, rows = people.rows()
+        assert rows.shape == (18, 16) and sorted(set(names)) == [f"person_0{i}" for i in range(6)]
 
     # Enrolling the same name again adds its new images.
     more = tmp_path / "more" / "person_00"
@@ -252,13 +255,13 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
 
     output = tmp_path / "ids.csv"
     gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(known),
-                      "--threshold", "-1", "--output", str(output)])  # fmt: skip
+                      "--threshold", "0", "--output", str(output)])  # fmt: skip
     rows = read_csv(output)
-    assert len(rows) == 12 and all(r["name"].startswith("person_0") for r in rows)  # threshold -1 accepts all
+    assert len(rows) == 12 and all(r["name"].startswith("person_0") for r in rows)  # threshold 0 names each best match
     stranger = unknown / "person_06" / "0.png"
     gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(stranger),
-                      "--threshold", "1.01"])  # fmt: skip
-    assert "unknown" in capsys.readouterr().out  # nothing reaches a similarity above 1
+                      "--threshold", "1"])  # fmt: skip
+    assert "unknown" in capsys.readouterr().out  # a stranger never reaches a similarity of 1
     with pytest.raises(FileExistsError, match="exists and is not empty; pass --overwrite"):
         gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(known),
                           "--output", str(output)])  # fmt: skip
@@ -305,6 +308,9 @@ def test_gallery_of_another_model_is_refused(trained: tuple[Path, Path, dict], t
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(GalleryError, match="not a facetorch gallery"):
         Gallery.load(tmp_path / "bad.npz")
+    open_gallery(tmp_path / "g.db", create=True, dim=embedder.embedding_dim, fingerprint="0" * 16).close()
+    with pytest.raises(GalleryError, match="made by another model"):
+        open_gallery(tmp_path / "g.db", fingerprint=embedder.fingerprint)
 
 
 def test_classical_verification_baselines_on_a_pairs_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

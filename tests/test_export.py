@@ -27,8 +27,8 @@ from facetorch.inference.checkpoint import load_task, model_fingerprint
 from facetorch.inference.embedder import Embedder
 from facetorch.inference.export import METADATA_KEY, METADATA_KEYS, graph_and_onnx, read_torchscript
 from facetorch.inference.onnx_model import ExportError, OnnxEmbedder, OnnxModel
+from facetorch.recognition.database import open_gallery
 from facetorch.recognition.enrollment import split_open_set
-from facetorch.recognition.gallery import Gallery
 from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceDetectorTask, IdentityTask
 from tests.conftest import REPO, write_face_crops, write_identity_folders
 
@@ -62,12 +62,12 @@ def run_export(config: str, ckpt: Path | None, fmt: str, output: Path, *extra: s
 
 @pytest.fixture(scope="module")
 def exported(trained: dict, work: Path) -> dict[tuple[str, str], Path]:
-    """Each task's checkpoint exported in both formats (ONNX with a dynamic batch): (name, format) -> file."""
+    """Each task's checkpoint exported in both formats (ONNX with any batch size, the default): (name, format) -> file."""
     files = {}
     for name, (config, _) in TASKS.items():
         for fmt in FORMATS:
             path = work / "exports" / f"{name}.{'onnx' if fmt == 'onnx' else 'pt'}"
-            summary = run_export(config, trained[name][0], fmt, path, "--dynamic_batch")
+            summary = run_export(config, trained[name][0], fmt, path)
             assert summary["check_max_abs_diff"] < PARITY_BOUND and path.is_file()
             files[name, fmt] = path
     return files
@@ -182,7 +182,7 @@ def test_the_graph_embeds_as_the_task_does_with_and_without_the_test_time_flip()
 
 def test_a_fixed_batch_onnx_runs_any_number_of_images_in_chunks(trained: dict, exported: dict, work: Path) -> None:
     path = work / "fixed" / "face_vgg.onnx"
-    summary = run_export("face_vgg.yaml", trained["face_vgg"][0], "onnx", path)
+    summary = run_export("face_vgg.yaml", trained["face_vgg"][0], "onnx", path, "--fixed_batch")
     assert summary["dynamic_batch"] is False
     fixed, dynamic = OnnxModel(path), OnnxModel(exported["face_vgg", "onnx"])
     assert fixed.batch == 1 and dynamic.batch is None
@@ -192,13 +192,12 @@ def test_a_fixed_batch_onnx_runs_any_number_of_images_in_chunks(trained: dict, e
     np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-6)
 
 
-def test_the_pretrained_way_exports_a_config_without_checkpoint(work: Path, capsys: pytest.CaptureFixture) -> None:
-    # The face / non-face config needs no data root (scikit-image's built-in faces); --dynamic-batch is the old spelling.
+def test_the_pretrained_way_exports_a_config_without_checkpoint(work: Path) -> None:
+    # The face / non-face config needs no data root (scikit-image's built-in faces); any batch size by default.
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(work)
-        summary = run_export("face_vgg.yaml", None, "onnx", work / "from_config.onnx", "--dynamic-batch")
+        summary = run_export("face_vgg.yaml", None, "onnx", work / "from_config.onnx")
     assert summary["task"] == "FaceClassifierTask" and summary["dynamic_batch"] and summary["check_max_abs_diff"] < PARITY_BOUND
-    assert "--dynamic-batch is now --dynamic_batch" in capsys.readouterr().err
     assert onnx_metadata(work / "from_config.onnx")["input_size"] == [24, 16]
     assert not (work / "runs" / "face_vgg_tiny" / "version_1").exists()  # nothing was trained: no run folder
 
@@ -295,25 +294,26 @@ def test_a_gallery_from_the_export_gives_the_same_names_as_from_the_checkpoint(
                             work / "open_set", people=5, per_person=3)  # fmt: skip
     assert people == {"enrol": 15, "known": 15, "unknown": 18}
     split = work / "open_set"
-    for flag, value, name in (("--ckpt_path", ckpt, "from_ckpt.npz"), ("--model", model, "from_onnx.npz")):
+    for flag, value, name in (("--ckpt_path", ckpt, "from_ckpt.db"), ("--model", model, "from_onnx.db")):
         gallery_cli.gallery(["enroll", flag, value, "--images", str(split / "enrol"), "--gallery", str(work / name), "--quiet",
                              "--faces", "whole"])  # fmt: skip
-    from_ckpt, from_onnx = Gallery.load(work / "from_ckpt.npz"), Gallery.load(work / "from_onnx.npz")
-    assert from_ckpt.meta.model_fingerprint == from_onnx.meta.model_fingerprint == OnnxEmbedder(model).fingerprint
-    assert from_ckpt.meta.names == from_onnx.meta.names and from_ckpt.meta.threshold == pytest.approx(from_onnx.meta.threshold)
-    np.testing.assert_allclose(from_ckpt.embeddings, from_onnx.embeddings, atol=1e-5)
+    with open_gallery(work / "from_ckpt.db") as from_ckpt, open_gallery(work / "from_onnx.db") as from_onnx:
+        assert from_ckpt.meta.model_fingerprint == from_onnx.meta.model_fingerprint == OnnxEmbedder(model).fingerprint
+        (names_ckpt, rows_ckpt), (names_onnx, rows_onnx) = from_ckpt.rows(), from_onnx.rows()
+        assert names_ckpt == names_onnx and from_ckpt.meta.threshold == pytest.approx(from_onnx.meta.threshold)
+        np.testing.assert_allclose(rows_ckpt, rows_onnx, atol=1e-5)
     probes = str(split)  # known and unknown people together
 
     def identify(flag: str, value: str, gallery: str) -> list[dict]:
         return gallery_cli.gallery(["identify", flag, value, "--gallery", str(work / gallery), "--images", probes, "--quiet"])
 
-    by_ckpt = identify("--ckpt_path", ckpt, "from_ckpt.npz")
-    by_onnx = identify("--model", model, "from_onnx.npz")
-    crossed = identify("--model", model, "from_ckpt.npz")  # the checkpoint's gallery accepts its export
+    by_ckpt = identify("--ckpt_path", ckpt, "from_ckpt.db")
+    by_onnx = identify("--model", model, "from_onnx.db")
+    crossed = identify("--model", model, "from_ckpt.db")  # the checkpoint's gallery accepts its export
     assert [r["name"] for r in by_ckpt] == [r["name"] for r in by_onnx] == [r["name"] for r in crossed]
     assert len(by_ckpt) == 48 and all(r["error"] == "" for r in by_onnx)
     np.testing.assert_allclose([float(r["similarity"]) for r in by_ckpt], [float(r["similarity"]) for r in by_onnx], atol=2e-4)
-    args = ["--gallery", str(work / "from_onnx.npz"), "--known", str(split / "known"), "--unknown", str(split / "unknown"),
+    args = ["--gallery", str(work / "from_onnx.db"), "--known", str(split / "known"), "--unknown", str(split / "unknown"),
             "--quiet"]
     report_ckpt = gallery_cli.gallery(["evaluate", "--ckpt_path", ckpt, *args])
     report_onnx = gallery_cli.gallery(["evaluate", "--model", model, *args])

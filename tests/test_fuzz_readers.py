@@ -205,3 +205,55 @@ def test_random_pairs_files_load_or_raise_pairs_file_error(tmp_path_factory: pyt
             assert "pairs.txt" in str(error)
         else:
             assert all(p.path1.name.endswith(".jpg") for p in pairs)
+
+
+# --------------------------------------------------------------------------------------------
+# Config files and recognitions.csv
+# --------------------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(document=JSON_VALUES, raw=st.binary(max_size=64))
+def test_random_config_files_load_as_a_mapping_or_raise_one_line(tmp_path_factory: pytest.TempPathFactory,
+                                                                 document: object, raw: bytes) -> None:  # fmt: skip
+    from facetorch.io import read_config
+
+    folder = tmp_path_factory.mktemp("configs")
+    for content in (json.dumps(document).encode(), raw):  # JSON is YAML too
+        path = folder / "config.yaml"
+        path.write_bytes(content)
+        try:
+            config = read_config(path)
+        except ValueError as error:
+            assert "config.yaml" in str(error) and "\n" not in str(error)
+        else:
+            assert isinstance(config, dict)
+
+
+CSV_CELLS = st.one_of(st.text(max_size=6), st.integers(-5, 500).map(str), st.just(""), st.just("nan"))
+
+
+@FUZZ
+@given(header=st.lists(st.sampled_from(["source", "frame", "x1", "y1", "x2", "y2", "name", "score", "extra"]), max_size=9),
+       rows=st.lists(st.lists(CSV_CELLS, max_size=10), max_size=4), raw=st.binary(max_size=48))  # fmt: skip
+def test_random_recognition_files_load_or_raise_one_line(tmp_path_factory: pytest.TempPathFactory, header: list[str],
+                                                         rows: list[list[str]], raw: bytes) -> None:  # fmt: skip
+    import csv
+
+    from facetorch.recognition.results import read_rows
+
+    folder = tmp_path_factory.mktemp("recognitions")
+    path = folder / "recognitions.csv"
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogatepass") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    for content in (None, raw):
+        if content is not None:
+            path.write_bytes(content)
+        try:
+            read = read_rows(path, "--recognitions")
+        except ValueError as error:
+            assert "recognitions.csv" in str(error)
+        else:
+            assert all(None not in row for row in read)

@@ -19,13 +19,13 @@ PACKAGE = REPO / "facetorch"
 # (Rooms on one floor are independent of each other, except the pure modules of floor 0, which
 # are allowed to use each other: reports writes through io.)
 FLOORS: list[set[str]] = [
-    {"io", "boxes", "losses", "evaluation", "reports", "__init__"},
+    {"io", "boxes", "losses", "evaluation", "reports", "ranges", "__init__"},
     {"models"},  # plain nn.Modules and their weight files (the data pipeline may run one: 5-point landmarks)
     {"data"},
     {"explain"},
     {"tasks", "callbacks", "baselines"},
     {"inference", "bench"},
-    {"recognition"},  # faces in the wild: detectors, galleries, the per-frame pipeline, streams
+    {"recognition"},  # faces in the wild: the gallery's stores, the pipeline, streams, tracking, clustering
     {"serve"},  # the HTTP service over recognition
     {"cli"},
 ]
@@ -86,7 +86,8 @@ def test_the_top_level_holds_at_most_eight_modules_and_the_rooms_exist() -> None
         assert (PACKAGE / room / "__init__.py").is_file(), room
     # one callback per file, as Lightning's own callbacks/
     callbacks = {p.stem for p in (PACKAGE / "callbacks").glob("*.py")}
-    assert callbacks == {"__init__", "checkpoint", "freeze_stages", "freeze_unfreeze", "gradcam_logger", "throughput"}
+    assert callbacks == {"__init__", "checkpoint", "freeze_stages", "freeze_unfreeze", "gradcam_logger", "keep_start",
+                         "progress", "throughput"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", MODULES, ids=[module_name(p) for p in MODULES])
@@ -185,7 +186,7 @@ def help_text(tool: str, sub: list[str], capsys: pytest.CaptureFixture) -> str:
 
 @pytest.mark.parametrize("tool, sub", [("train.py", []), ("evaluate.py", []), ("explain.py", []), ("detect.py", []),
                                        ("export.py", []), ("gallery.py", ["enroll"]), ("gallery.py", ["identify"]),
-                                       ("gallery.py", ["verify"]), ("gallery.py", ["evaluate"])])
+                                       ("gallery.py", ["verify"]), ("gallery.py", ["evaluate"]), ("serve.py", [])])
 def test_every_tool_that_reads_a_checkpoint_takes_ckpt_path(tool: str, sub: list[str], capsys: pytest.CaptureFixture) -> None:
     text = help_text(tool, sub, capsys)
     assert "--ckpt_path" in text and "--ckpt " not in text

@@ -24,8 +24,9 @@ import pytest
 
 from facetorch.cli import gallery as gallery_cli
 from facetorch.models import dlib_files
+from facetorch.recognition.database import open_gallery
 from facetorch.recognition.enrollment import enroll_photos, enroll_stream, subject_face
-from facetorch.recognition.gallery import Gallery, GalleryError
+from facetorch.recognition.gallery import GalleryError
 from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer, SvmMatcher
 from facetorch.recognition.results import CSV_FIELDS
 from facetorch.recognition.runs import recognize_source
@@ -116,7 +117,7 @@ def people_folder(root: Path, photos_per_person: int = 3) -> Path:
 
 @pytest.fixture
 def gallery_file(tmp_path: Path) -> Path:
-    path = tmp_path / "people.npz"
+    path = tmp_path / "people.db"
     enroll_photos(ColourEmbedder(), SquareDetector(), path, people_folder(tmp_path / "people"), progress=False)
     return path
 
@@ -132,21 +133,28 @@ def test_the_subject_of_a_photo_is_its_only_or_clearly_largest_face() -> None:
     assert index is None and "cannot tell which is the person" in reason
 
 
-def test_photos_without_a_face_or_with_two_alike_are_listed_and_skipped(tmp_path: Path) -> None:
+def test_photos_without_a_face_are_skipped_and_of_two_alike_pick_asks_or_matches(tmp_path: Path) -> None:
     people = people_folder(tmp_path / "people")
     write_rgb(people / "red" / "empty.png", picture([]))
-    write_rgb(people / "red" / "two.png", picture([(COLOURS["red"], 5, 5, 30), (COLOURS["blue"], 60, 40, 30)]))
+    write_rgb(people / "red" / "two.png", picture([(COLOURS["blue"], 5, 5, 30), (COLOURS["red"], 60, 40, 30)]))
     write_rgb(people / "red" / "with_a_small_one.png", picture([(COLOURS["red"], 5, 5, 60), (COLOURS["blue"], 90, 70, 20)]))
     (people / "blue" / "broken.png").write_bytes(b"not a png")
-    path = tmp_path / "g.npz"
-    result = enroll_photos(ColourEmbedder(), SquareDetector(), path, people, progress=False)
+    result = enroll_photos(ColourEmbedder(), SquareDetector(), tmp_path / "ask.db", people, progress=False, pick="ask")
     skipped = {Path(k).name: v for k, v in result["skipped"].items()}
-    assert set(skipped) == {"empty.png", "two.png", "broken.png"}
+    assert set(skipped) == {"empty.png", "two.png", "broken.png"} and not result["picked"]
     assert skipped["empty.png"] == "no face found" and "2 faces" in skipped["two.png"]
     assert result["added"] == 10 and result["total"] == 10 and result["detector"] == "squares"
-    gallery = Gallery.load(path)
-    assert (gallery.meta.detector, gallery.meta.alignment, gallery.meta.format) == ("squares", "none", 2)
-    assert gallery.people == ["blue", "green", "red"] and np.isfinite(gallery.meta.open_set_threshold)
+    with open_gallery(tmp_path / "ask.db") as gallery:
+        assert (gallery.meta.detector, gallery.meta.alignment) == ("squares", "none")
+        assert gallery.people == ["blue", "green", "red"] and np.isfinite(gallery.meta.open_set_threshold)
+    # The default: the red face of two.png, because it matches red's other photos (the blue one is as large, and nearer
+    # the middle); the summary says which face was taken.
+    result = enroll_photos(ColourEmbedder(), SquareDetector(), tmp_path / "g.db", people, progress=False)
+    assert set(map(lambda k: Path(k).name, result["skipped"])) == {"empty.png", "broken.png"}
+    (path, note), = result["picked"].items()
+    assert Path(path).name == "two.png" and note.startswith("face 2 of 2 at (60, 40, 90, 70): it matches the person's")
+    with open_gallery(tmp_path / "g.db") as gallery:
+        assert gallery.identify(ColourEmbedder().embed([picture([(COLOURS["red"], 0, 0, 30)], (30, 30))]), 0.0)[0][0] == "red"
 
 
 def test_a_gallery_refuses_another_detector_alignment_or_model(gallery_file: Path, tmp_path: Path) -> None:
@@ -155,7 +163,7 @@ def test_a_gallery_refuses_another_detector_alignment_or_model(gallery_file: Pat
     people = tmp_path / "people"
     with pytest.raises(GalleryError, match="found by 'squares'; enrolling faces found by 'haar' would mix two detectors"):
         enroll_photos(ColourEmbedder(), other, gallery_file, people, progress=False)
-    gallery = Gallery.load(gallery_file)
+    gallery = open_gallery(gallery_file)
     with pytest.raises(GalleryError, match="aligned with 'none', this model aligns with 'five_point'"):
         gallery.check_setup("squares", "five_point", gallery_file, enrolling=False)
     assert gallery.check_setup("haar", "none", gallery_file, enrolling=False) == [
@@ -165,6 +173,7 @@ def test_a_gallery_refuses_another_detector_alignment_or_model(gallery_file: Pat
     stranger_model.fingerprint = "another-model"
     with pytest.raises(GalleryError, match="was made by another model"):
         enroll_photos(stranger_model, SquareDetector(), gallery_file, people, progress=False)
+    gallery.close()
 
 
 def test_enrolment_from_a_stream_takes_count_clear_frames(gallery_file: Path, tmp_path: Path) -> None:
@@ -173,7 +182,8 @@ def test_enrolment_from_a_stream_takes_count_clear_frames(gallery_file: Path, tm
     video = write_video(tmp_path / "camera.avi", frames)
     result = enroll_stream(ColourEmbedder(), SquareDetector(), gallery_file, str(video), "yellow", count=3, progress=False)
     assert (result["added"], result["captured"], result["looked_at"]) == (3, 3, 4)
-    assert Gallery.load(gallery_file).people == ["blue", "green", "red", "yellow"]
+    with open_gallery(gallery_file) as gallery:
+        assert gallery.people == ["blue", "green", "red", "yellow"]
     empty = write_video(tmp_path / "empty.avi", [picture([])] * 2)
     with pytest.raises(ValueError, match="none of the 2 frames looked at held one clear face"):
         enroll_stream(ColourEmbedder(), SquareDetector(), gallery_file, str(empty), "nobody", progress=False)
@@ -187,8 +197,9 @@ def test_images_give_one_csv_row_per_face_and_annotated_pictures(gallery_file: P
     write_rgb(scenes / "a.png", picture([(COLOURS["red"], 5, 5, 30), (STRANGER, 60, 40, 30)]))
     write_rgb(scenes / "sub" / "b.jpg", picture([(COLOURS["green"], 40, 30, 40)]))
     write_rgb(scenes / "c.png", picture([]))
-    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(Gallery.load(gallery_file), 0.9))
-    run = recognize_source(recognizer, str(scenes), tmp_path / "out", progress=False)
+    with open_gallery(gallery_file) as gallery:
+        recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(gallery, 0.9))
+        run = recognize_source(recognizer, str(scenes), tmp_path / "out", progress=False)
     rows = read_csv(tmp_path / "out" / "recognitions.csv")
     assert list(rows[0]) == CSV_FIELDS == ["source", "frame", "x1", "y1", "x2", "y2", "name", "score"]
     assert [(Path(r["source"]).name, r["name"]) for r in rows] == [("a.png", "red"), ("a.png", "unknown"), ("b.jpg", "green")]
@@ -201,7 +212,7 @@ def test_images_give_one_csv_row_per_face_and_annotated_pictures(gallery_file: P
 def test_a_video_with_every_and_max_frames_and_a_clean_stop(gallery_file: Path, tmp_path: Path) -> None:
     frames = [picture([(COLOURS["blue"], 10 + 3 * i, 20, 40)]) for i in range(10)]
     video = write_video(tmp_path / "clip.avi", frames)
-    gallery = Gallery.load(gallery_file)
+    gallery = open_gallery(gallery_file)
     recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(gallery, 0.9))
     run = recognize_source(recognizer, str(video), tmp_path / "out", every=2, max_frames=7, fourcc="MJPG", progress=False)
     rows = read_csv(tmp_path / "out" / "recognitions.csv")
@@ -221,18 +232,19 @@ def test_a_video_with_every_and_max_frames_and_a_clean_stop(gallery_file: Path, 
     assert run.stopped_early and run.frames == 3
     assert len(read_csv(tmp_path / "stopped" / "recognitions.csv")) == 3
     assert sorted(p.name for p in (tmp_path / "stopped").iterdir()) == ["clip_recognized.avi", "recognitions.csv"]
+    gallery.close()
 
 
-def test_the_svm_matcher_gives_a_probability_and_empty_galleries_are_refused(gallery_file: Path) -> None:
-    gallery = Gallery.load(gallery_file)
+def test_the_svm_matcher_gives_a_probability_and_empty_galleries_are_refused(gallery_file: Path, tmp_path: Path) -> None:
     embedder = ColourEmbedder()
     probes = embedder.embed([picture([(COLOURS["green"], 0, 0, 30)], (30, 30)), picture([(STRANGER, 0, 0, 30)], (30, 30))])
-    (name, probability), _ = SvmMatcher(gallery)(probes)
-    assert name == "green" and 0.5 <= probability <= 1.0
-    assert SvmMatcher(gallery, threshold=1.01)(probes)[0][0] == "unknown"
-    empty = Gallery.empty(embedder, "squares")
-    with pytest.raises(GalleryError, match="empty"):
-        OpenSetMatcher(empty)
+    with open_gallery(gallery_file) as gallery:
+        (name, probability), _ = SvmMatcher(gallery)(probes)
+        assert name == "green" and 0.5 <= probability <= 1.0
+        assert SvmMatcher(gallery, threshold=1.01)(probes)[0][0] == "unknown"
+    with open_gallery(tmp_path / "empty.db", create=True, dim=3, fingerprint=embedder.fingerprint) as empty:
+        with pytest.raises(GalleryError, match="empty"):
+            OpenSetMatcher(empty)
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -258,7 +270,7 @@ def error_line(args: list[str], capsys: pytest.CaptureFixture) -> str:
 def test_the_command_enrols_recognises_and_ends_with_the_json_summary(
     toy_models: None, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    people, gallery = people_folder(tmp_path / "people"), str(tmp_path / "g.npz")
+    people, gallery = people_folder(tmp_path / "people"), str(tmp_path / "g.db")
     gallery_cli.gallery(["enroll", "--images", str(people), "--gallery", gallery, "--quiet"])
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["added"] == 9
     camera = write_video(tmp_path / "camera.avi", [picture([(STRANGER, 30, 30, 40)])] * 3)  # as a camera would give
@@ -266,7 +278,7 @@ def test_the_command_enrols_recognises_and_ends_with_the_json_summary(
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["captured"] == 2
     video = write_video(tmp_path / "clip.avi", [picture([(COLOURS["red"], 10, 10, 40), (STRANGER, 70, 40, 30)])] * 4)
     gallery_cli.gallery(["recognize", "--gallery", gallery, "--source", str(video), "--output", str(tmp_path / "out"),
-                         "--max-frames", "3", "--threshold", "0.9", "--quiet"])  # fmt: skip
+                         "--max_frames", "3", "--threshold", "0.9", "--quiet"])  # fmt: skip
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (summary["frames"], summary["faces"], summary["known"]) == (3, 6, 6)
     assert {"frames_s", "faces_s"} <= set(summary) and summary["threshold"] == 0.9
@@ -276,24 +288,24 @@ def test_the_command_enrols_recognises_and_ends_with_the_json_summary(
 
 def test_bad_input_of_recognize_is_one_clear_line(toy_models: None, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     people = people_folder(tmp_path / "people")
-    gallery = str(tmp_path / "g.npz")
+    gallery = str(tmp_path / "g.db")
     gallery_cli.gallery(["enroll", "--images", str(people), "--gallery", gallery, "--quiet"])
     base = ["recognize", "--gallery", gallery, "--output", str(tmp_path / "out"), "--quiet"]
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     assert "cannot be opened by OpenCV" in error_line([*base, "--source", str(tmp_path / "broken.mp4")], capsys)
     assert "camera 99 cannot be opened" in error_line([*base, "--source", "99"], capsys)
     assert "does not exist" in error_line([*base, "--source", str(tmp_path / "missing.jpg")], capsys)
-    empty = tmp_path / "empty.npz"
-    Gallery.empty(ColourEmbedder(), "squares").save(empty)
+    empty = tmp_path / "empty.db"
+    open_gallery(empty, create=True, dim=3, fingerprint=ColourEmbedder.fingerprint).close()
     line = error_line(["recognize", "--gallery", str(empty), "--source", str(people), "--output", str(tmp_path / "o2")], capsys)
     assert "is empty: enrol people first" in line
-    assert "--every must be 1 or more" in error_line([*base, "--source", str(people), "--every", "0"], capsys)
+    assert "argument --every: expected an integer >= 1" in error_line([*base, "--source", str(people), "--every", "0"], capsys)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_gallery_of_another_model_is_refused_by_recognize(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    gallery = tmp_path / "g.npz"
+    gallery = tmp_path / "g.db"
     enroll_photos(ColourEmbedder(), SquareDetector(), gallery, people_folder(tmp_path / "people"), progress=False)
     other = ColourEmbedder()
     other.fingerprint = "another-model"
@@ -305,7 +317,7 @@ def test_a_gallery_of_another_model_is_refused_by_recognize(tmp_path: Path, caps
 
 
 def test_the_model_is_named_once_and_onnx_cannot_align(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    base = ["enroll", "--images", str(tmp_path), "--gallery", str(tmp_path / "g.npz")]
+    base = ["enroll", "--images", str(tmp_path), "--gallery", str(tmp_path / "g.db")]
     assert "--config and --ckpt_path were both given" in error_line([*base, "--config", "a.yaml", "--ckpt_path", "b.ckpt"],
                                                                     capsys)  # fmt: skip
     assert "does not align detector boxes" in error_line([*base, "--model", "m.onnx"], capsys)
@@ -359,7 +371,7 @@ def test_the_pretrained_config_enrols_photos_and_names_people_in_a_composed_scen
     gallery_cli.gallery(["compose", "--lfw", str(lfw), "--people", "3", "--per_person", "2", "--scenes", "2",
                          "--output", str(tmp_path / "set")])  # fmt: skip
     capsys.readouterr()
-    gallery = str(tmp_path / "g.npz")
+    gallery = str(tmp_path / "g.db")
     config = str(Path(__file__).resolve().parents[1] / "configs" / "embedding_dlib.yaml")
     gallery_cli.gallery(["enroll", "--config", config, "--images", str(tmp_path / "set" / "enrol"), "--gallery", gallery,
                          "--detector", "haar", "--quiet"])  # fmt: skip

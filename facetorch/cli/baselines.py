@@ -19,13 +19,17 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from facetorch import io
 from facetorch.baselines.runs import METHODS_BY_LAYOUT, VERIFICATION_METHODS, run_baseline, run_verification_baseline
-from facetorch.cli.common import add_output, run_tool
+from facetorch.cli.common import FacetorchParsing, add_output, check_config_files, run_tool
 from facetorch.data.datamodule import FaceDataModule
+
+
+class BaselinesParser(FacetorchParsing, ArgumentParser):
+    """jsonargparse as the other tools use it: flags only in full, plain help, a hint for a flag that is not there."""
 
 
 def baselines(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     """Parse ``argv``, fit and score each baseline; print one JSON line per method."""
-    parser = ArgumentParser(prog="baselines.py", description=__doc__)
+    parser = BaselinesParser(prog="baselines.py", description=__doc__)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(FaceDataModule, "data")
     for ignored in ("trainer", "model"):  # the task's config also holds these; baselines ignore them
@@ -37,9 +41,12 @@ def baselines(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     parser.add_argument("--pairs", type=Optional[str], default=None,
                         help="identity folders: verify the pairs of this LFW pairs.txt (eigenfaces, lbp)")
     add_output(parser, "also write the JSON list here", required=False)
+    check_config_files(sys.argv[1:] if argv is None else argv)
     config = parser.parse_args(argv)
-    if config.output:
-        io.check_output_file(config.output, config.overwrite)  # before any slow step
+    if config.output:  # before any slow step
+        inputs = {"--config": [str(c) for c in config.get("config") or []], "--data.root": config.data.root,
+                  "--data.shards": config.data.shards, "--test_root": config.test_root, "--pairs": config.pairs}  # fmt: skip
+        io.check_output_file(config.output, config.overwrite, inputs=inputs)
     args = parser.instantiate(config)
     data: FaceDataModule = args.data
     default_methods = VERIFICATION_METHODS if args.pairs else METHODS_BY_LAYOUT[data.layout]

@@ -5,9 +5,9 @@
 [--reference IMG] --output DIR [--overwrite] [--quiet]``
 
 The task, its class names and its input (size, normalisation, crop) come from the checkpoint,
-through :func:`facetorch.inference.load_task`; ``--config`` must build the same task, and gives
-the data for ``--peak_in_box`` (``data.root`` may be left out for ``face_crops``) and the
-device (``--trainer.accelerator``). Nothing is trained or tested and no run folder is created.
+through :func:`facetorch.inference.load_task`; ``--config`` must name the same task, and gives
+the data for ``--peak_in_box`` (the only time a data set is read), the batch size and the device
+(``--trainer.accelerator``). Nothing is trained or tested and no run folder is created.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser
 from torch import nn
 
 from facetorch import io
 from facetorch.cli.common import run_tool
-from facetorch.cli.lightning import FaceCLI
+from facetorch.cli.lightning import FaceCLI, run_inputs
 from facetorch.explain.detector import peak_in_box_report
 from facetorch.explain.render import FILE_SUFFIX, GRID_NAME, METHODS, load_images, write_explanations
 from facetorch.inference.checkpoint import CheckpointError, load_task
@@ -31,6 +32,8 @@ from facetorch.tasks import FaceTask
 
 class ExplainCLI(FaceCLI):
     """``tools/explain.py``: the task and data of ``--config`` plus the explanation arguments."""
+
+    input_from_checkpoint = True
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
@@ -49,7 +52,7 @@ class ExplainCLI(FaceCLI):
             help="Embedding tasks: explain the similarity to this image's embedding.",
         )  # fmt: skip
         parser.add_argument("--output", type=str, required=True, help="Folder for the PNGs (new or empty).")
-        parser.add_argument("--overwrite", action="store_true", help="Write into a non-empty --output.")
+        parser.add_argument("--overwrite", action="store_true", help="Write into a non-empty --output (never an input).")
         parser.add_argument("--quiet", action="store_true", help="No progress bar.")
         parser.add_argument(
             "--peak_in_box", action="store_true",
@@ -59,12 +62,30 @@ class ExplainCLI(FaceCLI):
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
-        io.check_output_folder(self.config.output, self.config.overwrite)  # before any slow step
+        inputs = {**run_inputs(self.config), "--images": self.config.images, "--reference": self.config.reference}
+        io.check_output_folder(self.config.output, self.config.overwrite, inputs=inputs)  # before any slow step
+
+    def instantiate_classes(self) -> None:
+        if self.config.get("peak_in_box"):  # the data's test split is scored against its boxes
+            super().instantiate_classes()
+        else:  # the checkpoint holds the task and its input: no data set is read, nothing is built
+            self.model, self.datamodule, self.trainer = None, None, None  # type: ignore[assignment]
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # The trainer only picks the device; without a logger it can never create runs/.
         kwargs["logger"] = False
+        kwargs["enable_checkpointing"] = False
         return super().instantiate_trainer(**kwargs)
+
+
+def _device(accelerator: Any) -> torch.device:
+    """The device ``--trainer.accelerator`` names, as Lightning would pick it (``auto``: a GPU when there is one)."""
+    name = str(getattr(accelerator, "class_path", accelerator) or "auto").lower()
+    if name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    if name in ("cpu", "auto"):
+        return torch.device("cpu")
+    raise ValueError(f"--trainer.accelerator {name!r}: explain.py runs on cpu, gpu (cuda) or auto")
 
 
 def explain(args: list[str] | None = None) -> list[Path]:
@@ -78,18 +99,20 @@ def explain(args: list[str] | None = None) -> list[Path]:
     """
     cli = ExplainCLI(args=args, run=False)
     config, data = cli.config, cli.datamodule
-    loaded = load_task(config.ckpt_path, FaceTask, cli.trainer.strategy.root_device, tool="explain.py")
-    if type(loaded.task) is not type(cli.model):
+    device = cli.trainer.strategy.root_device if cli.trainer is not None else _device(config.get("trainer.accelerator"))
+    loaded = load_task(config.ckpt_path, FaceTask, device, tool="explain.py")
+    wanted = str(config.get("model.class_path") or "").rpartition(".")[2]
+    if wanted and wanted != loaded.class_name:
         raise CheckpointError(
             f"--ckpt_path {config.ckpt_path!r} is a {loaded.class_name} checkpoint, but --config builds a "
-            f"{type(cli.model).__name__}; give the config the checkpoint was trained with"
+            f"{wanted}; give the config the checkpoint was trained with"
         )
     task = loaded.task
     methods = list(METHODS) if config.method == "all" else [config.method]
     images = load_images(Path(config.images), loaded.input.channels)
     written = write_explanations(
         task, loaded.input, images, methods, config.target, Path(config.output),
-        batch_size=data.batch_size, reference=config.reference, overwrite=config.overwrite, progress=not config.quiet,
+        batch_size=config.data.batch_size, reference=config.reference, overwrite=config.overwrite, progress=not config.quiet,
     )  # fmt: skip
     _print_summary(written, methods, Path(config.output))
     if config.peak_in_box:

@@ -1,21 +1,26 @@
 """``tools/export.py``: a trained task as an ONNX or TorchScript file that carries its preprocessing and threshold.
 
 ``python tools/export.py --config CONFIG [--ckpt_path CKPT] --format onnx|torchscript --output FILE
-[--opset N] [--dynamic_batch] [--overwrite]``
+[--opset N] [--fixed_batch] [--overwrite]``
 
 With ``--ckpt_path`` the task, its weights and its input (size, channels, normalisation, crop,
 alignment) come from the checkpoint, through :func:`facetorch.inference.load_task`; ``--config``
 must name the same task and nothing of it is built (no data is needed). Without it, the task and
 its input are built from ``--config`` (and any ``--section.key=value``), as training would build
-them: a pretrained configuration exports its pretrained network as it is.
+them: a pretrained configuration exports its pretrained network as it is. No data set is read for
+that either, except by a classifier, whose class names come from its data (``face_crops`` has
+built-in data; an identity config needs ``--data.root``).
 
-The file's metadata key ``facetorch`` holds how to feed the model and decide (see
-:mod:`facetorch.inference.export`); the last line of stdout is a JSON summary, with the largest
-difference between the file and the PyTorch model on a random batch (``check_max_abs_diff``).
+ONNX files take any batch size (``--fixed_batch``: batch 1, for runtimes that need static
+shapes); TorchScript traces take any batch size anyway. The file's metadata key ``facetorch``
+holds how to feed the model and decide (see :mod:`facetorch.inference.export`); the last line of
+stdout is a JSON summary, with the largest difference between the file and the PyTorch model on a
+random batch (``check_max_abs_diff``).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -24,19 +29,21 @@ from typing import Any, Optional
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser
 
-from facetorch import io
-from facetorch.cli.common import rename_legacy_flags, run_tool
-from facetorch.cli.lightning import FaceCLI
+from facetorch import io, ranges
+from facetorch.cli.common import run_tool
+from facetorch.cli.lightning import FaceCLI, run_inputs
+from facetorch.data.transforms import InputSpec
 from facetorch.inference.checkpoint import CheckpointError, load_task
 from facetorch.inference.export import DEFAULT_OPSET, FORMATS, check_export, export_graph, export_task
-from facetorch.tasks import FaceTask
+from facetorch.tasks import ClassificationTask, FaceTask
 
 PROG = "export.py"
-RENAMED = {"--dynamic-batch": "--dynamic_batch", "--ckpt": "--ckpt_path"}
 
 
 class ExportCLI(FaceCLI):
     """``tools/export.py``: the task of ``--config`` (or of ``--ckpt_path``) plus the export arguments."""
+
+    input_from_checkpoint = True
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
@@ -46,11 +53,11 @@ class ExportCLI(FaceCLI):
         )  # fmt: skip
         parser.add_argument("--format", type=str, required=True, help=f"Export format: {' or '.join(FORMATS)}.")
         parser.add_argument("--output", type=str, required=True, help="File to write (.onnx or .pt).")
-        parser.add_argument("--overwrite", action="store_true", help="Replace an existing, non-empty --output.")
-        parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version.")
+        parser.add_argument("--overwrite", action="store_true", help="Replace an existing, non-empty --output (never an input).")
+        parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset version ({MIN_OPSET} or later).")
         parser.add_argument(
-            "--dynamic_batch", action="store_true",
-            help="ONNX: any batch size (default: batch 1). TorchScript traces take any batch size anyway.",
+            "--fixed_batch", action="store_true",
+            help="ONNX: a fixed batch of 1 (default: any batch size). TorchScript traces take any batch size anyway.",
         )  # fmt: skip
 
     def before_instantiate_classes(self) -> None:
@@ -58,19 +65,59 @@ class ExportCLI(FaceCLI):
         # Before anything is built or exported.
         if self.config.format not in FORMATS:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.config.format!r}")
-        io.check_output_file(self.config.output, self.config.overwrite)
+        OPSET.check(self.config.opset, "--opset")
+        io.check_output_file(self.config.output, self.config.overwrite, inputs=run_inputs(self.config))
 
     def instantiate_classes(self) -> None:
+        self.model, self.datamodule, self.trainer = None, None, None  # type: ignore[assignment]
         if self.config.get("ckpt_path"):
             # The checkpoint holds the task, its weights and its input; building the config's data
             # (which may need a data root) and model would be work thrown away.
-            self.model, self.datamodule, self.trainer = None, None, None  # type: ignore[assignment]
             return
-        super().instantiate_classes()
+        if _needs_data(self.config):  # a classifier's class names come from its data
+            super().instantiate_classes()
+            self.input_spec = self.datamodule.input_spec
+            return
+        self.model, self.input_spec = task_without_data(self.config)
 
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        kwargs["logger"] = False  # nothing is trained: no run folder
-        return super().instantiate_trainer(**kwargs)
+    def instantiate_trainer(self, **kwargs: Any) -> Optional[Trainer]:  # type: ignore[override]
+        return None  # nothing is trained or run: no trainer, no run folder
+
+
+# torch.onnx's dynamo exporter writes opset 18 and converts down to about 7; below that nothing runs.
+MIN_OPSET = 7
+OPSET = ranges.Kind("an ONNX opset version", low=MIN_OPSET, integer=True)
+
+
+def _model_class(config: Any) -> type:
+    class_path = str(config.get("model.class_path") or "")
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, FaceTask)):
+        raise ValueError(f"--config: model.class_path {class_path!r} is not a facetorch task "
+                         "(e.g. facetorch.tasks.EmbeddingTask)")  # fmt: skip
+    return cls
+
+
+def _needs_data(config: Any) -> bool:
+    return issubclass(_model_class(config), ClassificationTask)
+
+
+def task_without_data(config: Any) -> tuple[FaceTask, InputSpec]:
+    """The task of the config's model section and the input of its data section, without reading any data.
+
+    Embeddings and the detector take nothing from the data but its channels (linked into the
+    model already) and the input the data section describes.
+    """
+    cls = _model_class(config)
+    init_args = config.get("model.init_args")
+    args = init_args.as_dict() if init_args is not None else {}
+    data = config.get("data")
+    spec = InputSpec.from_hparams(data.as_dict() if data is not None else {})
+    return cls(**args).cpu().eval(), spec
 
 
 def _config_task_name(config: Any) -> str:
@@ -81,8 +128,7 @@ def _config_task_name(config: Any) -> str:
 
 def export(args: Optional[list[str]] = None) -> dict[str, Any]:
     """Run ``tools/export.py``; prints and returns a summary (the file, its metadata, the parity check)."""
-    argv = rename_legacy_flags(sys.argv[1:] if args is None else args, RENAMED, PROG)
-    cli = ExportCLI(args=argv, run=False)
+    cli = ExportCLI(args=args, run=False)
     config = cli.config
     if config.ckpt_path:
         loaded = load_task(config.ckpt_path, FaceTask, "cpu", tool=PROG)
@@ -95,17 +141,18 @@ def export(args: Optional[list[str]] = None) -> dict[str, Any]:
             )
         task, spec, source = loaded.task, loaded.input, str(config.ckpt_path)
     else:
-        task, spec, source = cli.model.cpu().eval(), cli.datamodule.input_spec, "--config (no checkpoint)"
+        task, spec, source = cli.model.cpu().eval(), cli.input_spec, "--config (no checkpoint)"
     output = Path(config.output)
-    metadata = export_task(task, spec, output, config.format, config.opset, config.dynamic_batch)
-    batch = 2 if (config.dynamic_batch or config.format == "torchscript") else 1
+    dynamic = not config.fixed_batch or config.format == "torchscript"
+    metadata = export_task(task, spec, output, config.format, config.opset, dynamic)
+    batch = 2 if dynamic else 1
     difference = check_export(export_graph(task, spec), spec, output, config.format, batch)
     summary = {
         "output": str(output), "format": config.format, "source": source, "task": metadata["task"],
         "input_size": metadata["input_size"], "channels": metadata["channels"], "outputs": list(metadata["outputs"]),
         "threshold": metadata["threshold"], "fingerprint": metadata["fingerprint"],
         "opset": config.opset if config.format == "onnx" else None,
-        "dynamic_batch": bool(config.dynamic_batch or config.format == "torchscript"), "check_max_abs_diff": difference,
+        "dynamic_batch": dynamic, "check_max_abs_diff": difference,
     }  # fmt: skip
     print(json.dumps(summary), flush=True)
     return summary

@@ -21,14 +21,24 @@ from typing import Any, Optional
 
 from jsonargparse import Namespace
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from facetorch import io
 from facetorch.callbacks.checkpoint import AtomicCheckpointIO, best_checkpoint
-from facetorch.cli.common import INPUT_ERRORS, run_tool
+from facetorch.callbacks.keep_start import KeepStartCheckpoint
+from facetorch.callbacks.progress import StderrProgressBar
+from facetorch.cli.common import INPUT_ERRORS, FacetorchParsing, run_tool
 from facetorch.data import FaceDataModule
-from facetorch.inference.checkpoint import INITIAL_WEIGHT_ARGS, CheckpointError, read_checkpoint, task_class_name
+from facetorch.data.datamodule import DATA_VALUES
+from facetorch.inference.checkpoint import (
+    INITIAL_WEIGHT_ARGS,
+    CheckpointError,
+    read_checkpoint,
+    restore_weights,
+    task_class_name,
+)
+from facetorch.ranges import check_values
 from facetorch.tasks import FaceTask
 
 DEFAULT_SAVE_DIR = "runs"
@@ -52,16 +62,20 @@ def translate_old_configs(args: list[str]) -> list[str]:
     """``args`` with each ``--config FILE`` that names a 0.1.0 class path given as its translated YAML text.
 
     The file itself is never changed: a note on stderr says what to change in it.
+
+    Raises:
+        ValueError: a config file that is not a mapping of sections (a list, a number, an empty file).
     """
     out = list(args)
     for i, arg in enumerate(out):
         flag, eq, value = arg.partition("=")
-        if flag != "--config":
+        if flag not in ("--config", "-c"):
             continue
         index, path = (i, value) if eq else (i + 1, out[i + 1] if i + 1 < len(out) else "")
         file = Path(path)
         if not path or not file.is_file():
             continue
+        io.read_config(file, flag)  # a list, a number or an empty file is named here, not deep inside jsonargparse
         text = file.read_text(encoding="utf-8")
         old = [name for name in OLD_CLASS_PATHS if name in text]
         for name in old:
@@ -73,14 +87,37 @@ def translate_old_configs(args: list[str]) -> list[str]:
     return out
 
 
+class FaceArgumentParser(FacetorchParsing, LightningArgumentParser):
+    """Lightning's parser as facetorch's tools use it: flags only in full, plain help, a hint for a flag that is not there."""
+
+
+# The data options that make a model's input: a checkpoint trained on one value sees other pixels with another.
+INPUT_OPTIONS = ("image_size", "channels", "normalization", "center_crop", "align", "align_box")
+
+
+def _comparable(value: Any) -> Any:
+    return [_comparable(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def input_differences(checkpoint: dict[str, Any], data: Any) -> list[tuple[str, Any, Any]]:
+    """``(option, trained, given)`` for each input option of ``data`` that differs from what the checkpoint trained with."""
+    saved = checkpoint.get("datamodule_hyper_parameters") or {}
+    given = data if data is not None else {}
+    return [(key, _comparable(saved[key]), _comparable(given.get(key))) for key in INPUT_OPTIONS
+            if key in saved and key in given and _comparable(saved[key]) != _comparable(given.get(key))]  # fmt: skip
+
+
 class FaceCLI(LightningCLI):
     """LightningCLI for facetorch tasks.
 
     It links data facts into the model, checkpoints by the task's monitor, writes checkpoints
     atomically, logs to ``runs/<name>/version_N`` (or under ``trainer.default_root_dir``), and
     builds the model without reading pretrained weight files when ``--ckpt_path`` will replace
-    its weights anyway.
+    its weights anyway. Progress bars go to stderr, and only to a terminal.
     """
+
+    # Export and explain take the model's input from the checkpoint; the others feed it the config's data.
+    input_from_checkpoint = False
 
     def __init__(self, args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> None:
         args = translate_old_configs(sys.argv[1:] if args is None else list(args))
@@ -91,10 +128,16 @@ class FaceCLI(LightningCLI):
             seed_everything_default=0,
             trainer_defaults={"logger": DEFAULT_LOGGER},
             auto_configure_optimizers=False,
+            parser_class=FaceArgumentParser,
             args=args,
             run=run,
             **kwargs,
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # facetorch always passes the arguments itself (sys.argv, translated): Lightning's warning
+        # against giving both args and a command line is for scripts that mix the two.
+        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.channels", "model.init_args.in_channels")
@@ -109,8 +152,33 @@ class FaceCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.command_config
         _place_run_folder(config)
+        # Before anything is built: export and explain build no data module, which would check them too.
+        check_values("data", config.get("data") or Namespace(), DATA_VALUES)
+        if self.subcommand == "fit" or isinstance(self, TrainCLI):
+            check_runs_outside_data(config)
+        self.checkpoint = None
         if config.get("ckpt_path"):  # a missing, broken or foreign checkpoint is named before any work
-            check_checkpoint_fits(config.ckpt_path, config.get("model.class_path"))
+            self.checkpoint = check_checkpoint_fits(config.ckpt_path, config.get("model.class_path"))
+            self.check_input_against_checkpoint(config)
+
+    def check_input_against_checkpoint(self, config: Namespace) -> None:
+        """Say where the config's data gives the model another input than the checkpoint was trained with.
+
+        Raises:
+            CheckpointError: other channels, where the config's data feeds the model (it cannot read them).
+        """
+        ckpt = config.ckpt_path
+        for key, trained, given in input_differences(self.checkpoint, config.get("data")):
+            if self.input_from_checkpoint:
+                io.notice(f"note: data.{key} {given} is not used: the input {ckpt!r} was trained with is ({trained})")
+            elif key == "channels":
+                raise CheckpointError(f"data.channels is {given}, but --ckpt_path {ckpt!r} was trained on {trained}-channel "
+                                      f"images, which the model needs; give --data.channels={trained} (the run's config.yaml "
+                                      "has it)")  # fmt: skip
+            else:
+                io.notice(f"warning: data.{key} is {given}, but --ckpt_path {ckpt!r} was trained with {trained}: the model sees "
+                          "another input than it learnt from, so its numbers are not the trained model's (the run's "
+                          "config.yaml holds the trained values)")  # fmt: skip
 
     def instantiate_classes(self) -> None:
         ckpt_path = self.command_config.get("ckpt_path")
@@ -128,9 +196,16 @@ class FaceCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={})
         callbacks = list(trainer_config.get("callbacks") or [])
-        wants_checkpoints = trainer_config.get("enable_checkpointing", True) is not False
+        wants_checkpoints = kwargs.get("enable_checkpointing", trainer_config.get("enable_checkpointing", True)) is not False
         if wants_checkpoints and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks.append(best_checkpoint(self.model.monitor, self.model.monitor_mode))
+        elif not wants_checkpoints:  # a config's own checkpoint callback (KeepStartCheckpoint) serves training only
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        if kwargs.get("enable_progress_bar", trainer_config.get("enable_progress_bar")) is not False:
+            if not sys.stderr.isatty():  # a log file or a pipe: carriage returns are noise there
+                kwargs["enable_progress_bar"] = False
+            elif not any(isinstance(c, ProgressBar) for c in callbacks):
+                callbacks.append(StderrProgressBar())
         kwargs.setdefault("callbacks", callbacks)
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
@@ -138,8 +213,8 @@ class FaceCLI(LightningCLI):
         return trainer
 
 
-def check_checkpoint_fits(ckpt_path: str, class_path: Optional[str]) -> None:
-    """Refuse a checkpoint that is missing, unreadable or of another task than the config's model.
+def check_checkpoint_fits(ckpt_path: str, class_path: Optional[str]) -> dict[str, Any]:
+    """The checkpoint, read; refused when it is missing, unreadable or of another task than the config's model.
 
     Raises:
         FileNotFoundError: no such file.
@@ -153,6 +228,7 @@ def check_checkpoint_fits(ckpt_path: str, class_path: Optional[str]) -> None:
             f"--ckpt_path {ckpt_path!r} is a{'n' if name[0] in 'AEIOU' else ''} {name} checkpoint, but the config's model is "
             f"{class_path.rsplit('.', 1)[-1]}; give the config the checkpoint was trained with (its run folder's config.yaml)"
         )
+    return checkpoint
 
 
 def _place_run_folder(config: Namespace) -> None:
@@ -162,10 +238,24 @@ def _place_run_folder(config: Namespace) -> None:
     """
     root = config.get("trainer.default_root_dir")
     logger = config.get("trainer.logger")
-    if not root or not isinstance(logger, Namespace) or logger.get("class_path") not in RUN_LOGGERS:
-        return
-    if logger.get("init_args.save_dir") in (None, DEFAULT_SAVE_DIR):
+    run_logger = isinstance(logger, Namespace) and logger.get("class_path") in RUN_LOGGERS
+    if root and run_logger and logger.get("init_args.save_dir") in (None, DEFAULT_SAVE_DIR):
         logger["init_args.save_dir"] = str(root)
+
+
+def check_runs_outside_data(config: Namespace) -> None:
+    """Refuse a training run whose run folders would go inside ``data.root`` (a rerun would read them as data).
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    logger, root = config.get("trainer.logger"), config.get("trainer.default_root_dir")
+    run_logger = isinstance(logger, Namespace) and logger.get("class_path") in RUN_LOGGERS
+    runs = Path(logger.get("init_args.save_dir") or DEFAULT_SAVE_DIR) if run_logger else Path(root or ".")
+    data = config.get("data.root")
+    if data and Path(data).resolve() in (runs.resolve(), *runs.resolve().parents):
+        raise ValueError(f"run folders would go under {str(runs)!r}, inside --data.root {data!r}, and become part of the "
+                         "data set; give --trainer.default_root_dir a folder outside it")  # fmt: skip
 
 
 @contextmanager
@@ -207,8 +297,13 @@ class EvaluateCLI(FaceCLI):
             help="Checkpoint to evaluate. Without it, the model as the config builds it is tested: a pretrained "
                  "network as it is (e.g. configs/embedding_dlib.yaml), or random weights.",
         )  # fmt: skip
-        parser.add_argument("--output", type=Optional[str], default=None, help="Also write the metrics JSON here.")
-        parser.add_argument("--overwrite", action="store_true", help="Replace an existing, non-empty --output.")
+        parser.add_argument(
+            "--output", type=Optional[str], default=None,
+            help="Write the metrics JSON here, and the plots beside it as <its name>_<plot>.png, instead of a run folder "
+                 "under runs/.",
+        )  # fmt: skip
+        parser.add_argument("--overwrite", action="store_true",
+                            help="Replace an existing, non-empty --output and its plots (never an input).")  # fmt: skip
         parser.add_argument(
             "--pairs", type=Optional[str], default=None,
             help="Embedding tasks: verify the pairs of this LFW pairs.txt (images in images/ beside it, else --data.root).",
@@ -217,9 +312,15 @@ class EvaluateCLI(FaceCLI):
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
         if self.config.get("output"):  # before the model is built and any image is read
-            io.check_output_file(self.config.output, self.config.overwrite)
+            output = io.check_output_file(self.config.output, self.config.overwrite, inputs=run_inputs(self.config))
+            _check_plots_beside(output, self.config.overwrite)
         # Always every image of --data.root, even with a run's saved config.yaml (eval_all: false).
         self.config["data"]["eval_all"] = True
+        names = (self.checkpoint or {}).get("hyper_parameters", {}).get("class_names")
+        if names and self.config["data"].get("layout") == "identity_folders":
+            # Labels follow the people the model was trained on (a folder of fewer people included),
+            # and a person it never saw is refused by name: identity accuracy counts trained people.
+            self.config["data"]["classes"] = list(names)
         if self.config.get("pairs"):
             model = str(self.config.get("model.class_path") or "")
             if not _is_embedding_task(model):
@@ -228,6 +329,31 @@ class EvaluateCLI(FaceCLI):
                     f"{model.rsplit('.', 1)[-1] or 'not set'}; give an embedding config (e.g. configs/embedding_triplet.yaml)"
                 )
             self.config["data"]["pairs_file"] = self.config["pairs"]
+
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        kwargs["enable_checkpointing"] = False  # nothing is trained: no checkpoint callback (none restored either)
+        if self.config.get("output"):  # the JSON and the plots go where --output says: no run folder, no config.yaml
+            kwargs["logger"] = False
+            kwargs["default_root_dir"] = str(Path(self.config.output).parent)
+            self.save_config_callback = None
+        return super().instantiate_trainer(**kwargs)
+
+
+def run_inputs(config: Namespace) -> dict[str, Any]:
+    """What a run reads (the config files, the checkpoint, the data): an output may never be one of these."""
+    data = config.get("data") or Namespace()
+    return {"--config": [str(c) for c in config.get("config") or []], "--ckpt_path": config.get("ckpt_path"),
+            "--data.root": data.get("root"), "--data.shards": data.get("shards"), "--data.pairs_file": data.get("pairs_file"),
+            "--data.predict_dir": data.get("predict_dir"), "--pairs": config.get("pairs")}  # fmt: skip
+
+
+def _check_plots_beside(output: Path, overwrite: bool) -> None:
+    """Refuse (unless ``overwrite``) when plots of an earlier run are beside ``--output`` (``<stem>_roc.png``, ...)."""
+    earlier = sorted(p.name for p in output.parent.glob(f"{output.stem}_*") if p.suffix in (".png", ".csv", ".txt"))
+    if earlier and not overwrite:
+        raise FileExistsError(f"--output {str(output)!r}: {io.first_few(earlier, 3)} beside it would be replaced (the plots "
+                              f"are written as {output.stem}_<plot>.png); pass --overwrite, or choose another name")  # fmt: skip
 
 
 def _is_embedding_task(class_path: str) -> bool:
@@ -297,18 +423,27 @@ def train(args: Optional[list[str]] = None) -> dict[str, Any]:
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     try:
         trainer.fit(model, datamodule=data, ckpt_path=cli.config.ckpt_path)
+        if trainer.global_step <= int((cli.checkpoint or {}).get("global_step", 0)):
+            resumed = ", resumed at its end" if cli.checkpoint else ""
+            raise ValueError(f"no training step ran (trainer.max_epochs={trainer.max_epochs}, max_steps={trainer.max_steps}, "
+                             f"limit_train_batches={trainer.limit_train_batches}{resumed}): nothing was trained; allow at "
+                             "least one epoch of at least one batch")  # fmt: skip
     except BaseException:
         _discard_empty_run(trainer)
         raise
     ckpt = _best_or_last(trainer)
+    # What chose the checkpoint (KeepStartCheckpoint: the start's score, the margin, whether best.ckpt is the start),
+    # read before testing restores the callbacks' state from the checkpoint.
+    chosen = {key: value for c in trainer.callbacks if isinstance(c, KeepStartCheckpoint) for key, value in c.summary().items()}
     if data.has_split("test"):
         trainer.test(model, datamodule=data, ckpt_path=ckpt)
-        report = model.test_report
+        report = dict(model.test_report)
     else:
         results = trainer.validate(model, datamodule=data, ckpt_path=ckpt)
         report = {key: float(value) for key, value in (results[0] if results else {}).items()}
         report["num_samples"] = len(data.splits["val"])
-        model.write_report(report)
+    model.write_report({**report, **chosen})
+    report = model.test_report
     _say_where(trainer)
     return report
 
@@ -320,12 +455,17 @@ def evaluate(args: Optional[list[str]] = None) -> dict[str, Any]:
     """
     cli = EvaluateCLI(args=args, run=False)
     output = Path(cli.config.output) if cli.config.output else None
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    cli.model.report_file = output  # the JSON at --output, the plots beside it
+    if cli.checkpoint is not None:  # the weights only: nothing of the training run (callbacks, loops) is restored
+        restore_weights(cli.model, cli.checkpoint, cli.config.ckpt_path)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule)
     report = cli.model.test_report
-    if output is not None and cli.trainer.is_global_zero:
-        io.write_json(output, report)
     if cli.trainer.is_global_zero:
-        _say_where(cli.trainer)
+        if output is not None:
+            plots = [p.name for p in cli.model.artifacts if p.is_file()]
+            print(f"Wrote {output}{' and ' + ', '.join(plots) if plots else ''} (in {output.parent})", file=sys.stderr)
+        else:
+            _say_where(cli.trainer)
         sys.stdout.flush()
         print(io.json_line(report), flush=True)
     return report

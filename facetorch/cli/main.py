@@ -52,6 +52,8 @@ COMMANDS: dict[str, Command] = {
                        tool="gallery.py"),  # fmt: skip
     "recognize": Command("facetorch.cli.gallery:main", "name every face in photos, a video or a camera (gallery recognize)",
                          prefix=("recognize",)),  # fmt: skip
+    "cluster": Command("facetorch.cli.gallery:main", "group the faces of a photo collection by person (gallery cluster)",
+                       prefix=("cluster",)),  # fmt: skip
     "detect": Command("facetorch.cli.detect:main", "run a single-face detector checkpoint on images, a video or a camera",
                       tool="detect.py"),  # fmt: skip
     "prepare-crops": Command("facetorch.cli.prepare_crops:main", "cut face / non-face crops from annotated photos",
@@ -62,6 +64,7 @@ COMMANDS: dict[str, Command] = {
                          tool="baselines.py"),  # fmt: skip
     "benchmark": Command("facetorch.cli.benchmark:main", "measure throughput against a baseline in the same process",
                          tool="benchmark.py"),  # fmt: skip
+    "serve": Command("facetorch.cli.serve:main", "recognition as an HTTP service with a web page (FastAPI)", tool="serve.py"),
     "synthetic-faces": Command("facetorch.cli.synthetic_faces:main", "write a small generated data set of any layout",
                                tool="synthetic_faces.py"),  # fmt: skip
 }
@@ -98,3 +101,6 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"facetorch: error: unknown command {name!r}; the commands are: {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
     run_command(name, argv[1:])
+
+if __name__ == "__main__":
+    main()

@@ -12,11 +12,23 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from facetorch.cli.common import add_output, add_quiet, rename_legacy_flags, run_tool, tool_parser
+from facetorch import io
+from facetorch.cli.common import (
+    add_output,
+    add_quiet,
+    fraction,
+    image_side,
+    nonnegative_int,
+    positive_int,
+    run_tool,
+    tool_parser,
+)
 from facetorch.data.annotations import scan_labelme_folder, scan_voc_folder
 from facetorch.data.crops import (
     check_output_folder,
+    check_split_shares,
     clear_previous_crops,
     haar_annotations,
     split_by_image,
@@ -27,11 +39,6 @@ from facetorch.data.crops import (
 from facetorch.data.haar import HaarFaceDetector
 
 PROG = "prepare_crops.py"
-RENAMED = {
-    "--negatives-per-image": "--negatives_per_image",
-    "--max-faces": "--max_faces",
-    "--identity-layout": "--identity_layout",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,16 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--haar", type=Path, metavar="DIR", action="append", default=[],
                         help="root/<identity>/<image> or flat images; faces found by the Haar cascade (repeatable)")
     add_output(parser, "output folder, new or empty", overwrite_help="write into a non-empty --output (old crops are replaced)")
-    parser.add_argument("--negatives_per_image", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--margin", type=float, default=0.0, help="face box growth per side, fraction of its size")
+    parser.add_argument("--negatives_per_image", type=nonnegative_int, default=5, help="non-face crops cut from each image")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--margin", type=fraction, default=0.0, help="face box growth per side, fraction of its size")
     parser.add_argument("--split", default=None, metavar="TRAIN,VAL,TEST",
                         help="write train/, val/, test/ sub-folders, splitting by source image (e.g. 0.7,0.15,0.15)")
-    parser.add_argument("--max_faces", type=int, default=None, help="error on an image annotated with more faces")
+    parser.add_argument("--max_faces", type=positive_int, default=None, help="error on an image annotated with more faces")
     parser.add_argument(
         "--identity_layout", action="store_true", help="with --haar: write output/<identity>/<stem>.png"
     )
-    parser.add_argument("--size", type=int, default=112, help="side of the square identity crops")
+    parser.add_argument("--size", type=image_side, default=112, help="side of the square identity crops, in pixels")
     parser.add_argument("--cascade", default="haarcascade_frontalface_default.xml", help="OpenCV Haar cascade")
     add_quiet(parser)
     return parser
@@ -62,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def prepare_crops(argv: list[str] | None = None) -> str:
     """Parse ``argv``, write the crops, print and return what was written."""
     parser = build_parser()
-    args = parser.parse_args(rename_legacy_flags(sys.argv[1:] if argv is None else argv, RENAMED, PROG))
+    args = parser.parse_args(argv)
     if not (args.labelme or args.voc or args.haar):
         parser.error("give at least one source: --labelme DIR, --voc DIR or --haar DIR")
     if args.identity_layout and (args.labelme or args.voc or len(args.haar) != 1 or args.split):
@@ -80,15 +87,18 @@ def main(argv: list[str] | None = None) -> None:
 
 def _parse_split(text: str) -> list[float]:
     try:
-        return [float(part) for part in text.split(",")]
+        shares = [float(part) for part in text.split(",")]
     except ValueError:
         raise ValueError(f"expected --split TRAIN,VAL,TEST as three numbers, e.g. 0.7,0.15,0.15; got {text!r}") from None
+    check_split_shares(shares)
+    return shares
 
 
 def _run(args: argparse.Namespace) -> str:
-    sources = [*args.labelme, *args.voc, *args.haar]
-    for source in sources:  # before any slow step
-        check_output_folder(args.output, args.overwrite, source=source)
+    inputs = {"--labelme": args.labelme, "--voc": args.voc, "--haar": args.haar}
+    check_output_folder(args.output, args.overwrite, inputs=inputs)  # before any slow step
+    if args.split is not None:
+        _parse_split(args.split)
     if args.overwrite:  # one clean-up of every earlier run's crops (with --split they sit in sub-folders)
         clear_previous_crops(args.output)
     annotations = []
@@ -102,9 +112,14 @@ def _run(args: argparse.Namespace) -> str:
         annotations += found
         without_face += missed
         for path in missed:
-            print(f"no face found: {path}", file=sys.stderr)
+            io.notice(f"no face found: {path}")
         lines.append(f"Haar found a face in {len(found)}/{len(found) + len(missed)} images of {folder}")
-    lines += _write(args, annotations)
+    written = _write(args, annotations)
+    if not any(summary.faces or summary.negatives for _, summary in written):
+        sources = ", ".join(f"{flag} {str(p)!r}" for flag, paths in inputs.items() for p in paths)
+        raise ValueError(f"{sources}: no crop could be cut from {len(annotations)} image(s) ({len(without_face)} without a "
+                         "face), so nothing was written; give photos with faces (and their boxes)")  # fmt: skip
+    lines += [f"{name}: {summary}" if name else str(summary) for name, summary in written]
     if args.haar:  # written last: the crop writers want an empty output folder
         root = Path(os.path.commonpath([p.resolve() for p in args.haar]))
         no_face = write_no_face_list(args.output, [p.resolve() for p in without_face], root)
@@ -112,12 +127,13 @@ def _run(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _write(args: argparse.Namespace, annotations: list) -> list[str]:
+def _write(args: argparse.Namespace, annotations: list) -> list[tuple[str, Any]]:
+    """(split name or "", its crop summary) for each folder written."""
     options = dict(margin=args.margin, overwrite=args.overwrite, progress=not args.quiet)
     if args.identity_layout:
-        return [str(write_identity_crops(annotations, args.output, root=args.haar[0], size=args.size, **options))]
+        return [("", write_identity_crops(annotations, args.output, root=args.haar[0], size=args.size, **options))]
     crop_options = dict(negatives_per_image=args.negatives_per_image, seed=args.seed, **options)
     if args.split is None:
-        return [str(write_crops(annotations, args.output, **crop_options))]
+        return [("", write_crops(annotations, args.output, **crop_options))]
     parts = split_by_image(annotations, _parse_split(args.split), args.seed)
-    return [f"{name}: {write_crops(part, args.output / name, **crop_options)}" for name, part in parts.items()]
+    return [(name, write_crops(part, args.output / name, **crop_options)) for name, part in parts.items()]

@@ -18,19 +18,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from facetorch import io
-from facetorch.cli.common import add_output, add_quiet, run_tool, tool_parser
+from facetorch.cli.common import add_output, add_quiet, image_side, positive_fraction, positive_int, run_tool, tool_parser
 from facetorch.data.layouts import LAYOUTS, get_layout
 from facetorch.data.shards import write_shards
 from facetorch.data.transforms import InputSpec
 
 PROG = "prepare_shards.py"
 SPLITS = ("train", "val", "test")
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB)?\s*$", re.IGNORECASE)
+
+
+def byte_size(text: str) -> str:
+    """An argparse type: a chunk size such as ``64MB`` (B, KB, MB, GB or TB; at least 1 KB)."""
+    match = _BYTES.match(text)
+    scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+    if not match or float(match.group(1)) * scale[(match.group(2) or "B").upper()] < 1e3:
+        raise argparse.ArgumentTypeError(f"expected a size of at least 1KB such as 64MB (B, KB, MB, GB, TB), got {text!r}")
+    return text.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,13 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                overwrite_help="write into a non-empty --output (an earlier shard set there is replaced)")  # fmt: skip
     parser.add_argument("--store", choices=["raw", "prepared"], default="raw",
                         help="raw: each file's bytes; prepared: uint8 arrays after the crop and resize")  # fmt: skip
-    parser.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), help="--store prepared: the model input")
+    parser.add_argument("--image_size", type=image_side, nargs=2, metavar=("H", "W"), help="--store prepared: the model input")
     parser.add_argument("--channels", type=int, choices=[1, 3], default=3, help="--store prepared: 1 grey, 3 RGB")
-    parser.add_argument("--center_crop", type=float, nargs=2, metavar=("FH", "FW"), default=None,
+    parser.add_argument("--center_crop", type=positive_fraction, nargs=2, metavar=("FH", "FW"), default=None,
                         help="--store prepared: fractions kept around the centre before resizing")  # fmt: skip
-    parser.add_argument("--chunk_bytes", default="64MB", help="target size of a chunk file (e.g. 64MB)")
-    parser.add_argument("--chunk_size", type=int, default=None, help="samples per chunk file, instead of --chunk_bytes")
-    parser.add_argument("--num_workers", type=int, default=1, help="processes that write (the sample order is kept)")
+    parser.add_argument("--chunk_bytes", type=byte_size, default="64MB", help="target size of a chunk file (e.g. 64MB)")
+    parser.add_argument("--chunk_size", type=positive_int, default=None, help="samples per chunk file, instead of --chunk_bytes")
+    parser.add_argument("--num_workers", type=positive_int, default=1, help="processes that write (the sample order is kept)")
     add_quiet(parser)
     return parser
 
@@ -67,8 +78,8 @@ def _folders(images: Path, layout_name: str) -> dict[str, Path]:
 
 def prepare_shards(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, write the shards, print (and return) a JSON summary."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    output = io.check_output_folder(args.output, args.overwrite)
+    args = build_parser().parse_args(argv)
+    output = io.check_output_folder(args.output, args.overwrite, inputs={"--images": args.images})
     spec = None
     if args.store == "prepared":
         if args.image_size is None:
@@ -81,6 +92,9 @@ def prepare_shards(argv: list[str] | None = None) -> dict[str, Any]:
     total = 0
     for split, folder in _folders(args.images, args.layout).items():
         index = layout.scan(folder, 1, None)
+        if index.skipped:
+            io.notice(f"--images {str(folder)!r}: {len(index.skipped)} entr{'y' if len(index.skipped) == 1 else 'ies'} not "
+                      f"written (only images directly inside each class folder are): {io.first_few(index.skipped)}")  # fmt: skip
         target = output / split if split else output
         began = time.perf_counter()
         meta = write_shards(index, target, args.layout, args.store, spec, args.chunk_bytes, args.chunk_size, args.num_workers)

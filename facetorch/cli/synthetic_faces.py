@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from facetorch import io
-from facetorch.cli.common import add_output, add_quiet, run_tool, tool_parser
+from facetorch.cli.common import add_output, add_quiet, image_side, nonnegative_int, positive_int, run_tool, tool_parser
 from facetorch.data.synthetic import write_empty_tree, write_synthetic_faces
 
 PROG = "synthetic_faces.py"
@@ -27,10 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The tool's arguments."""
     parser = tool_parser(PROG, __doc__)
     add_output(parser, "the data folder, new or empty")
-    parser.add_argument("--identities", type=int, default=5000)
-    parser.add_argument("--per_identity", type=int, default=10)
-    parser.add_argument("--size", type=int, default=64, help="side of the square images")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--identities", type=positive_int, default=5000, help="people (one folder each)")
+    parser.add_argument("--per_identity", type=positive_int, default=10, help="images per person")
+    parser.add_argument("--size", type=image_side, default=64, help="side of the square images, in pixels")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--empty", action="store_true", help="empty files (for scan timing), no images")
     add_quiet(parser)
     return parser
@@ -38,9 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def synthetic_faces(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, write the data set, print (and return) a JSON summary."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.identities < 1 or args.per_identity < 1 or args.size < 8:
-        raise ValueError("--identities and --per_identity must be >= 1 and --size >= 8")
+    args = build_parser().parse_args(argv)
     output = io.check_output_folder(args.output, args.overwrite)
     if args.empty:
         summary = write_empty_tree(output, args.identities, args.per_identity)

@@ -7,12 +7,13 @@ Negatives are random boxes of a face-like shape that barely overlap any face (Io
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -27,6 +28,7 @@ from facetorch.data.splits import stratified_split
 __all__ = [
     "CropSummary",
     "check_output_folder",
+    "check_split_shares",
     "clear_previous_crops",
     "crop_box",
     "expand_box",
@@ -136,27 +138,23 @@ def _draw_negative(
 # Output folder and files
 
 
-def check_output_folder(output: Path, overwrite: bool, *, source: Path | None = None) -> None:
-    """:func:`facetorch.io.check_output_folder`, and refuse an output that holds the input.
+def check_output_folder(output: Path, overwrite: bool, *, inputs: Mapping[str, Any] | None = None) -> None:
+    """:func:`facetorch.io.check_output_folder`, and refuse ``overwrite`` on a folder of files prepare_crops did not write.
+
+    :func:`facetorch.io.check_output_folder` also refuses an output that is an input or holds one.
 
     Args:
         output: The output folder.
         overwrite: Allow a non-empty folder.
-        source: The input folder, if any: ``output`` may not be it or a folder above it, since
-            ``overwrite`` replaces crops and a rerun would read the crops back.
+        inputs: The input folders, flag -> path: ``output`` may not be one of them or a folder above
+            one, since ``overwrite`` replaces crops and a rerun would read the crops back.
 
     Raises:
         FileExistsError: If ``output`` is a file, or a non-empty folder and ``overwrite`` is false.
-        ValueError: If ``output`` is ``source`` or one of its parents.
+        ValueError: If ``output`` is an input or holds one.
     """
     output = Path(output)
-    if source is not None:
-        resolved = Path(source).resolve()
-        if output.resolve() in (resolved, *resolved.parents):
-            raise ValueError(
-                f"--output {str(output)!r} holds the input folder {str(source)!r}; expected a separate folder"
-            )
-    io.check_output_folder(output, overwrite)
+    io.check_output_folder(output, overwrite, inputs=inputs)
     if overwrite and output.is_dir():
         strangers = sorted(_files_under(output) - _written_files(output))
         if strangers:
@@ -307,6 +305,17 @@ def write_crops(
     return CropSummary(output, len(annotations), faces, negatives, missing)
 
 
+def check_split_shares(fractions: Sequence[float]) -> None:
+    """Refuse ``--split`` shares that are not three fractions summing to 1 with a train share above 0.
+
+    Raises:
+        ValueError: what was expected and what came.
+    """
+    good = len(fractions) == 3 and all(math.isfinite(f) and f >= 0 for f in fractions) and fractions[0] > 0
+    if not good or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"expected --split TRAIN,VAL,TEST shares >= 0 summing to 1 with TRAIN > 0, got {list(fractions)}")
+
+
 def split_by_image(
     annotations: Sequence[FaceAnnotation], fractions: Sequence[float], seed: int = 0
 ) -> dict[str, list[FaceAnnotation]]:
@@ -320,8 +329,7 @@ def split_by_image(
         fractions: ``(train, val, test)`` shares, summing to 1 (a zero share gives no folder).
         seed: Seed of the shuffle.
     """
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] <= 0:
-        raise ValueError(f"expected --split TRAIN,VAL,TEST shares >= 0 summing to 1 with TRAIN > 0, got {list(fractions)}")
+    check_split_shares(fractions)
     # One class: the seeded split of facetorch.data.splits, photo by photo.
     parts = stratified_split([0] * len(annotations), fractions[1], fractions[2], seed)
     chosen = {name: getattr(parts, name) for name in ("train", "val", "test")}

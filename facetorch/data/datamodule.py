@@ -13,6 +13,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, RandomSampler
 
+from facetorch import ranges
 from facetorch.data.box_transforms import BoxAugmentation
 from facetorch.data.cache import default_cache_bytes
 from facetorch.data.datasets import PredictDataset, SampleIndex
@@ -23,6 +24,7 @@ from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSam
 from facetorch.data.shards import has_shards, join, read_meta, scan_shards
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
 from facetorch.data.transforms import Alignment, Augmentation, InputSpec, Normalization, check_alignment
+from facetorch.ranges import check_values
 
 LayoutName = Literal["face_crops", "identity_folders", "labelme"]
 TrainBatches = Literal["random", "pk", "pairs"]
@@ -31,7 +33,17 @@ SPLITS = ("train", "val", "test")
 SPLIT_FOLDER_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 
-__all__ = ["FaceDataModule", "builtin_face_crops"]
+__all__ = ["DATA_VALUES", "FaceDataModule", "builtin_face_crops"]
+
+# What each number of the data section means (facetorch.ranges): checked when the data module is built.
+DATA_VALUES = {
+    "batch_size": ranges.POSITIVE_INT, "num_workers": ranges.NONNEGATIVE_INT, "seed": ranges.NONNEGATIVE_INT,
+    "val_fraction": ranges.FRACTION_BELOW_ONE, "test_fraction": ranges.FRACTION_BELOW_ONE,
+    "min_images_per_class": ranges.POSITIVE_INT, "min_batches_per_epoch": ranges.POSITIVE_INT,
+    "identities_per_batch": ranges.POSITIVE_INT, "images_per_identity": ranges.POSITIVE_INT,
+    "batches_per_epoch": ranges.POSITIVE_INT, "verification_pairs": ranges.POSITIVE_INT,
+    "cache_bytes": ranges.NONNEGATIVE_INT,
+}  # fmt: skip
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -99,6 +111,10 @@ class FaceDataModule(pl.LightningDataModule):
         shards: Instead of ``root``: a shard set written by ``tools/prepare_shards.py`` from a folder of
             this layout, as a local folder or a URL LitData reads (``s3://...``). It gives the same
             samples, labels, splits and samplers as the folder; samples are read from the shards.
+        classes: ``identity_folders``: the class names in label order (evaluating a model: the
+            people it was trained on, which ``tools/evaluate.py`` sets from the checkpoint), so that
+            a folder of fewer people keeps the model's labels; a person not among them is refused.
+            ``null``: the folders found, sorted.
     """
 
     def __init__(
@@ -133,10 +149,15 @@ class FaceDataModule(pl.LightningDataModule):
         align_model: Optional[str] = None,
         cache_bytes: Optional[int] = None,
         shards: Optional[str] = None,
+        classes: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
-        if len(image_size) != 2 or min(image_size) < 8:
-            raise ValueError(f"data.image_size must be (height, width) of at least 8 pixels, got {image_size}")
+        check_values("data", locals(), DATA_VALUES)
+        if len(image_size) != 2 or not all(ranges.IMAGE_SIDE.contains(side) for side in image_size):
+            raise ValueError(f"data.image_size must be (height, width), each {ranges.IMAGE_SIDE.describe()}, got {image_size}")
+        if val_fraction + test_fraction >= 1:
+            raise ValueError(f"data.val_fraction + data.test_fraction must be below 1 (the rest trains), got "
+                             f"{val_fraction} + {test_fraction}")  # fmt: skip
         if channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
         if center_crop is not None and (len(center_crop) != 2 or not all(0 < f <= 1 for f in center_crop)):
@@ -163,6 +184,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.save_hyperparameters(ignore=["augmentation", "box_augmentation"])
         self.root = root
         self.shards = shards
+        self.classes = list(classes) if classes is not None else None
         self.layout = layout
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.channels = channels
@@ -182,8 +204,6 @@ class FaceDataModule(pl.LightningDataModule):
         self.seed = seed
         self.min_images_per_class = min_images_per_class
         self.cache_images = cache_images
-        if cache_bytes is not None and cache_bytes < 0:
-            raise ValueError(f"data.cache_bytes must be >= 0 bytes (or null for the default), got {cache_bytes}")
         self.cache_bytes = cache_bytes
         self.eval_all = eval_all
         self.predict_dir = predict_dir
@@ -207,13 +227,14 @@ class FaceDataModule(pl.LightningDataModule):
         return self.shards if self.shards is not None else self.root
 
     def _scan(self, folder: str | Path, class_names: Optional[list[str]] = None) -> SampleIndex:
+        class_names = class_names if class_names is not None else self.classes
         if self.shards is None:
             index = self.layout_spec.scan(Path(folder), self.min_images_per_class, class_names)
             if index.skipped:
                 count = len(index.skipped)
                 warnings.warn(
-                    f"{str(folder)!r}: {count} entr{'y' if count == 1 else 'ies'} in class folders not read "
-                    f"(only image files directly inside each class folder are; sub-folders and other files are "
+                    f"{str(folder)!r}: {count} entr{'y' if count == 1 else 'ies'} not read (only image files directly "
+                    f"inside each class folder are; sub-folders, other files and images beside the class folders are "
                     f"skipped): {', '.join(index.skipped[:5])}{', ...' if count > 5 else ''}",
                     stacklevel=2,
                 )
@@ -415,6 +436,11 @@ class FaceDataModule(pl.LightningDataModule):
     def _train_batch_sampler(self) -> Optional[torch.utils.data.Sampler]:
         labels = self.splits["train"].labels
         if self.train_batches == "pk":
+            people = len(np.unique(np.asarray(labels)))
+            if not 2 <= self.identities_per_batch <= people:
+                raise ValueError(f"data.identities_per_batch is {self.identities_per_batch}, but train_batches: pk needs 2 or "
+                                 f"more (a triplet needs a negative) and the train split of {self.source or 'the built-in data'} "
+                                 f"holds {people} identities; set it between 2 and {people}, or give more people")  # fmt: skip
             return PKBatchSampler(
                 labels, self.identities_per_batch, self.images_per_identity, self.batches_per_epoch, seed=self.seed
             )

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from facetorch.data.cache import ImageCache, default_cache_bytes
-from facetorch.data.files import IMAGE_EXTENSIONS, FileList, class_folder_listing, is_image_file, subfolder_names
+from facetorch.data.files import IMAGE_EXTENSIONS, FileList, class_folder_listing, image_names, is_image_file, subfolder_names
 from facetorch.data.images import ImageReadError, read_image
 
 FACE_CROP_CLASSES = ("non_face", "face")  # label 1 = face, so the face probability is column 1
@@ -105,6 +105,7 @@ def scan_face_crops(root: str | Path) -> SampleIndex:
             )
         relative.extend(f"{name}/{image}" for image in images)
         labels.extend([label] * len(images))
+    skipped += image_names(root)  # a loose image beside face/ and non_face/ is of neither class
     sources = FileList(root, relative)
     return SampleIndex(sources, labels, list(FACE_CROP_CLASSES), str(root), skipped=skipped)
 
@@ -113,7 +114,8 @@ def scan_identity_folders(root: str | Path, min_images: int = 1, class_names: Se
     """Index the ``identity_folders`` layout: one sub-folder of images per person.
 
     Sub-folders with fewer than ``min_images`` images are dropped and counted in ``dropped``.
-    Loose files beside the folders (e.g. ORL's README) and non-image files are ignored.
+    Loose files beside the folders (e.g. ORL's README) and non-image files are not read; loose images
+    and what is not read inside the folders are listed in ``skipped``.
 
     Args:
         root: The folder that holds one folder per identity.
@@ -131,6 +133,7 @@ def scan_identity_folders(root: str | Path, min_images: int = 1, class_names: Se
     listings = {name: class_folder_listing(root / name) for name in subfolder_names(root)}
     per_identity = {name: images for name, (images, _) in listings.items()}
     skipped = [f"{name}/{entry}" for name, (_, not_read) in listings.items() for entry in not_read]
+    skipped += image_names(root)  # a loose image beside the person folders belongs to no one
     dropped = {name: len(imgs) for name, imgs in per_identity.items() if len(imgs) < min_images}
     kept = {name: imgs for name, imgs in per_identity.items() if len(imgs) >= min_images}
     if not kept:
@@ -142,7 +145,8 @@ def scan_identity_folders(root: str | Path, min_images: int = 1, class_names: Se
     unknown = sorted(set(kept) - set(names))
     if unknown:
         raise ValueError(
-            f"Identity folders {unknown[:10]} in {str(root)!r} are not among the model's {len(names)} classes"
+            f"Identity folders {unknown[:10]} in {str(root)!r} are not among the model's {len(names)} classes (the people "
+            "it was trained on); an identity model can only be scored on them"
         )
     label_of = {name: i for i, name in enumerate(names)}
     labels: list[int] = []

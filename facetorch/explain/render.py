@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +75,7 @@ LoadedImage = tuple[Path, np.ndarray]
 def load_images(source: str | Path, channels: Literal[1, 3]) -> list[LoadedImage]:
     """Read one image file, or every image file under a folder (recursively, sorted by path).
 
-    Unreadable files are skipped with one warning that lists them.
+    Unreadable files are skipped with one notice on stderr that lists them.
 
     Args:
         source: An image file or a folder.
@@ -98,7 +97,7 @@ def load_images(source: str | Path, channels: Literal[1, 3]) -> list[LoadedImage
         except ImageReadError as error:
             unreadable.append(str(error))
     if unreadable:
-        warnings.warn(f"Skipped {len(unreadable)} unreadable image(s): " + "; ".join(unreadable), stacklevel=2)
+        io.notice(f"skipped {len(unreadable)} unreadable image(s): " + "; ".join(unreadable))
     if not loaded:
         raise ValueError(
             f"No readable image in {str(source)!r}: found {len(paths)} image file(s), "
@@ -120,7 +119,7 @@ def reference_target(task: nn.Module, spec: InputSpec, reference: str | Path) ->
     """
     if not hasattr(task, "embedding_dim"):
         raise ValueError(
-            f"`--reference` needs an embedding task (a task with `embedding_dim`, such as EmbeddingTask); "
+            f"--reference needs an embedding task (such as EmbeddingTask); "
             f"{type(task).__name__} does not output embeddings. Use --target to pick a class instead."
         )
     picture = read_image(Path(reference), spec.channels)

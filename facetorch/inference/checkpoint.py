@@ -27,7 +27,8 @@ import torch
 from facetorch.data.transforms import AlbumentationsTransform, InputSpec
 from facetorch.tasks import FaceTask
 
-__all__ = ["CheckpointError", "LoadedTask", "load_task", "model_fingerprint", "read_checkpoint", "task_class_name"]
+__all__ = ["CheckpointError", "LoadedTask", "load_task", "model_fingerprint", "read_checkpoint", "restore_weights",
+           "task_class_name"]
 
 TaskT = TypeVar("TaskT", bound=FaceTask)
 
@@ -167,14 +168,30 @@ def load_task(
         )
     try:
         task = cls(**_init_args(cls, dict(checkpoint["hyper_parameters"])))
-        task.on_load_checkpoint(checkpoint)  # as LightningModule.load_from_checkpoint does
-        task.load_state_dict(checkpoint["state_dict"], strict=True)
     except (TypeError, KeyError, RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{flag} {str(path)!r}: its weights do not fit a {cls.__name__}: {first[:300]}") from error
+        raise CheckpointError(f"{flag} {str(path)!r}: its weights do not fit a {cls.__name__}: {_first_line(error)}") from error
+    restore_weights(task, checkpoint, path, flag)
     task.to(device).eval()
     spec = InputSpec.from_hparams(data)
     return LoadedTask(task, path, spec, spec.transform(), cls.__name__, checkpoint)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)[:300]
+
+
+def restore_weights(task: FaceTask, checkpoint: dict[str, Any], path: str | Path, flag: str = "--ckpt_path") -> None:
+    """Put a checkpoint's weights (and what its task saves beside them) into ``task``, as ``load_from_checkpoint`` does.
+
+    Raises:
+        CheckpointError: the weights do not fit the task (another architecture, another number of classes).
+    """
+    try:
+        task.on_load_checkpoint(checkpoint)
+        task.load_state_dict(checkpoint["state_dict"], strict=True)
+    except (TypeError, KeyError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{flag} {str(path)!r}: its weights do not fit a {type(task).__name__}: "
+                              f"{_first_line(error)}") from error  # fmt: skip
 
 
 def model_fingerprint(module: torch.nn.Module) -> str:

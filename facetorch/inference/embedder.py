@@ -136,7 +136,7 @@ class Embedder:
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings (N, D) float32 of decoded images (uint8 arrays, as ``read_image`` gives)."""
-        return self._embed_tensors([self.transform(image) for image in images])
+        return self.embed_tensors([self.transform(image) for image in images])
 
     @torch.no_grad()
     def embed_faces(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -146,9 +146,16 @@ class Embedder:
         the photo itself (as dlib's ``get_face_chip`` on a detector's box); without, the box grown
         by ``margin`` on each side is cut out and resized to the model's input.
         """
+        return self.embed_tensors(self.face_tensors(image, boxes))
+
+    def face_tensors(self, image: np.ndarray, boxes: np.ndarray) -> list[torch.Tensor]:
+        """The network's input tensors of the faces in ``boxes`` of one photo, aligned or cut out as :meth:`embed_faces` does.
+
+        The faces of several photos can then be embedded in one batch by :meth:`embed_tensors`.
+        """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
-            return np.empty((0, self.task.embedding_dim), dtype=np.float32)
+            return []
         image = to_channels(image, self.channels)
         if self.input.align is not None:
             from facetorch.models.shape_predictor import load_shape_predictor
@@ -160,9 +167,11 @@ class Embedder:
             height, width = image.shape[:2]
             chips = [crop_box(image, expand_box(box, self.margin, width, height)) for box in boxes]
             chips = [_resize(chip, self.input) for chip in chips]
-        return self._embed_tensors([self._finish(chip) for chip in chips])
+        return [self._finish(chip) for chip in chips]
 
-    def _embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    @torch.no_grad()
+    def embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
+        """Embeddings (N, D) float32 of prepared input tensors (:meth:`face_tensors`), ``batch_size`` at a time."""
         rows = []
         for start in range(0, len(tensors), self.batch_size):
             batch = torch.stack(list(tensors[start : start + self.batch_size]))
@@ -223,25 +232,21 @@ def task_from_config(config: str | Path, device: str = "cpu") -> tuple[Any, Inpu
         FileNotFoundError: the config does not exist.
         ValueError: it is not a config of an ``EmbeddingTask``, or its sections are malformed.
     """
-    import yaml
-
     from facetorch.tasks import EmbeddingTask
 
     path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {str(path)!r} does not exist (expected a YAML file, e.g. configs/embedding_dlib.yaml)")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"--config {str(path)!r} is not valid YAML: {' '.join(str(error).split())}") from error
+    values = io.read_config(path)
     model, data = values.get("model") or {}, values.get("data") or {}
-    class_path = str(model.get("class_path", ""))
-    if not class_path.endswith("EmbeddingTask") or "image_size" not in data:
+    class_path = str(model.get("class_path", "")) if isinstance(model, dict) else ""
+    if not class_path.endswith("EmbeddingTask") or not isinstance(data, dict) or "image_size" not in data:
         raise ValueError(f"--config {str(path)!r} is not an EmbeddingTask config with a data section (model.class_path is "
                          f"{class_path or 'missing'!r}); gallery.py needs one, e.g. configs/embedding_dlib.yaml")  # fmt: skip
     spec = InputSpec.from_hparams(data)
     args = dict(model.get("init_args") or {})
     args["in_channels"] = spec.channels
-    task = EmbeddingTask(**args)
+    try:
+        task = EmbeddingTask(**args)
+    except TypeError as error:  # a key EmbeddingTask does not take
+        raise ValueError(f"--config {str(path)!r}: model.init_args: {error}") from error
     return task.to(device).eval(), spec
 

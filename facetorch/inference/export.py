@@ -241,11 +241,11 @@ def export_onnx(
     metadata: dict[str, Any],
     path: str | Path,
     opset: int = DEFAULT_OPSET,
-    dynamic_batch: bool = False,
+    dynamic_batch: bool = True,
 ) -> Path:
     """Write ``graph`` as one ONNX file (weights inside), with ``metadata`` under ``metadata_props['facetorch']``.
 
-    The input is float32 (N, C, H, W) named :data:`INPUT_NAME`; N is 1, or any size with ``dynamic_batch``.
+    The input is float32 (N, C, H, W) named :data:`INPUT_NAME`; N is any size (``dynamic_batch``, the default), or 1.
     The file is written atomically.
 
     Raises:
@@ -361,7 +361,7 @@ def export_task(
     path: str | Path,
     fmt: ExportFormat,
     opset: int = DEFAULT_OPSET,
-    dynamic_batch: bool = False,
+    dynamic_batch: bool = True,
 ) -> dict[str, Any]:
     """Export ``task`` (fed as ``spec``) to ``path`` in ``fmt``; returns the metadata written into the file.
 

@@ -223,8 +223,8 @@ class OnnxEmbedder:
         meta = self.model.meta
         if meta.get("align") and face_of is None:
             raise ExportError(
-                f"{flag} {str(path)!r} was trained on {meta['align']}-aligned faces, and the ONNX path does not align: "
-                "pass aligned face chips (face_of=an aligner), or use the checkpoint (--ckpt_path)"
+                f"{flag} {str(path)!r} was trained on {meta['align']}-aligned faces, and the ONNX path does not align them: "
+                "give the model as --ckpt_path CKPT or --config CFG, which align each face as in training"
             )
         self.meta = meta
         self.channels = self.model.channels

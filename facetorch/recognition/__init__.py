@@ -1,7 +1,10 @@
 """Faces in the wild: find every face, name it from a gallery, over photos, videos and cameras.
 
 ``detectors``: face detectors (Haar, dlib's CNN, a detector checkpoint) behind one interface;
-``gallery``: enrolled embeddings, identified or ``unknown``; ``enrollment``: enrolling people
+``database``: the face database (:func:`open_gallery`): one gallery interface over the ``stores``
+(SQLite, PostgreSQL, read-only ``.npz``) searched through a FAISS ``vector_index``, calibrated
+by ``calibration``; ``gallery``: the ``.npz`` gallery of facetorch 0.1 (read-only);
+``subjects``: which face of an enrolment photo is the person's; ``enrollment``: enrolling people
 from folders, photos and cameras; ``probes``: identify / verify / open-set scoring of probe
 images; ``pipeline``: the per-frame pipeline (detect, align, embed, match); ``runs``: that
 pipeline over a source, writing ``recognitions.csv`` (``results``) and annotated pictures or
@@ -20,6 +23,9 @@ from typing import Any
 _EXPORTS = {
     "FaceDetector": "detectors",
     "build_face_detector": "detectors",
+    "FaceGallery": "database",
+    "open_gallery": "database",
+    "migrate_gallery": "database",
     "Gallery": "gallery",
     "GalleryError": "gallery",
     "UNKNOWN": "gallery",

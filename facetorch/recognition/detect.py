@@ -12,7 +12,7 @@ folder is refused unless ``overwrite`` is given.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,6 +51,7 @@ class DetectionRun:
     output: str
     csv: str
     stopped_early: bool
+    unreadable: list[str] = field(default_factory=list)
 
 
 def _csv_row(source: str, frame: int, detection: Detection) -> dict[str, Any]:
@@ -86,6 +87,8 @@ def detect_source(
         FileExistsError: ``output`` is not empty and ``overwrite`` is false.
         ValueError: no image in a folder, or a video / camera that cannot be opened.
     """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"--max_frames must be 1 or more, got {max_frames}")
     output = Path(output)
     io.check_output_folder(output, overwrite)
     opened = open_source(source)
@@ -100,6 +103,7 @@ def _detect_images(detector: Detector, source: Source, output: Path, progress: b
     frames = faces = 0
     start = time.perf_counter()
     stopped = False
+    unreadable: list[str] = []
     with stop_on_signals() as stop_asked, atomic_csv(csv_path, CSV_FIELDS) as writer:
         for file in io.progress(source.files, "detect", enabled=progress):
             if stop_asked():
@@ -109,13 +113,14 @@ def _detect_images(detector: Detector, source: Source, output: Path, progress: b
                 frame = cv2.cvtColor(read_image(file, 3), cv2.COLOR_RGB2BGR)
             except ImageReadError as error:
                 writer.writerow({"source": str(file), "frame": frames, "error": str(error)})
+                unreadable.append(str(file))
                 continue
             detection = detector(frame)
             write_png_bgr(frame_path(output, source.root, file), draw(frame, detection))
             writer.writerow(_csv_row(str(file), frames, detection))
             frames += 1
             faces += int(detection.face)
-    return _summary(detector, frames, faces, start, output, csv_path, stopped)
+    return _summary(detector, frames, faces, start, output, csv_path, stopped, unreadable)
 
 
 def _detect_stream(
@@ -145,8 +150,9 @@ def _detect_stream(
 
 
 def _summary(
-    detector: Detector, frames: int, faces: int, start: float, output: Path, csv_path: Path, stopped: bool
-) -> DetectionRun:
+    detector: Detector, frames: int, faces: int, start: float, output: Path, csv_path: Path, stopped: bool,
+    unreadable: Optional[list[str]] = None,
+) -> DetectionRun:  # fmt: skip
     seconds = time.perf_counter() - start
     return DetectionRun(
         frames=frames,
@@ -157,4 +163,5 @@ def _summary(
         output=str(output),
         csv=str(csv_path),
         stopped_early=stopped,
+        unreadable=unreadable or [],
     )

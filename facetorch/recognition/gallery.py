@@ -26,14 +26,16 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from facetorch import evaluation, io
-from facetorch.inference.embedder import FaceEmbedder, alignment_of
 
-__all__ = ["UNKNOWN", "Gallery", "GalleryError", "GalleryMeta"]
+if TYPE_CHECKING:  # the model is needed only to make an empty gallery: reading one stays free of torch
+    from facetorch.inference.embedder import FaceEmbedder
+
+__all__ = ["UNKNOWN", "Gallery", "GalleryError", "GalleryMeta", "file_key"]
 
 GALLERY_FORMAT = 2
 READABLE_FORMATS = (2,)  # format 1 (facetorch 0.1.0 before the detector was recorded) is no longer read
@@ -82,6 +84,8 @@ class Gallery:
     @classmethod
     def empty(cls, embedder: FaceEmbedder, detector: Optional[str] = None) -> Gallery:
         """A gallery for ``embedder``'s faces, found by ``detector`` (default: how ``embedder.faces`` finds them)."""
+        from facetorch.inference.embedder import alignment_of
+
         dim = embedder.embedding_dim
         detector = detector or ("haar_largest" if getattr(embedder, "faces", "whole") == "haar" else "whole")
         meta = GalleryMeta(embedder.fingerprint, embedder.threshold, model=getattr(embedder, "source", ""),
@@ -95,6 +99,10 @@ class Gallery:
 
     def __len__(self) -> int:
         return len(self.meta.names)
+
+    def rows(self) -> tuple[list[str], np.ndarray]:
+        """The names (one per row) and the embeddings, as :meth:`FaceGallery.rows` gives them."""
+        return list(self.meta.names), self.embeddings
 
     def add(self, name: str, embeddings: np.ndarray, files: Sequence[Path | str]) -> int:
         """Enrol images of ``name`` (files already enrolled are skipped); returns how many were added.
@@ -276,9 +284,9 @@ class Gallery:
         path = Path(path)
         name = f"{flag} {str(path)!r}"
         if path.is_dir():
-            raise IsADirectoryError(f"{name} is a folder; expected a gallery .npz file (written by `gallery.py enroll`)")
+            raise IsADirectoryError(f"{name} is a folder; expected a gallery .npz file (written by gallery.py enroll)")
         if not path.is_file():
-            raise FileNotFoundError(f"{name} does not exist; create it with `gallery.py enroll`")
+            raise FileNotFoundError(f"{name} does not exist; create it with gallery.py enroll")
         try:
             # our own handle, closed even when numpy's zip reader fails half way (a truncated file)
             with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
@@ -319,6 +327,9 @@ class Gallery:
             raise GalleryError(f"{name}: {error}") from error
 
 
-def _file_key(path: Path | str) -> str:
+def file_key(path: Path | str) -> str:
     """How a gallery stores an enrolled file: an existing path resolved, any other label as it is."""
     return str(Path(path).resolve()) if os.path.exists(path) else str(path)
+
+
+_file_key = file_key

@@ -27,11 +27,12 @@ import cv2
 import numpy as np
 
 from facetorch.boxes import crop_box, expand_box
+from facetorch.recognition.database import FaceGallery
 from facetorch.recognition.detectors import FaceDetector
-from facetorch.recognition.gallery import UNKNOWN, Gallery, GalleryError
+from facetorch.recognition.gallery import UNKNOWN, GalleryError
 from facetorch.recognition.streams import draw_label
 
-__all__ = ["Face", "OpenSetMatcher", "Recognizer", "SvmMatcher", "build_matcher", "draw_faces", "embed_faces"]
+__all__ = ["Face", "OpenSetMatcher", "Recognizer", "SvmMatcher", "build_matcher", "draw_faces", "embed_faces", "embed_faces_of"]
 
 KNOWN_COLOUR = (0, 170, 0)  # BGR
 UNKNOWN_COLOUR = (0, 0, 220)
@@ -77,7 +78,7 @@ class OpenSetMatcher:
 
     kind = "open_set"
 
-    def __init__(self, gallery: Gallery, threshold: Optional[float] = None) -> None:
+    def __init__(self, gallery: FaceGallery, threshold: Optional[float] = None) -> None:
         if len(gallery) == 0:
             raise GalleryError("The gallery is empty: enrol people first (gallery.py enroll)")
         self.gallery = gallery
@@ -101,7 +102,7 @@ class SvmMatcher:
 
     kind = "svm"
 
-    def __init__(self, gallery: Gallery, threshold: Optional[float] = None) -> None:
+    def __init__(self, gallery: FaceGallery, threshold: Optional[float] = None) -> None:
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -109,7 +110,8 @@ class SvmMatcher:
 
         if len(gallery) == 0:
             raise GalleryError("The gallery is empty: enrol people first (gallery.py enroll)")
-        names = np.asarray(gallery.meta.names)
+        rows, embeddings = gallery.rows()
+        names = np.asarray(rows)
         people, counts = np.unique(names, return_counts=True)
         if len(people) < 2 or counts.min() < 2:
             raise GalleryError(f"--matcher svm needs 2 or more people with 2 or more images each; the gallery has {len(people)} "
@@ -124,7 +126,7 @@ class SvmMatcher:
         self.model = CalibratedClassifierCV(svm, method="sigmoid", cv=folds, ensemble=False)
         with warnings.catch_warnings():  # a gallery has few photos per person: more people than half the rows is normal
             warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-            self.model.fit(gallery.embeddings, names)
+            self.model.fit(embeddings, names)
 
     def __call__(self, embeddings: np.ndarray) -> list[tuple[str, float]]:
         probabilities = self.model.predict_proba(embeddings)
@@ -133,7 +135,7 @@ class SvmMatcher:
         return [(str(self.model.classes_[k]) if p >= self.threshold else UNKNOWN, float(p)) for k, p in zip(best, scores)]
 
 
-def build_matcher(kind: str, gallery: Gallery, threshold: Optional[float] = None) -> OpenSetMatcher | SvmMatcher:
+def build_matcher(kind: str, gallery: FaceGallery, threshold: Optional[float] = None) -> OpenSetMatcher | SvmMatcher:
     """``open_set`` (the gallery's threshold) or ``svm`` (a linear SVM's probability)."""
     if kind == "open_set":
         return OpenSetMatcher(gallery, threshold)
@@ -180,6 +182,21 @@ def embed_faces(embedder: Any, image: np.ndarray, boxes: np.ndarray) -> np.ndarr
     return embedder.embed([_crop_for(embedder, picture, box) for box in np.asarray(boxes).reshape(-1, 4)])
 
 
+def embed_faces_of(embedder: Any, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Embeddings of the faces in ``boxes[i]`` of each photo ``images[i]``: the faces of all photos in one batch.
+
+    An embedder that prepares faces apart from running its network (``face_tensors`` and
+    ``embed_tensors``, as :class:`~facetorch.inference.embedder.Embedder`) runs the network once
+    for every face of every photo; any other embeds photo by photo (:func:`embed_faces`).
+    """
+    counts = [len(np.asarray(b).reshape(-1, 4)) for b in boxes]
+    if not (hasattr(embedder, "face_tensors") and hasattr(embedder, "embed_tensors")):
+        return [embed_faces(embedder, image, b) for image, b in zip(images, boxes)]
+    tensors = [t for image, b, n in zip(images, boxes, counts) if n for t in embedder.face_tensors(image, b)]
+    rows = embedder.embed_tensors(tensors)
+    return list(np.split(rows, np.cumsum(counts)[:-1])) if counts else []
+
+
 class Recognizer:
     """Detect, align, embed and match every face of a frame.
 
@@ -196,11 +213,11 @@ class Recognizer:
         self.seconds = {"detect": 0.0, "embed": 0.0, "match": 0.0}
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """The faces of each uint8 RGB image (one detector batch; the faces of each image in one embedding batch)."""
+        """The faces of each uint8 RGB image (one detector batch, then every face of every image in one embedding batch)."""
         start = time.perf_counter()
         found = self.detector.detect_batch(images)
         detected = time.perf_counter()
-        embeddings = [embed_faces(self.embedder, image, boxes) for image, (boxes, _) in zip(images, found) if len(boxes)]
+        embeddings = [rows for rows in embed_faces_of(self.embedder, images, [boxes for boxes, _ in found]) if len(rows)]
         embedded = time.perf_counter()
         matches = self.matcher(np.concatenate(embeddings)) if embeddings else []
         self.seconds["detect"] += detected - start

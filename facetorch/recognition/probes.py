@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,10 +11,11 @@ import numpy as np
 from facetorch import evaluation, io
 from facetorch.data.files import is_image_file
 from facetorch.inference.embedder import Embedder
+from facetorch.recognition.database import FaceGallery
 from facetorch.recognition.enrollment import person_folders
-from facetorch.recognition.gallery import Gallery, GalleryError
+from facetorch.recognition.gallery import GalleryError
 
-__all__ = ["evaluate_open_set", "identify", "probe_files", "verify"]
+__all__ = ["check_probe_people", "evaluate_open_set", "identify", "probe_files", "verify"]
 
 
 def probe_files(images: str | Path) -> list[Path]:
@@ -33,7 +34,7 @@ def probe_files(images: str | Path) -> list[Path]:
 
 
 def identify(
-    embedder: Embedder, gallery: Gallery, images: str | Path, threshold: Optional[float] = None
+    embedder: Embedder, gallery: FaceGallery, images: str | Path, threshold: Optional[float] = None
 ) -> list[dict[str, Any]]:
     """Rows ``file, name, similarity, error`` for each probe image (name ``unknown`` below the threshold)."""
     files = probe_files(images)
@@ -59,9 +60,31 @@ def verify(embedder: Embedder, image1: str | Path, image2: str | Path, threshold
     return {"similarity": similarity, "threshold": threshold, "same": bool(similarity >= threshold)}
 
 
+def check_probe_people(known: Mapping[str, Any], unknown: Mapping[str, Any], enrolled: Sequence[str],
+                       known_dir: str | Path, unknown_dir: str | Path) -> None:  # fmt: skip
+    """Refuse probe folders that contradict the gallery, naming the people.
+
+    A known probe must be of an enrolled person, an unknown probe of someone never enrolled (else
+    a stranger would be scored as someone the gallery knows, or the other way round).
+
+    Raises:
+        GalleryError: a known person who is not enrolled, or an unknown person who is.
+    """
+    people = set(enrolled)
+    missing = sorted(set(known) - people)
+    if missing:
+        raise GalleryError(f"--known {str(known_dir)!r}: {len(missing)} person(s) not enrolled in the gallery "
+                           f"({len(people)} enrolled): {io.first_few(missing)}; known probes must be of enrolled people "
+                           f"(move them to --unknown, or enrol them)")  # fmt: skip
+    wrong = sorted(set(unknown) & people)
+    if wrong:
+        raise GalleryError(f"--unknown {str(unknown_dir)!r}: {len(wrong)} person(s) enrolled in the gallery: "
+                           f"{io.first_few(wrong)}; unknown probes must be of people never enrolled (move them to --known)")
+
+
 def evaluate_open_set(
     embedder: Embedder,
-    gallery: Gallery,
+    gallery: FaceGallery,
     known: str | Path,
     unknown: str | Path,
     threshold: Optional[float] = None,
@@ -80,15 +103,14 @@ def evaluate_open_set(
         ``num_unknown``, ``num_samples``.
     """
     threshold = gallery.default_threshold() if threshold is None else threshold
-    scores, predicted, truth, known_embeddings = [], [], [], []
-    for folder, is_known in ((known, True), (unknown, False)):
-        label = "known" if is_known else "unknown"
-        people = person_folders(folder, flag=f"--{label}")
+    folders = {flag: person_folders(folder, flag=flag) for flag, folder in (("--known", known), ("--unknown", unknown))}
+    check_probe_people(folders["--known"], folders["--unknown"], gallery.people, known, unknown)
+    scores, predicted, truth, known_embeddings, skipped = [], [], [], [], {}
+    for flag, people in folders.items():
+        is_known, label = flag == "--known", flag[2:]
         for name, files in io.progress(people.items(), label, total=len(people), enabled=embedder.progress):
-            if is_known and name not in gallery.people:
-                enrolled = len(gallery.people)
-                raise GalleryError(f"{folder}/{name}: a known probe of a person not in the gallery ({enrolled} enrolled)")
-            embeddings, used, _ = embedder.embed_files(files, show_progress=False)
+            embeddings, used, missed = embedder.embed_files(files, show_progress=False)
+            skipped.update({str(path): reason for path, reason in missed.items()})
             if not used:
                 continue
             names, best = gallery.best_matches(embeddings)
@@ -97,6 +119,12 @@ def evaluate_open_set(
             scores.extend(best.tolist())
             predicted.extend(names)
             truth.extend([name if is_known else None] * len(used))
+    if skipped:
+        io.notice(f"skipped {len(skipped)} probe image(s) that could not be embedded: "
+                  f"{io.first_few([f'{path} ({reason})' for path, reason in skipped.items()], 3)}")  # fmt: skip
+    if not truth:
+        raise ValueError(f"--known {str(known)!r} and --unknown {str(unknown)!r}: none of the probe images could be embedded, "
+                         "so nothing was evaluated; give readable face images")  # fmt: skip
     report: dict[str, Any] = evaluation.open_set_metrics(scores, predicted, truth, threshold)
     at_pair = evaluation.open_set_metrics(scores, predicted, truth, gallery.meta.threshold)
     report["identification_rate_at_pair_threshold"] = at_pair["identification_rate"]
@@ -109,8 +137,8 @@ def evaluate_open_set(
     report["pair_threshold"] = float(gallery.meta.threshold)
     if known_embeddings and len(gallery.people) >= 2:
         # Closed set, as the original project did: classifiers fitted on the enrolled embeddings.
-        closed = evaluation.classifier_accuracy(
-            gallery.embeddings, gallery.meta.names, np.concatenate(known_embeddings), [t for t in truth if t is not None]
-        )
+        names, rows = gallery.rows()
+        probes, labels = np.concatenate(known_embeddings), [t for t in truth if t is not None]
+        closed = evaluation.classifier_accuracy(rows, names, probes, labels)
         report["svm_acc"], report["knn_acc"] = closed["svm_acc"], closed["knn_acc"]
     return report

@@ -48,10 +48,16 @@ def read_rows(path: str | Path, flag: str) -> list[dict[str, str]]:
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"{flag} {str(path)!r} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and not _NEEDED <= set(rows[0]):
-        raise ValueError(f"{flag} {str(path)!r}: expected the columns {sorted(_NEEDED)}, found {sorted(rows[0])}")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows, columns = list(reader), list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{flag} {str(path)!r} is not a CSV file ({' '.join(str(error).split())[:120]})") from error
+    if rows and not _NEEDED <= set(columns):
+        raise ValueError(f"{flag} {str(path)!r}: expected the columns {sorted(_NEEDED)}, found {columns[:10]}")
+    if any(None in row for row in rows):  # csv.DictReader keeps a row's extra fields under the key None
+        raise ValueError(f"{flag} {str(path)!r}: a row has more fields than the header {columns[:10]}")
     return rows
 
 
@@ -76,9 +82,18 @@ def score_recognitions(truth_path: str | Path, recognitions_path: str | Path, io
     def key(row: dict[str, str]) -> Any:
         return int(row["frame"]) if video else Path(row["source"]).name
 
+    if not truth_rows:
+        raise ValueError(f"--truth {str(truth_path)!r} holds no face: there is nothing to score against")
     truth = [{"key": key(r), "box": _box(r, "--truth"), "name": r["name"], "enrolled": r.get("enrolled") == "1"}
              for r in truth_rows]  # fmt: skip
     found = [{"key": key(r), "box": _box(r, "--recognitions"), "name": r["name"]} for r in found_rows]
+    pictures, seen = {row["key"] for row in truth}, {row["key"] for row in found}
+    if seen and not seen & pictures:
+        what = "frames" if video else "pictures"
+        recognised, true = (", ".join(map(str, sorted(keys)[:3])) for keys in (seen, pictures))
+        raise ValueError(f"--recognitions {str(recognitions_path)!r} and --truth {str(truth_path)!r} share no {what} "
+                         f"(recognised: {recognised}; true: {true}): score the recognitions of the set the truth file "
+                         "came with")  # fmt: skip
     report = recognition_metrics(truth, found, iou=iou)
     if video and truth_rows and "track" in truth_rows[0]:
         for row, source in zip(truth, truth_rows):

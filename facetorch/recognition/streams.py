@@ -108,6 +108,10 @@ def open_source(source: str) -> Source:
         capture = _open_capture(str(path), str(path))
         known = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         return Source("video", str(path), path.stem, capture=capture, fps=_fps(capture), frame_count=known if known > 0 else None)
+    if path.is_file() and not is_image_file(path):
+        raise ValueError(f"--source {source!r} is neither an image nor a video by its extension (videos: "
+                         f"{', '.join(VIDEO_EXTENSIONS)}); give an image, a folder of images, a video or a camera "
+                         "index")  # fmt: skip
     files = image_files(path)
     if not files:
         raise ValueError(f"--source {str(path)!r} holds no image and is not a video ({', '.join(VIDEO_EXTENSIONS)})")

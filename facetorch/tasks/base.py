@@ -14,10 +14,29 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from facetorch import io
+from facetorch import io, ranges
+from facetorch.ranges import check_values
 
 OptimizerName = Literal["sgd", "adam", "adamw", "adamax"]
 SchedulerName = Literal["none", "cosine", "plateau"]
+
+# The detector's backbone width factor and the side of its pooling grid: beyond these no network fits in memory.
+WIDTH_FACTOR = ranges.Kind("a width factor of the backbone", low=0, high=8, low_open=True)
+POOL_GRID = ranges.Kind("cells on a side of the pooling grid", low=1, high=16, integer=True)
+# What each number of a task's model section means (facetorch.ranges): each task's __init__ checks its
+# arguments against it first (check_values(..., locals(), ...): a name a task does not take is not there).
+MODEL_VALUES = {
+    "lr": ranges.POSITIVE, "weight_decay": ranges.NONNEGATIVE, "momentum": ranges.FRACTION_BELOW_ONE,
+    "warmup_epochs": ranges.NONNEGATIVE_INT, "plateau_factor": ranges.OPEN_FRACTION,
+    "plateau_patience": ranges.NONNEGATIVE_INT, "num_classes": ranges.POSITIVE_INT, "hidden": ranges.LAYER_WIDTH,
+    "dropout": ranges.FRACTION_BELOW_ONE, "label_smoothing": ranges.FRACTION_BELOW_ONE,
+    "sample_images": ranges.NONNEGATIVE_INT, "embedding_dim": ranges.LAYER_WIDTH, "margin": ranges.NONNEGATIVE,
+    "contrastive_margin": ranges.POSITIVE, "classification_weight": ranges.NONNEGATIVE,
+    "classifier_scale": ranges.POSITIVE, "classify_epochs": ranges.NONNEGATIVE_INT, "head_margin": ranges.NONNEGATIVE,
+    "head_scale": ranges.POSITIVE, "sample_rate": ranges.POSITIVE_FRACTION, "width": WIDTH_FACTOR,
+    "pool_grid": POOL_GRID, "box_weight": ranges.NONNEGATIVE, "cls_weight": ranges.NONNEGATIVE,
+    "score_threshold": ranges.OPEN_FRACTION, "l2_sp_weight": ranges.NONNEGATIVE, "distill_weight": ranges.NONNEGATIVE,
+}  # fmt: skip
 
 
 def dataset_order(gathered: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -77,6 +96,7 @@ class FaceTask(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        check_values("model", locals(), MODEL_VALUES)
         self.optimizer_name = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
@@ -88,6 +108,9 @@ class FaceTask(pl.LightningModule):
         self.channels_last = channels_last
         self.compile_model = compile  # not self.compile: that is nn.Module.compile()
         self.test_report: dict[str, Any] = {}
+        # evaluate.py --output FILE: the report goes to FILE and the plots beside it, as <FILE's stem>_<plot>.
+        self.report_file: Optional[Path] = None
+        self.artifacts: list[Path] = []  # the plot and table paths handed out (artifact_path), in order
         # Not a submodule (kept out of state_dict and of .to()): it shares self.model's parameters.
         self.__dict__["_compiled_model"] = None
 
@@ -196,6 +219,8 @@ class FaceTask(pl.LightningModule):
         trainer = self._trainer
         if trainer is None or trainer.fast_dev_run:
             return None
+        if self.report_file is not None:
+            return Path(self.report_file).parent
         # Trainer.log_dir, without its broadcast: that is a collective under DDP, and only rank 0
         # writes here, so ranks that skip a plot would call it a different number of times.
         if trainer.loggers:
@@ -217,7 +242,7 @@ class FaceTask(pl.LightningModule):
         self.test_report = report
         run_dir = self.run_dir
         if run_dir is not None and self.trainer.is_global_zero:
-            io.write_json(run_dir / filename, report)
+            io.write_json(self.report_file if self.report_file is not None else run_dir / filename, report)
 
     def artifact_path(self, name: str) -> Optional[Path]:
         """Path for a plot or table in the run folder, or ``None`` when nothing should be written."""
@@ -225,4 +250,6 @@ class FaceTask(pl.LightningModule):
         if run_dir is None or not self.trainer.is_global_zero:
             return None
         os.makedirs(run_dir, exist_ok=True)
-        return run_dir / name
+        path = run_dir / (f"{Path(self.report_file).stem}_{name}" if self.report_file is not None else name)
+        self.artifacts.append(path)
+        return path

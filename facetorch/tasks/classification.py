@@ -16,7 +16,8 @@ from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 from facetorch import evaluation, io, reports
 from facetorch.explain import gradcam
 from facetorch.models.vgg import ORIGINAL_CFG, FaceVGG, LayerSpec
-from facetorch.tasks.base import FaceTask, dataset_order
+from facetorch.ranges import check_values
+from facetorch.tasks.base import MODEL_VALUES, FaceTask, dataset_order
 
 
 class ClassificationTask(FaceTask):
@@ -35,6 +36,7 @@ class ClassificationTask(FaceTask):
         label_smoothing: float = 0.0,
         **optimization: Any,
     ) -> None:
+        check_values("model", locals(), MODEL_VALUES)  # every number against its meaning, before any is used
         super().__init__(**optimization)
         if num_classes < 2:
             raise ValueError(f"model.num_classes must be at least 2, got {num_classes}")
@@ -217,6 +219,7 @@ class FaceClassifierTask(ClassificationTask):
         label_smoothing: float = 0.0,
         **optimization: Any,
     ) -> None:
+        check_values("model", locals(), MODEL_VALUES)  # every number against its meaning, before any is used
         super().__init__(
             num_classes=num_classes,
             class_names=class_names,

@@ -15,7 +15,8 @@ from facetorch.boxes import ordered_boxes
 from facetorch.explain import gradcam
 from facetorch.losses import BoxLossName, DetectionLoss
 from facetorch.models.detector import DetectorBackbone, FaceDetector
-from facetorch.tasks.base import FaceTask, dataset_order
+from facetorch.ranges import check_values
+from facetorch.tasks.base import MODEL_VALUES, FaceTask, dataset_order
 
 DetectionBatch = tuple[Tensor, dict[str, Tensor]]
 EXPLAIN_PARTS = ("score", "x1", "y1", "x2", "y2")
@@ -75,11 +76,10 @@ class FaceDetectorTask(FaceTask):
         sample_images: int = 32,
         **optimization: Any,
     ) -> None:
+        check_values("model", locals(), MODEL_VALUES)  # every number against its meaning, before any is used
         super().__init__(**optimization)
         if num_classes != 2:
-            raise ValueError(f"FaceDetectorTask expects data with 2 classes (no_face, face), got num_classes={num_classes}")
-        if not 0.0 < score_threshold < 1.0:
-            raise ValueError(f"model.score_threshold must be in (0, 1), got {score_threshold}")
+            raise ValueError(f"model.num_classes must be 2 for FaceDetectorTask (no_face, face), got {num_classes}")
         self.save_hyperparameters()
         self.class_names = list(class_names) if class_names is not None else ["no_face", "face"]
         self.score_threshold = score_threshold

@@ -17,6 +17,8 @@ from facetorch import io, reports
 from facetorch.data.datasets import FaceImageDataset
 from facetorch.models.backbones import build_backbone
 from facetorch.models.heads import BackboneClassifier, IdentityHead
+from facetorch.ranges import check_values
+from facetorch.tasks.base import MODEL_VALUES
 from facetorch.tasks.classification import ClassificationTask
 
 
@@ -65,6 +67,7 @@ class IdentityTask(ClassificationTask):
         sample_images: int = 32,
         **optimization: Any,
     ) -> None:
+        check_values("model", locals(), MODEL_VALUES)  # every number against its meaning, before any is used
         super().__init__(
             num_classes=num_classes,
             class_names=class_names,
@@ -134,6 +137,8 @@ class IdentityTask(ClassificationTask):
             self._plot_samples(data, preds)
 
     def _plot_learning_curves(self) -> None:
+        if not self.loggers:  # no run folder (evaluate.py --output): no training history to plot
+            return
         for logger in self.loggers:  # flush what the CSV logger still buffers
             logger.save()
         series = reports.read_metrics_csv(self.run_dir / "metrics.csv")

@@ -1,0 +1,164 @@
+"""Gallery benchmark pieces that need no gallery: the synthetic population, probes, exact answers, the bare baselines.
+
+A population of ``people`` synthetic people (:class:`~facetorch.bench.face_vectors.FaceVectors`),
+``per_person`` images each, enrolled as ``person_<number>``; probes are other photos of enrolled
+people (``known``) and photos of people never enrolled (``strangers``). The exact answer for each
+probe (the person of its most similar row, by a plain NumPy matrix product in blocks) is what
+recall@1 is measured against; the same product, and a bare ``faiss.IndexFlatIP`` (what uniface
+and deepface's FAISS request do), are timed as baselines.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facetorch.bench.face_vectors import FaceVectors
+
+__all__ = ["BLOCK", "Population", "baselines", "exact_answers", "measure_database", "per_probe_ms"]
+
+BLOCK = 100_000  # people generated at a time
+
+
+class Population:
+    """``people`` synthetic people with ``per_person`` images each, and probes of them and of strangers."""
+
+    def __init__(self, people: int, per_person: int = 2, seed: int = 0, dim: int = 128) -> None:
+        self.people, self.per_person = int(people), int(per_person)
+        self.faces = FaceVectors(dim=dim, seed=seed)
+
+    def name(self, person: int) -> str:
+        """The enrolled name of person number ``person``."""
+        return f"person_{person:07d}"
+
+    def blocks(self) -> Iterator[tuple[list[str], np.ndarray, list[str]]]:
+        """(names, rows, file keys) of every image, :data:`BLOCK` people at a time."""
+        for start in range(0, self.people, BLOCK):
+            ids = np.arange(start, min(self.people, start + BLOCK))
+            rows = self.faces.images(ids, self.per_person)
+            names = [self.name(p) for p in np.repeat(ids, self.per_person)]
+            yield names, rows, [f"{name}/{i % self.per_person}.jpg" for i, name in enumerate(names)]
+
+    def rows(self) -> np.ndarray:
+        """Every row, (people x per_person, dim) float32 (the baselines hold them all)."""
+        return np.concatenate([rows for _, rows, _ in self.blocks()])
+
+    def probes(self, known: int, strangers: int, seed: int = 1) -> tuple[np.ndarray, list[str]]:
+        """New photos of ``known`` enrolled people and of ``strangers`` people never enrolled; their true names."""
+        rng = np.random.default_rng(seed)
+        enrolled = np.sort(rng.choice(self.people, size=min(known, self.people), replace=False))
+        others = np.arange(self.people, self.people + strangers)
+        probes = np.concatenate([self.faces.images(enrolled, 1, shot=1), self.faces.images(others, 1, shot=1)])
+        return probes, [self.name(p) for p in enrolled] + ["unknown"] * strangers
+
+    def newcomer(self) -> tuple[str, np.ndarray, np.ndarray]:
+        """One more person: name, two enrolment rows, one probe."""
+        person = self.people + 10_000_000
+        return self.name(person), self.faces.images([person], 2), self.faces.images([person], 1, shot=1)
+
+
+def exact_answers(rows: np.ndarray, per_person: int, probes: np.ndarray, batch: int = 64) -> tuple[np.ndarray, float]:
+    """The person number of each probe's most similar row (a NumPy product in float32), and ms per probe."""
+    best = np.empty(len(probes), np.int64)
+    start = time.perf_counter()
+    for first in range(0, len(probes), batch):
+        similarity = probes[first : first + batch] @ rows.T
+        best[first : first + batch] = similarity.argmax(axis=1) // per_person
+    return best, (time.perf_counter() - start) / max(1, len(probes)) * 1e3
+
+
+def per_probe_ms(search: Callable[[np.ndarray], Any], probes: np.ndarray, batch: int, limit: int) -> float:
+    """Median ms per probe of ``search`` over batches of ``batch`` (at most ``limit`` probes, after one warm-up)."""
+    probes = probes[: max(batch, limit)]
+    search(probes[:batch])
+    times = []
+    for first in range(0, len(probes) - batch + 1, batch):
+        start = time.perf_counter()
+        search(probes[first : first + batch])
+        times.append((time.perf_counter() - start) / batch * 1e3)
+    return float(np.median(times))
+
+
+def baselines(population: Population, probes: np.ndarray) -> dict[str, Any]:
+    """The plain NumPy product and a bare ``faiss.IndexFlatIP`` over every row: ms per probe at batch 1 and 64."""
+    import faiss
+
+    rows = population.rows()
+    matmul = {"batch_64_ms": per_probe_ms(lambda q: (q @ rows.T).argmax(axis=1), probes, 64, 640),
+              "batch_1_ms": per_probe_ms(lambda q: (q @ rows.T).argmax(axis=1), probes, 1, 20)}  # fmt: skip
+    flat = faiss.IndexFlatIP(rows.shape[1])
+    flat.add(rows)
+    bare = {"batch_64_ms": per_probe_ms(lambda q: flat.search(q, 1), probes, 64, 640),
+            "batch_1_ms": per_probe_ms(lambda q: flat.search(q, 1), probes, 1, 20)}  # fmt: skip
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # as the gallery searches one probe: an OpenMP region per probe is costly on a busy machine
+    try:
+        bare["batch_1_one_thread_ms"] = per_probe_ms(lambda q: flat.search(q, 1), probes, 1, 20)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return {"numpy_matmul": matmul, "faiss_index_flat_ip": bare}
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry the parent's peak across exec)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_database(open_gallery: Callable[..., Any], people: int, work: Path, probes_file: Path) -> dict[str, Any]:
+    """A new SQLite gallery of ``people`` people, measured: enrolment, identify, one more person, calibration, files, memory.
+
+    ``open_gallery`` is :func:`facetorch.recognition.open_gallery` (passed in: this room sits below recognition).
+    Run it in a process of its own: its peak memory is the process's.
+    """
+    import faiss
+
+    population = Population(people)
+    probes = np.load(probes_file)
+    path = work / "gallery.db"
+    out: dict[str, Any] = {"people": people, "rows": people * population.per_person}
+    start = time.perf_counter()
+    with open_gallery(path, create=True, dim=128, fingerprint="synthetic", settings={"threshold": 0.6}) as gallery:
+        for names, rows, files in population.blocks():
+            gallery.add_many(names, rows, files)
+        out["store_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        out["index"] = gallery.refresh().describe()
+        out["index_build_s"] = time.perf_counter() - start
+        out["faiss_threads"] = faiss.omp_get_max_threads()
+        out["enrol_people_per_s"] = people / (out["store_s"] + out["index_build_s"])
+        out["identify_batch_64_ms"] = per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 64, 640)
+        out["identify_batch_1_ms"] = per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 1, 100)
+        out["answers"] = [name for name, _ in gallery.identify(probes, 0.0)]
+        name, rows, probe = population.newcomer()
+        start = time.perf_counter()
+        gallery.add(name, rows, [f"{name}/0.jpg", f"{name}/1.jpg"])
+        out["enrol_one_ms"] = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        found = gallery.identify(probe, 0.0)[0][0]
+        out["enrol_one_then_identify_ms"] = (time.perf_counter() - start) * 1e3  # the index catches up here
+        out["newcomer_found"] = found == name
+        start = time.perf_counter()
+        out["open_set_threshold"] = gallery.calibrate_open_set()
+        out["calibration_s"] = time.perf_counter() - start
+    out["peak_mb_before_reopen"] = _peak_mb()
+    start = time.perf_counter()
+    with open_gallery(path) as gallery:
+        gallery.identify(probes[:1], 0.0)
+        out["reopen_and_identify_s"] = time.perf_counter() - start
+    out["file_mb"] = os.path.getsize(path) / 2**20
+    out["index_file_mb"] = os.path.getsize(str(path) + ".faiss") / 2**20 if os.path.exists(str(path) + ".faiss") else 0.0
+    out["peak_mb"] = _peak_mb()
+    return out

@@ -1,0 +1,104 @@
+"""``tools/benchmark.py --task gallery``: the face database at 10^4 .. 10^6 people against exact search and the .npz gallery.
+
+For each size, a child process (:func:`facetorch.bench.gallery.measure_database` with
+:func:`~facetorch.recognition.open_gallery`; a process of its own, with nothing else loaded, so
+that its peak memory is the gallery's) enrols the synthetic population into a new SQLite gallery and measures: the
+enrolment rate (store writes, then the index build), identify per probe at batch 64 and batch 1,
+enrolling one more person into the full gallery (its transaction, then the next identify, which
+catches the index up), calibration, reopening (the persisted index), the files' size and its own
+peak memory. This process then scores the child's answers against exact search (recall@1: the
+same person as the plain NumPy product's best row) and times the baselines on the same probes:
+the NumPy product, a bare ``faiss.IndexFlatIP``, and the ``.npz`` :class:`Gallery` of facetorch
+0.1 up to 2 x 10^4 people (its calibration at 10^4 only: it holds an N x N float64 matrix).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from facetorch.bench.gallery import Population, baselines, exact_answers, per_probe_ms
+
+__all__ = ["run_gallery_benchmark"]
+
+KNOWN, STRANGERS = 2000, 500  # probes
+LEGACY_MAX = 20_000  # people the .npz gallery is timed at (its identify); its calibration up to LEGACY_CALIBRATION
+LEGACY_CALIBRATION = 10_000
+CHILD = """
+import json, sys
+from pathlib import Path
+from facetorch.bench.gallery import measure_database
+from facetorch.recognition import open_gallery
+work = Path(sys.argv[2])
+print(json.dumps(measure_database(open_gallery, int(sys.argv[1]), work, work / "probes.npy")), flush=True)
+"""
+
+
+def _legacy(population: Population, probes: np.ndarray, calibrate: bool) -> dict[str, Any]:
+    """Facetorch 0.1's .npz Gallery on the same people: build, identify, (calibrate), save."""
+    from facetorch.recognition.gallery import Gallery, GalleryMeta
+
+    names, rows, files = (sum((list(b[0]) for b in population.blocks()), []), population.rows(),
+                          sum((list(b[2]) for b in population.blocks()), []))  # fmt: skip
+    gallery = Gallery(rows, GalleryMeta("synthetic", threshold=0.6, names=names, files=files))
+    out = {"people": population.people, "identify_batch_64_ms": per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 64, 256),
+           "identify_batch_1_ms": per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 1, 10)}  # fmt: skip
+    if calibrate:
+        start = time.perf_counter()
+        out["open_set_threshold"] = gallery.calibrate_open_set()
+        out["calibration_s"] = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as work:
+        start = time.perf_counter()
+        gallery.save(Path(work) / "g.npz")
+        out["save_s"] = time.perf_counter() - start  # what each enrolment cost: the whole file again
+        out["file_mb"] = os.path.getsize(Path(work) / "g.npz") / 2**20
+    return out
+
+
+def run_gallery_benchmark(sizes: list[int], legacy: bool = True, work_root: Optional[str] = None) -> dict[str, Any]:
+    """Every size's measurements, recall@1 and the baselines' ratios (ours / theirs < 1: ours is faster)."""
+    results: dict[str, Any] = {"data": "synthetic 128-d face-like embeddings (facetorch.bench.face_vectors), 2 images a "
+                                       "person; probes: another photo of 2,000 enrolled people and of 500 strangers",
+                               "sizes": []}  # fmt: skip
+    for people in sizes:
+        population = Population(people)
+        probes, truth = population.probes(KNOWN, STRANGERS)
+        with tempfile.TemporaryDirectory(dir=work_root) as work:
+            np.save(Path(work) / "probes.npy", probes)
+            done = subprocess.run([sys.executable, "-c", CHILD, str(people), work], capture_output=True, text=True,
+                                  check=False)  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(f"the gallery benchmark at {people} people failed: {done.stderr[-2000:]}")
+            ours = json.loads(done.stdout.strip().splitlines()[-1])
+        exact, matmul_ms = exact_answers(population.rows(), population.per_person, probes)
+        answers = ours.pop("answers")
+        exact_names = [population.name(p) for p in exact]
+        hits = np.array([a == e for a, e in zip(answers, exact_names)])
+        ours["recall_at_1_known"] = float(hits[:KNOWN].mean())
+        ours["recall_at_1_strangers"] = float(hits[KNOWN:].mean())
+        ours["rank1_accuracy_known"] = float(np.mean([a == t for a, t in zip(answers[:KNOWN], truth[:KNOWN])]))
+        row: dict[str, Any] = {"ours": ours, **baselines(population, probes)}
+        for other in ("numpy_matmul", "faiss_index_flat_ip"):
+            row[f"identify_batch_64_ratio_vs_{other}"] = ours["identify_batch_64_ms"] / row[other]["batch_64_ms"]
+            row[f"identify_batch_1_ratio_vs_{other}"] = ours["identify_batch_1_ms"] / row[other]["batch_1_ms"]
+        flat_one = row["faiss_index_flat_ip"]["batch_1_one_thread_ms"]
+        row["identify_batch_1_ratio_vs_faiss_index_flat_ip_one_thread"] = ours["identify_batch_1_ms"] / flat_one
+        if legacy:
+            limit = min(people, LEGACY_MAX)
+            row["npz_gallery"] = _legacy(Population(limit), probes, calibrate=limit <= LEGACY_CALIBRATION)
+            if limit == people:
+                legacy_ms = row["npz_gallery"]["identify_batch_64_ms"]
+                row["identify_batch_64_ratio_vs_npz_gallery"] = ours["identify_batch_64_ms"] / legacy_ms
+                if "calibration_s" in row["npz_gallery"]:
+                    row["calibration_ratio_vs_npz_gallery"] = ours["calibration_s"] / row["npz_gallery"]["calibration_s"]
+        row["exact_matmul_ms_per_probe_for_recall"] = matmul_ms
+        results["sizes"].append(row)
+    return results

@@ -1,0 +1,290 @@
+"""The vector index behind a gallery: FAISS, exact below :data:`EXACT_ROWS` rows, a graph (HNSW) above.
+
+Rows are the store's image rows, under the store's own ids, with the person of each id beside
+them (``person_of[id]``, 0 where no row is). Below :data:`EXACT_ROWS` rows the index is a flat
+inner-product index (exact: a person's best row is the best there is); above it, an HNSW graph
+over the same rows (``IndexHNSWFlat``, inner product, M=32), searched with :func:`search_ef`
+candidates. HNSW keeps the rows as they are, so a score it returns is exact: only a row the graph
+walk did not reach can be missed, and the gallery re-ranks the people found over all their rows.
+Why HNSW and not an inverted file: on embeddings clustered as a face network's are, IVF-Flat
+needed a quarter of its lists probed (a quarter of the rows scanned) for recall@1 0.99 and
+IVF-PQ fast scan with exact re-ranking stayed below 0.99; HNSW reached it at 28x the speed of
+exact search (docs/database.md). An HNSW graph cannot drop a row: a removed row is marked (its
+person set to 0) and passed over in results, and the graph is rebuilt once a tenth is removed.
+
+The index is persisted in one file (``<gallery>.faiss`` beside an SQLite gallery), written
+atomically and tagged with the store's uid and version; a reader that loads it catches up through
+the store's change log, and one from another store, a newer version or an unreadable file is
+rebuilt from the store instead: it never disagrees with the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from facetorch import io
+from facetorch.recognition.stores.base import Rows
+
+__all__ = ["EXACT_ROWS", "VectorIndex", "faiss_threads", "search_ef"]
+
+EXACT_ROWS = 65_536  # flat (exact) below this many rows; see docs/database.md for the measurement
+GRAPH_M = 32  # HNSW neighbours per node (64 on the ground layer)
+BUILD_EF = 40  # HNSW candidates while inserting
+DEAD_SHARE = 0.1  # rebuild the graph once this share of its rows is removed
+MAGIC = b"FTGIDX02"
+SMALL_BATCH = 16  # fewer queries than this are searched on one thread
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def faiss_threads() -> int:
+    """Give FAISS torch's thread count (the two OpenMP pools otherwise fight over the cores); returns it.
+
+    Without torch loaded (a process that only searches a gallery) FAISS keeps its own count.
+    """
+    torch = sys.modules.get("torch")
+    threads = max(1, torch.get_num_threads()) if torch is not None else _faiss().omp_get_max_threads()
+    _faiss().omp_set_num_threads(threads)
+    return threads
+
+
+@contextmanager
+def _threads_for(queries: int) -> Iterator[None]:
+    """One FAISS thread for a few queries.
+
+    An OpenMP region for one probe costs more than it saves, and on a busy machine (threads waiting
+    for a core) up to 30 ms instead of 0.05 (measured: IndexIDMap2 over 4,000 rows).
+    """
+    if queries >= SMALL_BATCH:
+        yield
+        return
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # this thread's setting (OpenMP keeps it per thread)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def search_ef(rows: int) -> tuple[int, int]:
+    """(candidates for identify, for calibration) of an HNSW search over ``rows`` rows.
+
+    Recall@1 against exact search on face-like embeddings (M=32, efConstruction=40): at 2 x 10^5
+    rows, 0.9895 at 128 candidates; at 2 x 10^6 rows, 0.916 at 128, 0.963 at 256, 0.983 at 512
+    (docs/database.md). Each doubling halves the misses, so: 160 up to 250,000 rows, 512 up to
+    10^6, 1024 above. Calibration asks half as many (its sampled rows' scores agree with exact
+    search 0.97-0.99 of the time there).
+    """
+    ef = 160 if rows <= 250_000 else 512 if rows <= 1_000_000 else 1024
+    return ef, max(64, ef // 2)
+
+
+class VectorIndex:
+    """FAISS over a gallery's rows, under the store's ids.
+
+    Args:
+        dim: The embedding size.
+        exact_rows: Rows from which an HNSW graph replaces the flat index.
+    """
+
+    def __init__(self, dim: int, exact_rows: int = EXACT_ROWS) -> None:
+        self.dim = int(dim)
+        self.exact_rows = int(exact_rows)
+        self.person_of = np.zeros(1024, np.int64)
+        self.version = -1  # the store version the rows reflect
+        self.uid = ""
+        self.dead = 0  # removed rows the graph still holds
+        self.graph = False
+        self.index = self._flat()
+
+    # ------------------------------------------------------------------ shape
+    def _flat(self) -> Any:
+        faiss = _faiss()
+        self.graph = False
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    def _hnsw(self) -> Any:
+        faiss = _faiss()
+        graph = faiss.IndexHNSWFlat(self.dim, GRAPH_M, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = BUILD_EF
+        self.graph = True
+        return faiss.IndexIDMap2(graph)  # keeps the graph alive
+
+    @property
+    def exact(self) -> bool:
+        """Whether a search sees every row (the flat index)."""
+        return not self.graph
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal) - self.dead
+
+    def efs(self) -> tuple[int, int]:
+        """(identify, calibration) HNSW candidates at this size."""
+        return search_ef(len(self))
+
+    def describe(self) -> dict[str, Any]:
+        """What the index is, for summaries."""
+        if self.exact:
+            return {"kind": "flat", "rows": len(self)}
+        ef, calibration = self.efs()
+        return {"kind": "hnsw", "rows": len(self), "m": GRAPH_M, "ef_construction": BUILD_EF, "ef_search": ef,
+                "calibration_ef": calibration, "removed_rows_held": self.dead}  # fmt: skip
+
+    def needs_reshape(self, rows: Optional[int] = None) -> bool:
+        """Whether ``rows`` live rows (default: the index's) call for the other kind, or the graph holds too many dead."""
+        rows = len(self) if rows is None else rows
+        if self.exact:
+            return rows >= self.exact_rows
+        return rows < self.exact_rows // 2 or self.dead > DEAD_SHARE * max(1, int(self.index.ntotal))
+
+    def reshape(self) -> None:
+        """Rebuild as the size asks: flat, or a graph of the live rows."""
+        parts = list(self.iter_rows())
+        self.index = self._hnsw() if len(self) >= self.exact_rows else self._flat()
+        self.dead = 0
+        for ids, vectors in parts:
+            self.index.add_with_ids(vectors, ids)
+
+    def start_graph(self) -> None:
+        """Start empty as a graph (a bulk build of many rows from a store)."""
+        self.index, self.dead = self._hnsw(), 0
+
+    # ------------------------------------------------------------------ rows
+    def add(self, rows: Rows) -> int:
+        """Add rows whose ids are not there yet; returns how many."""
+        if not len(rows):
+            return 0
+        top = int(rows.ids.max())
+        if top >= len(self.person_of):
+            grown = np.zeros(max(top + 1, 2 * len(self.person_of)), np.int64)
+            grown[: len(self.person_of)] = self.person_of
+            self.person_of = grown
+        new = self.person_of[rows.ids] == 0
+        if not new.any():
+            return 0
+        self.index.add_with_ids(np.ascontiguousarray(rows.embeddings[new], np.float32), rows.ids[new].astype(np.int64))
+        self.person_of[rows.ids[new]] = rows.people[new]
+        return int(new.sum())
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove rows by id (ids not there are passed over); returns how many."""
+        ids = np.unique(np.asarray(ids, np.int64))
+        ids = ids[(ids >= 0) & (ids < len(self.person_of))]
+        ids = ids[self.person_of[ids] != 0]
+        if len(ids):
+            if self.graph:
+                self.dead += len(ids)  # an HNSW graph cannot drop a node: marked, passed over, rebuilt later
+            else:
+                self.index.remove_ids(_faiss().IDSelectorArray(ids))
+            self.person_of[ids] = 0
+        return len(ids)
+
+    def all_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every row (copies)."""
+        parts = list(self.iter_rows())
+        if not parts:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def iter_rows(self, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of the live rows, ``chunk`` at a time, as copies."""
+        faiss = _faiss()
+        total = int(self.index.ntotal)
+        if not total:
+            return
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        inner = faiss.downcast_index(self.index.index)
+        storage = faiss.downcast_index(inner.storage) if self.graph else inner
+        vectors = np.asarray(faiss.rev_swig_ptr(storage.get_xb(), total * self.dim)).reshape(total, self.dim)
+        for start in range(0, total, chunk):
+            part = ids[start : start + chunk]
+            live = self.person_of[part] != 0
+            if live.any():
+                yield part[live].copy(), vectors[start : start + chunk][live].copy()
+
+    def iter_ids(self, chunk: int = 1 << 20) -> Iterator[tuple[np.ndarray, None]]:
+        """The live ids, ``chunk`` at a time (no vectors copied)."""
+        ids = _faiss().vector_to_array(self.index.id_map).astype(np.int64)
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            yield part[self.person_of[part] != 0], None
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of these ids (all must be there)."""
+        ids = np.asarray(ids, np.int64).ravel()
+        if not len(ids):
+            return np.empty((0, self.dim), np.float32)
+        return np.asarray(self.index.reconstruct_batch(ids), np.float32).reshape(len(ids), self.dim)
+
+    def search(self, queries: np.ndarray, k: int, ef: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best live rows of each query: (scores float32, ids; -1 where fewer were found).
+
+        ``ef``: HNSW candidates (default: :func:`search_ef`'s for identify, at least ``k``).
+        """
+        queries = np.ascontiguousarray(queries, np.float32)
+        if len(self) == 0:
+            return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
+        with _threads_for(len(queries)):
+            if self.exact:
+                return self.index.search(queries, max(1, min(int(k), len(self))))
+            faiss = _faiss()
+            wanted = max(1, min(int(k) + min(self.dead, 2 * int(k)), int(self.index.ntotal)))  # room for marked rows
+            params = faiss.SearchParametersHNSW(efSearch=max(int(ef or self.efs()[0]), wanted))
+            scores, ids = self.index.search(queries, wanted, params=params)
+        if self.dead:
+            gone = (ids >= 0) & (self.person_of[np.maximum(ids, 0)] == 0)
+            scores, ids = np.where(gone, -np.inf, scores), np.where(gone, -1, ids)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            scores, ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+        return scores[:, :k], ids[:, :k]
+
+    # ------------------------------------------------------------------ file
+    def save(self, path: str | Path) -> None:
+        """Write the index, its person map, uid and version atomically to ``path``."""
+        faiss = _faiss()
+        top = int(np.flatnonzero(self.person_of).max()) + 1 if self.person_of.any() else 0
+        header = json.dumps({"uid": self.uid, "version": self.version, "dim": self.dim, "graph": self.graph, "dead": self.dead,
+                             "exact_rows": self.exact_rows, "map_rows": top}).encode()  # fmt: skip
+        with io.atomic_open(path, "wb") as handle:
+            handle.write(MAGIC + struct.pack("<Q", len(header)) + header)
+            handle.write(self.person_of[:top].astype("<i8").tobytes())
+            faiss.write_index(self.index, faiss.PyCallbackIOWriter(handle.write))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Optional[VectorIndex]:
+        """The index saved at ``path``, or None when there is none or it cannot be read (it is rebuilt then)."""
+        faiss = _faiss()
+        if not os.path.isfile(path):
+            return None
+        try:
+            with open(path, "rb") as handle:
+                if handle.read(len(MAGIC)) != MAGIC:
+                    return None
+                (size,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(size))
+                people = np.frombuffer(handle.read(8 * int(header["map_rows"])), "<i8").astype(np.int64)
+                index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
+        except (OSError, ValueError, KeyError, RuntimeError, struct.error):
+            return None
+        loaded = cls(int(header["dim"]), int(header["exact_rows"]))
+        loaded.index = index
+        loaded.person_of = np.concatenate([people, np.zeros(1024, np.int64)])
+        loaded.uid, loaded.version = str(header["uid"]), int(header["version"])
+        loaded.graph, loaded.dead = bool(header["graph"]), int(header["dead"])
+        if index.ntotal - loaded.dead != int(np.count_nonzero(loaded.person_of)) or index.d != loaded.dim:
+            return None
+        return loaded
