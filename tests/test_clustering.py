@@ -412,7 +412,7 @@ def test_cluster_set_copies_the_photos_under_shuffled_names_with_the_truth(tmp_p
 
 
 def test_facetorch_cluster_is_a_command() -> None:
-    from facetorch.cli.main import COMMANDS
+    from facetorch.cli.commands import COMMANDS
 
     assert COMMANDS["cluster"].prefix == ("cluster",) and COMMANDS["cluster"].target == "facetorch.cli.gallery:main"
 
