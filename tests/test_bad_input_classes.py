@@ -73,7 +73,7 @@ def world(tiny_checkpoints: dict, tmp_path_factory: pytest.TempPathFactory) -> S
     detector, boxes = tiny_checkpoints["detector_tiny.yaml"]
     open_set = work / "open_set"
     split_open_set(faces, open_set, people=4, per_person=2)
-    gallery_file = work / "people.npz"
+    gallery_file = work / "people.db"
     enroll(Embedder(embedding, faces="whole", progress=False), gallery_file, open_set / "enrol")
     photo = sorted(boxes.glob("*.jpg"))[0]
     photos = work / "photos"
@@ -165,7 +165,7 @@ def test_an_output_that_is_an_input_is_refused_naming_both(tool: str, world: Sim
 CLASS_2 = {  # case -> (main, argv, what the one line says)
     "gallery enroll, every image unreadable": (
         gallery.main, lambda w: ["enroll", "--ckpt_path", w.embedding, "--faces", "whole", "--images", w.unreadable,
-                                 "--gallery", w.work / "new.npz", "--quiet"],
+                                 "--gallery", w.work / "new.db", "--quiet"],
         "nothing was enrolled from 2 person folder(s): 4 image(s) skipped"),
     "gallery recognize, a text file": (
         gallery.main, lambda w: ["recognize", "--gallery", w.gallery, "--ckpt_path", w.embedding, "--detector", "haar",
@@ -216,7 +216,7 @@ def test_a_run_that_did_nothing_fails_in_one_line(case: str, world: SimpleNamesp
     main, argv, says = CLASS_2[case]
     code, err = run(main, argv(world), capsys)
     assert code == 2 and says in error_line(err), err
-    assert not (world.work / "new.npz").exists()  # an enrolment of nothing writes no gallery
+    assert not (world.work / "new.db").exists()  # an enrolment of nothing writes no gallery
     assert not list((world.work / "runs").rglob("*.yaml")) if (world.work / "runs").exists() else True
 
 
@@ -254,7 +254,7 @@ def _broken_probe(world: SimpleNamespace, tmp: Path) -> Path:
 CLASS_3 = {  # case -> (main, argv from (world, tmp), what stderr names)
     "gallery enroll, a loose image": (
         gallery.main, lambda w, t: ["enroll", "--ckpt_path", w.embedding, "--faces", "whole", "--images", _loose(w, t),
-                                    "--gallery", t / "g.npz", "--quiet"],
+                                    "--gallery", t / "g.db", "--quiet"],
         ["1 image(s) beside the person folders are not read", "loose.png"]),
     "detect, an unreadable image": (
         detect.main, lambda w, t: ["--ckpt_path", w.detector, "--source", w.photos, "--output", t / "out", "--quiet"],
@@ -316,10 +316,10 @@ CLASS_4 = {  # case -> (main, argv, the flag or key, the allowed range as the me
         gallery.main, lambda w: ["recognize", "--gallery", w.gallery, "--source", w.video, "--output", w.work / "x",
                                  "--threshold", "nan"], "--threshold", "in [0, 1]"),
     "gallery enroll --open_set_fpir 2": (
-        gallery.main, lambda w: ["enroll", "--images", w.faces, "--gallery", w.work / "f.npz", "--open_set_fpir", "2"],
+        gallery.main, lambda w: ["enroll", "--images", w.faces, "--gallery", w.work / "f.db", "--open_set_fpir", "2"],
         "--open_set_fpir", "in (0, 1)"),
     "gallery enroll --count 0": (
-        gallery.main, lambda w: ["enroll", "--source", w.video, "--name", "x", "--gallery", w.work / "f.npz", "--count", "0"],
+        gallery.main, lambda w: ["enroll", "--source", w.video, "--name", "x", "--gallery", w.work / "f.db", "--count", "0"],
         "--count", "an integer >= 1"),
     "gallery recognize --upsample 40": (
         gallery.main, lambda w: ["recognize", "--gallery", w.gallery, "--source", w.video, "--output", w.work / "x",

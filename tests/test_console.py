@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from facetorch.cli.main import COMMANDS
+from facetorch.cli.commands import COMMANDS
 from tests.conftest import REPO, write_face_crops
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -119,13 +119,13 @@ def test_gallery_recognize_prints_only_facetorchs_lines(tiny_checkpoints: dict, 
     from facetorch.recognition.enrollment import enroll
 
     embedding, people = tiny_checkpoints["embedding_tiny.yaml"]
-    enroll(Embedder(embedding, faces="whole", progress=False), tmp_path / "g.npz", people)
+    enroll(Embedder(embedding, faces="whole", progress=False), tmp_path / "g.db", people)
     photo = cv2.imread(str(next(people.rglob("*.png"))))
     writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (photo.shape[1], photo.shape[0]))
     for _ in range(3):
         writer.write(photo)
     writer.release()
-    result = run_tool("gallery.py", "recognize", "--gallery", tmp_path / "g.npz", "--ckpt_path", embedding, "--detector",
+    result = run_tool("gallery.py", "recognize", "--gallery", tmp_path / "g.db", "--ckpt_path", embedding, "--detector",
                       "haar", "--source", tmp_path / "clip.avi", "--output", tmp_path / "out", cwd=tmp_path)  # fmt: skip
     assert json.loads(result.stdout.strip().splitlines()[-1])["frames"] == 3
     assert foreign_lines(result.stderr, "gallery.py") == []

@@ -255,13 +255,13 @@ def test_gallery_enroll_identify_verify_evaluate(trained: tuple[Path, Path, dict
 
     output = tmp_path / "ids.csv"
     gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(known),
-                      "--threshold", "-1", "--output", str(output)])  # fmt: skip
+                      "--threshold", "0", "--output", str(output)])  # fmt: skip
     rows = read_csv(output)
-    assert len(rows) == 12 and all(r["name"].startswith("person_0") for r in rows)  # threshold -1 accepts all
+    assert len(rows) == 12 and all(r["name"].startswith("person_0") for r in rows)  # threshold 0 names each best match
     stranger = unknown / "person_06" / "0.png"
     gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(stranger),
-                      "--threshold", "1.01"])  # fmt: skip
-    assert "unknown" in capsys.readouterr().out  # nothing reaches a similarity above 1
+                      "--threshold", "1"])  # fmt: skip
+    assert "unknown" in capsys.readouterr().out  # a stranger never reaches a similarity of 1
     with pytest.raises(FileExistsError, match="exists and is not empty; pass --overwrite"):
         gallery_cli.gallery(["identify", "--ckpt_path", str(ckpt), "--gallery", str(gallery_file), "--images", str(known),
                           "--output", str(output)])  # fmt: skip

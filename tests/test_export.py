@@ -253,6 +253,19 @@ def plain_onnx(path: Path) -> Path:
     return path
 
 
+def test_an_aligned_export_without_alignment_names_flags_not_python_arguments(exported: dict, work: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    model = onnx.load(str(exported["embedding", "onnx"]))
+    for entry in model.metadata_props:
+        if entry.key == METADATA_KEY:
+            entry.value = json.dumps({**json.loads(entry.value), "align": "five_point"})
+    aligned = work / "aligned.onnx"
+    onnx.save(model, str(aligned))
+    line = one_error_line(gallery_cli.main, ["verify", "--model", str(aligned), "a.png", "b.png"], capsys)
+    assert "five_point-aligned faces" in line and "--ckpt_path CKPT or --config CFG" in line
+    assert not re.search(r"\b[a-z]+_[a-z_]+=", line)  # no Python argument (face_of=...) in a message to a user
+
+
 def test_a_model_that_is_not_a_facetorch_export_is_refused(exported: dict, work: Path, capsys: pytest.CaptureFixture) -> None:
     plain = plain_onnx(work / "plain.onnx")
     with pytest.raises(ExportError, match="plain.onnx' is an ONNX model without 'facetorch' metadata"):

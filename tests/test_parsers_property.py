@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from facetorch import ranges
-from facetorch.cli import benchmark, detect, gallery, prepare_crops, prepare_shards, synthetic_faces
+from facetorch.cli import benchmark, detect, gallery, prepare_crops, prepare_shards, serve, synthetic_faces
 from facetorch.cli.export import OPSET
 from facetorch.data.datamodule import DATA_VALUES, FaceDataModule
 from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceDetectorTask
@@ -28,17 +28,22 @@ from facetorch.tasks.base import MODEL_VALUES
 def _gallery_parser() -> argparse.ArgumentParser:
     return gallery.build_parser(gallery.__doc__)
 
+
 # tool -> (its parser, the subcommand if any, the other arguments it needs to parse)
 TOOLS: dict[str, tuple[Callable[[], argparse.ArgumentParser], list[str]]] = {
     "detect": (detect.build_parser, ["--ckpt_path", "c.ckpt", "--source", "s"]),
-    "gallery enroll": (_gallery_parser, ["enroll", "--images", "i", "--gallery", "g.npz"]),
-    "gallery recognize": (_gallery_parser, ["recognize", "--gallery", "g.npz", "--source", "s", "--output", "o"]),
-    "gallery identify": (_gallery_parser, ["identify", "--gallery", "g.npz", "--images", "i"]),
+    "gallery enroll": (_gallery_parser, ["enroll", "--images", "i", "--gallery", "g.db"]),
+    "gallery recognize": (_gallery_parser, ["recognize", "--gallery", "g.db", "--source", "s", "--output", "o"]),
+    "gallery identify": (_gallery_parser, ["identify", "--gallery", "g.db", "--images", "i"]),
     "gallery verify": (_gallery_parser, ["verify", "a.png", "b.png"]),
-    "gallery evaluate": (_gallery_parser, ["evaluate", "--gallery", "g.npz", "--known", "k", "--unknown", "u"]),
+    "gallery evaluate": (_gallery_parser, ["evaluate", "--gallery", "g.db", "--known", "k", "--unknown", "u"]),
     "gallery split": (_gallery_parser, ["split", "--images", "i", "--people", "1", "--per_person", "1", "--output", "o"]),
     "gallery compose": (_gallery_parser, ["compose", "--lfw", "l", "--output", "o"]),
     "gallery score": (_gallery_parser, ["score", "--truth", "t.csv", "--recognitions", "r.csv"]),
+    "gallery cluster": (_gallery_parser, ["cluster", "--images", "i", "--output", "o"]),
+    "gallery name": (_gallery_parser, ["name", "--clusters", "c", "--cluster", "0", "--name", "n", "--gallery", "g.db"]),
+    "gallery cluster-set": (_gallery_parser, ["cluster-set", "--images", "i", "--output", "o"]),
+    "serve": (serve._parser, ["--gallery", "g.db"]),
     "prepare_crops": (prepare_crops.build_parser, ["--labelme", "l", "--output", "o"]),
     "prepare_shards": (prepare_shards.build_parser, ["--layout", "identity_folders", "--images", "i", "--output", "o"]),
     "benchmark": (benchmark._parser, ["--task", "scan"]),

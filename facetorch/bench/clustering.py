@@ -248,10 +248,10 @@ def _measure_child(function: Callable[..., Any], args: tuple, queue: Any) -> Non
                 handle.write("5")
         except OSError:
             pass
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = run(data)
-        seconds = time.perf_counter() - start
-        queue.put({"seconds": seconds, "peak_mib": (_resident_kib("VmHWM") - baseline) / 1024,
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        queue.put({"seconds": seconds, "cpu_seconds": cpu, "peak_mib": (_resident_kib("VmHWM") - baseline) / 1024,
                    "baseline_mib": baseline / 1024, "result": result})  # fmt: skip
     except BaseException as error:  # reported to the parent, which raises
         queue.put({"error": f"{type(error).__name__}: {error}"})
@@ -268,8 +268,9 @@ def peak_memory(factory: Callable[..., tuple[Callable[[], Any], Callable[[Any], 
         timeout: Seconds to wait for the child.
 
     Returns:
-        ``seconds``, ``peak_mib`` (the resident high-water mark during ``run`` above the size after
-        ``prepare``), ``baseline_mib`` and ``result``.
+        ``seconds`` (wall), ``cpu_seconds`` (the process's CPU time, all threads: what the step costs
+        when other work shares the machine), ``peak_mib`` (the resident high-water mark during
+        ``run`` above the size after ``prepare``), ``baseline_mib`` and ``result``.
     """
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()

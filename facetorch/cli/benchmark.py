@@ -47,6 +47,7 @@ from facetorch.cli.common import (
     add_output,
     image_side,
     nonnegative_int,
+    positive_float,
     positive_int,
     positive_int_list,
     run_tool,
@@ -83,21 +84,22 @@ def _parser() -> Any:
                         help="--task gradcam: leave out pytorch-grad-cam and captum; --task clustering: leave out dlib")
     parser.add_argument("--resamples", type=positive_int, default=8,
                         help="--task clustering: sub-collections scored besides the whole (each person cut to 1..7 photos)")
-    parser.add_argument("--sizes", default="10000,100000", help="--task clustering_scale: numbers of synthetic faces")
+    parser.add_argument("--sizes", type=positive_int_list, default="10000,100000",
+                        help="--task clustering_scale: numbers of synthetic faces")
     parser.add_argument("--frames", type=positive_int, default=6, help="--task recognition: video frames timed (one per scene)")
     parser.add_argument("--gallery", default=None,
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
     parser.add_argument("--detector", default="dlib_cnn", help="--task video and serve: face detector (haar, dlib_cnn)")
-    parser.add_argument("--detect_every", type=int, default=None, help="--task video: the tracked run's --detect_every")
+    parser.add_argument("--detect_every", type=positive_int, default=None, help="--task video: the tracked run's --detect_every")
     parser.add_argument("--clients", type=positive_int, default=4, help="--task serve: concurrent clients")
-    parser.add_argument("--seconds", type=float, default=30.0, help="--task serve: length of each load phase")
-    parser.add_argument("--bad_every", type=int, default=0,
+    parser.add_argument("--seconds", type=positive_float, default=30.0, help="--task serve: length of each load phase")
+    parser.add_argument("--bad_every", type=nonnegative_int, default=0,
                         help="--task serve: every N-th request of a client is a bad upload (0: none)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="--task serve: torch threads of the model, in the server and in-process (default: torch's)")
     parser.add_argument("--batch_sizes", type=positive_int_list, default=",".join(map(str, BATCH_SIZES)),
                         help="comma-separated batch sizes (--task losses only)")
-    parser.add_argument("--people", default="10000,100000",
+    parser.add_argument("--people", type=positive_int_list, default="10000,100000",
                         help="--task gallery: comma-separated gallery sizes in people (2 images each), e.g. 10000,100000,1000000")
     parser.add_argument("--no_legacy", action="store_true", help="--task gallery: leave out the .npz gallery of facetorch 0.1")
     add_output(parser, "also write the JSON here", required=False)
@@ -113,16 +115,15 @@ def measure(args: Any) -> dict[str, Any]:
     if args.task == "gallery":
         from facetorch.cli.gallery_bench import run_gallery_benchmark
 
-        sizes = [int(size) for size in args.people.split(",") if size.strip()]
-        if not sizes or min(sizes) < 10:
-            raise ValueError(f"--people must be gallery sizes of 10 people or more, e.g. 10000,100000; got {args.people!r}")
-        return run_gallery_benchmark(sizes, legacy=not args.no_legacy)
+        if min(args.people) < 10:
+            raise ValueError(f"--people must be gallery sizes of 10 people or more, e.g. 10000,100000; got {args.people}")
+        return run_gallery_benchmark(args.people, legacy=not args.no_legacy)
     if args.task == "face_boxes":
         return _face_boxes_benchmark(args)
     if args.task == "video":
         return _video_benchmark(args)
     if args.task in ("clustering", "clustering_scale"):
-        from facetorch.cli.cluster import measure_clustering, measure_scale
+        from facetorch.cli.cluster_bench import measure_clustering, measure_scale
 
         return measure_clustering(args) if args.task == "clustering" else measure_scale(args)
     if args.task == "serve":
@@ -230,9 +231,9 @@ def _video_benchmark(args: Any) -> dict[str, Any]:
 
     from facetorch.inference.embedder import Embedder
     from facetorch.recognition.compare import compare_tracking
+    from facetorch.recognition.database import open_gallery
     from facetorch.recognition.detectors import build_face_detector
     from facetorch.recognition.enrollment import enroll_photos
-    from facetorch.recognition.gallery import Gallery
     from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
     from facetorch.recognition.tracked import TrackOptions
 
@@ -246,10 +247,10 @@ def _video_benchmark(args: Any) -> dict[str, Any]:
     embedder = Embedder(config=config, progress=False)
     detector = build_face_detector(args.detector, device="cpu")
     with tempfile.TemporaryDirectory() as work:
-        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.npz"
+        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.db"
         if not args.gallery:
             enroll_photos(embedder, detector, path, root / "enrol", progress=False)
-        recognizer = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(path)))
+        recognizer = Recognizer(embedder, detector, OpenSetMatcher(open_gallery(path)))
         runs = Path(args.output).with_suffix("") if args.output else Path(work) / "runs"  # beside the JSON, to look at
         result = compare_tracking(recognizer, root / "video.avi", root / "video_truth.csv", runs, options)
     result["config"] = config

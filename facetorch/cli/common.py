@@ -49,6 +49,7 @@ __all__ = [
     "number_type",
     "open_fraction",
     "plain_text",
+    "port",
     "positive_float",
     "positive_fraction",
     "positive_int",
@@ -57,6 +58,7 @@ __all__ = [
     "quiet_third_party",
     "run_tool",
     "tool_parser",
+    "upsample",
 ]
 
 DEBUG_ENV = "FACETORCH_DEBUG"
@@ -214,6 +216,9 @@ open_fraction = number_type(ranges.OPEN_FRACTION, "open_fraction")
 probability = number_type(ranges.PROBABILITY, "probability")
 cosine = number_type(ranges.COSINE, "cosine")
 image_side = number_type(ranges.IMAGE_SIDE, "image_side")
+# dlib_cnn's doublings of an image: each one quadruples the pixels (4: 256 times the memory).
+upsample = number_type(ranges.Kind("times an image is doubled", low=0, high=4, integer=True), "upsample")
+port = number_type(ranges.Kind("a TCP port", low=1, high=65535, integer=True), "port")
 
 
 def positive_int_list(text: str) -> list[int]:

@@ -75,7 +75,7 @@ LIST_FIELDS = ["name", "images"]
 INPUT_FLAGS = {"--images": "images", "--source": "source", "--config": "config", "--ckpt_path": "ckpt_path",
                "--model": "model", "--detector": "detector", "--gallery": "gallery", "--known": "known",
                "--unknown": "unknown", "--lfw": "lfw", "--orl": "orl", "--truth": "truth",
-               "--recognitions": "recognitions", "image1": "image1", "image2": "image2"}  # fmt: skip
+               "--recognitions": "recognitions", "--clusters": "clusters", "image1": "image1", "image2": "image2"}  # fmt: skip
 
 
 def _device(name: Optional[str]) -> str:
@@ -284,8 +284,10 @@ def _check_outputs_are_not_inputs(args: Any) -> None:
     inputs = {flag: getattr(args, name, None) for flag, name in INPUT_FLAGS.items()}
     if inputs["--detector"] is not None and not Path(inputs["--detector"]).is_file():
         inputs["--detector"] = None  # a detector's name (haar, dlib_cnn), not a file
-    if args.command == "enroll":
+    if args.command in ("enroll", "name"):  # they write --gallery
         io.check_not_an_input(args.gallery, {k: v for k, v in inputs.items() if k != "--gallery"}, "--gallery")
+    elif args.command == "migrate":
+        io.check_not_an_input(args.to, inputs, "--to")
     elif getattr(args, "output", None):
         io.check_not_an_input(args.output, inputs)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from facetorch import ranges
 from facetorch.cli import cluster as cluster_cli
 from facetorch.cli.common import (
     add_ckpt_path,
@@ -14,11 +13,11 @@ from facetorch.cli.common import (
     cosine,
     fraction,
     nonnegative_int,
-    number_type,
     open_fraction,
     positive_fraction,
     positive_int,
     tool_parser,
+    upsample,
 )
 from facetorch.recognition.tracked import TrackOptions
 
@@ -28,8 +27,6 @@ PROG = "gallery.py"
 TRACK_DEFAULTS = TrackOptions()
 GALLERY_HELP = "people.db (SQLite), sqlite:///PATH, postgresql://... or an old .npz (read-only)"
 DEFAULT_DETECTOR = "dlib_cnn"
-# dlib_cnn's doublings of an image: each one quadruples the pixels (4: 256 times the memory).
-upsample = number_type(ranges.Kind("times an image is doubled", low=0, high=4, integer=True), "upsample")
 
 
 def build_parser(doc: Optional[str]) -> argparse.ArgumentParser:
@@ -93,12 +90,12 @@ def build_parser(doc: Optional[str]) -> argparse.ArgumentParser:
     tracking = rec.add_argument_group("face tracks (videos and cameras; see docs/video.md)")
     tracking.add_argument("--no_track", action="store_true",
                           help="decide each frame alone (no tracks; the CSV has the eight columns only)")
-    tracking.add_argument("--detect_every", type=int, default=None,
+    tracking.add_argument("--detect_every", type=positive_int, default=None,
                           help=f"run the detector every N frames, moving the boxes by optical flow in between "
                                f"(default {TRACK_DEFAULTS.detect_every})")  # fmt: skip
-    tracking.add_argument("--embed_every", type=int, default=TRACK_DEFAULTS.embed_every,
+    tracking.add_argument("--embed_every", type=positive_int, default=TRACK_DEFAULTS.embed_every,
                           help="embed a named track's face again after N frames (also when new, resized or undecided)")
-    tracking.add_argument("--max_gap", type=int, default=TRACK_DEFAULTS.max_gap,
+    tracking.add_argument("--max_gap", type=nonnegative_int, default=TRACK_DEFAULTS.max_gap,
                           help="frames a track may go undetected before it ends")
 
     ident = commands.add_parser("identify", parents=[common], help="name each face, or 'unknown'")

@@ -24,7 +24,17 @@ import tempfile
 from dataclasses import fields
 from typing import Any, Optional
 
-from facetorch.cli.common import add_ckpt_path, run_tool, tool_parser
+from facetorch.cli.common import (
+    add_ckpt_path,
+    cosine,
+    nonnegative_float,
+    port,
+    positive_float,
+    positive_int,
+    run_tool,
+    tool_parser,
+    upsample,
+)
 
 PROG = "serve.py"
 APP = "facetorch.serve.settings:app_from_env"
@@ -40,27 +50,27 @@ def _parser() -> Any:
     add_ckpt_path(parser, "an EmbeddingTask checkpoint, instead of --config", required=False)
     parser.add_argument("--detector", default=None, metavar="haar|dlib_cnn|CKPT",
                         help="face detector (default: the gallery's, else dlib_cnn)")  # fmt: skip
-    parser.add_argument("--upsample", type=int, default=0, help="dlib_cnn: double each picture this many times first")
+    parser.add_argument("--upsample", type=upsample, default=0, help="dlib_cnn: double each picture this many times first")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (anything but loopback needs --api_keys)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=1, help="processes, each with its own model")
+    parser.add_argument("--port", type=port, default=8000)
+    parser.add_argument("--workers", type=positive_int, default=1, help="processes, each with its own model")
     parser.add_argument("--api_keys", default=None, metavar="FILE", help="key file: lines 'read KEY' or 'admin KEY'")
-    parser.add_argument("--max_upload_mb", type=float, default=10.0, help="largest request body (413 above it)")
-    parser.add_argument("--max_pixels", type=int, default=40_000_000, help="most pixels an upload may decode to")
-    parser.add_argument("--max_side", type=int, default=1920,
+    parser.add_argument("--max_upload_mb", type=positive_float, default=10.0, help="largest request body (413 above it)")
+    parser.add_argument("--max_pixels", type=positive_int, default=40_000_000, help="most pixels an upload may decode to")
+    parser.add_argument("--max_side", type=positive_int, default=1920,
                         help="pictures with a longer side over this are scaled down for the detector")
-    parser.add_argument("--max_images", type=int, default=20, help="most photos of one enrolment")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--max_images", type=positive_int, default=20, help="most photos of one enrolment")
+    parser.add_argument("--threshold", type=cosine, default=None,
                         help="similarity that names a face (default: the gallery's open-set threshold)")
-    parser.add_argument("--pair_threshold", type=float, default=None,
+    parser.add_argument("--pair_threshold", type=cosine, default=None,
                         help="similarity at which /v1/verify says 'same' (default: the model's)")
-    parser.add_argument("--batch_window_ms", type=float, default=5.0, help="how long a batch waits for more pictures")
-    parser.add_argument("--max_batch", type=int, default=8, help="most pictures in one model batch")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--batch_window_ms", type=nonnegative_float, default=5.0, help="how long a batch waits for more pictures")
+    parser.add_argument("--max_batch", type=positive_int, default=8, help="most pictures in one model batch")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads of each worker's model (default: torch's, one per core; use 1 per worker on a "
                              "busy or shared machine)")  # fmt: skip
-    parser.add_argument("--max_concurrency", type=int, default=64, help="requests at once per worker (503 beyond)")
+    parser.add_argument("--max_concurrency", type=positive_int, default=64, help="requests at once per worker (503 beyond)")
     parser.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 

@@ -10,10 +10,11 @@ is its stranger score. A row whose ``k`` rows are all its own person's or twins'
 ``4 k``. The few scores at the top of each row are recomputed in float64, as the exact
 computation does, so on an exact (flat) index the threshold is the same.
 
-Above :data:`CALIBRATION_ROWS` rows, a uniform sample of that many rows plays the strangers (each
-still searched against every row): the threshold is a quantile of the stranger scores, and a
-sample of 65,536 estimates the 5% quantile within a standard error of 0.09 points of FPIR, at a
-cost that no longer grows with the gallery (docs/database.md measures both).
+On an exact (flat) index every row plays a stranger. On a graph index (above 65,536 rows) a
+uniform sample of :data:`CALIBRATION_ROWS` rows does (each still searched against every row): the
+threshold is a quantile of the stranger scores, and a sample of 16,384 estimates the 5% quantile
+within a standard error of 0.17 points of FPIR, at a cost that no longer grows with the gallery
+(docs/database.md measures both).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ NEIGHBOURS = 8  # rows asked per row at first
 NEAR_TIE = 1e-5  # float32 scores this close to a row's best are compared again in float64
 CHUNK = 16384
 MAX_WIDTH = 1024  # a graph index is asked for at most this many rows a row
-CALIBRATION_ROWS = 65_536  # rows that play strangers; above it, a uniform sample of this many
+CALIBRATION_ROWS = 16_384  # rows that play strangers in a graph index: a uniform sample
 
 
 def _rescore(index: VectorIndex, queries: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -84,7 +85,7 @@ def stranger_scores(index: VectorIndex, k: int = NEIGHBOURS, ef: Optional[int] =
                     rows: int = CALIBRATION_ROWS, seed: int = 0) -> tuple[np.ndarray, dict]:  # fmt: skip
     """Stranger scores (NaN: no other non-twin person) and the twin pairs {(a, b): score}, by person id.
 
-    Every row's when the index holds at most ``rows``, else those of ``rows`` rows drawn at random.
+    Every row's when the index is exact or holds at most ``rows``, else those of ``rows`` rows drawn at random.
     ``ef``: HNSW candidates (default: the index's calibration setting).
     """
     ef = ef or index.efs()[1]
@@ -113,7 +114,7 @@ def stranger_scores(index: VectorIndex, k: int = NEIGHBOURS, ef: Optional[int] =
 
 def _players(index: VectorIndex, rows: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, vectors) of the rows that play strangers, ``CHUNK`` at a time: all of them, or a sample."""
-    if len(index) <= rows:
+    if index.exact or len(index) <= rows:
         yield from index.iter_rows(CHUNK)
         return
     ids = np.concatenate([part for part, _ in index.iter_ids()])

@@ -10,7 +10,8 @@ one that matches their other photos, else ``--pick``'s (:mod:`facetorch.recognit
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "enroll",
     "enroll_photos",
     "enroll_stream",
+    "NothingEnrolled",
     "gallery_for",
     "person_folders",
     "Subject",
@@ -43,6 +45,25 @@ __all__ = [
     "subject_face",
     "subject_faces",
 ]
+
+
+class NothingEnrolled(ValueError):
+    """An enrolment that added nobody while images were skipped: a run that did nothing is not a success."""
+
+
+@contextmanager
+def _undone_when_nothing_enrolled(target: str | Path) -> Iterator[None]:
+    """A gallery file that this enrolment creates is removed again when it enrolled nobody: a failed run leaves no trace."""
+    text = str(target)
+    path = Path(text.removeprefix("sqlite:///")) if "://" not in text or text.startswith("sqlite:///") else None
+    created = path is not None and not path.exists()
+    try:
+        yield
+    except NothingEnrolled:
+        if created and path is not None:
+            for leftover in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal", ".faiss"))):
+                leftover.unlink(missing_ok=True)
+        raise
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -125,16 +146,17 @@ def enroll(
     """
     faces = faces or getattr(embedder, "faces", "whole")
     people = _named_folders(images)
-    gallery = gallery_for(embedder, gallery_path, "haar_largest" if faces == "haar" else "whole")
-    try:
-        added, skipped = 0, {}
-        for name, files in io.progress(people.items(), "enrol", total=len(people), enabled=embedder.progress):
-            embeddings, used, missed = embedder.embed_files(files, show_progress=False)
-            added += gallery.add(name, embeddings, used)
-            skipped.update({str(k): v for k, v in missed.items()})
-        return _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, gallery.meta.detector)
-    finally:
-        gallery.close()
+    with _undone_when_nothing_enrolled(gallery_path):
+        gallery = gallery_for(embedder, gallery_path, "haar_largest" if faces == "haar" else "whole")
+        try:
+            added, skipped = 0, {}
+            for name, files in io.progress(people.items(), "enroll", total=len(people), enabled=embedder.progress):
+                embeddings, used, missed = embedder.embed_files(files, show_progress=False)
+                added += gallery.add(name, embeddings, used)
+                skipped.update({str(k): v for k, v in missed.items()})
+            return _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, gallery.meta.detector)
+        finally:
+            gallery.close()
 
 
 def _named_folders(images: str | Path) -> dict[str, list[Path]]:
@@ -222,36 +244,37 @@ def enroll_photos(
         ``open_set_threshold``, ``detector``.
     """
     people = _named_folders(images)
-    gallery = gallery_for(embedder, gallery_path, detector.name)
-    try:
-        added, skipped, picked = 0, {}, {}
-        for name, files in io.progress(people.items(), "enroll", total=len(people), enabled=progress):
-            photos, used = [], []
-            for path in files:
-                try:
-                    photos.append(read_image(path, 3))
-                    used.append(path)
-                except ImageReadError as error:
-                    skipped[str(path)] = str(error)
-            found = [boxes for boxes, _ in detector.detect_batch(photos)] if photos else []
-            chosen, notes = choose_faces(found, [p.shape[:2] for p in photos],
-                                         lambda k, boxes: embed_faces(embedder, photos[k], boxes),  # noqa: B023 (used now)
-                                         pick, float(getattr(embedder, "threshold", float("nan"))))  # fmt: skip
-            rows, enrolled = [], []
-            for path, photo, boxes, index, note in zip(used, photos, found, chosen, notes):
-                if index is None:
-                    skipped[str(path)] = note
-                    continue
-                if note:
-                    picked[str(path)] = note
-                rows.append(embed_faces(embedder, photo, boxes[index : index + 1]))
-                enrolled.append(path)
-            if rows:
-                added += gallery.add(name, np.concatenate(rows), enrolled)
-        result = _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, detector.name)
-    finally:
-        gallery.close()
-    return {**result, "picked": picked}
+    with _undone_when_nothing_enrolled(gallery_path):
+        gallery = gallery_for(embedder, gallery_path, detector.name)
+        try:
+            added, skipped, picked = 0, {}, {}
+            for name, files in io.progress(people.items(), "enroll", total=len(people), enabled=progress):
+                photos, used = [], []
+                for path in files:
+                    try:
+                        photos.append(read_image(path, 3))
+                        used.append(path)
+                    except ImageReadError as error:
+                        skipped[str(path)] = str(error)
+                found = [boxes for boxes, _ in detector.detect_batch(photos)] if photos else []
+                chosen, notes = choose_faces(found, [p.shape[:2] for p in photos],
+                                             lambda k, boxes: embed_faces(embedder, photos[k], boxes),  # noqa: B023 (used now)
+                                             pick, float(getattr(embedder, "threshold", float("nan"))))  # fmt: skip
+                rows, enrolled = [], []
+                for path, photo, boxes, index, note in zip(used, photos, found, chosen, notes):
+                    if index is None:
+                        skipped[str(path)] = note
+                        continue
+                    if note:
+                        picked[str(path)] = note
+                    rows.append(embed_faces(embedder, photo, boxes[index : index + 1]))
+                    enrolled.append(path)
+                if rows:
+                    added += gallery.add(name, np.concatenate(rows), enrolled)
+            result = _finish_enrollment(gallery, open_set_fpir, sorted(people), added, skipped, detector.name)
+        finally:
+            gallery.close()
+        return {**result, "picked": picked}
 
 
 def _finish_enrollment(gallery: FaceGallery, open_set_fpir: Optional[float], people: list[str], added: int,
@@ -266,9 +289,12 @@ def _finish_enrollment(gallery: FaceGallery, open_set_fpir: Optional[float], peo
     """
     if added == 0 and skipped:
         reasons = "; ".join(f"{Path(file).name}: {reason}" for file, reason in list(skipped.items())[:3])
-        raise ValueError(f"nothing was enrolled from {len(people)} person folder(s): {len(skipped)} image(s) skipped"
+        raise NothingEnrolled(f"nothing was enrolled from {len(people)} person folder(s): {len(skipped)} image(s) skipped"
                          f"{' (' + reasons + (', ...' if len(skipped) > 3 else '') + ')' if skipped else ''}; "
                          f"{gallery.target} holds what it held before")  # fmt: skip
+    if added == 0:
+        io.notice(f"nothing new to enrol: every image of {', '.join(people[:3])}{', ...' if len(people) > 3 else ''} is "
+                  f"in {gallery.target} already")  # fmt: skip
     if open_set_fpir is not None:
         gallery.configure(open_set_fpir=float(open_set_fpir))
     threshold = gallery.calibrate_open_set()
