@@ -365,16 +365,17 @@ def test_bad_input_is_one_clear_line_and_nothing_is_lost(toy_models: None, tmp_p
     gallery = str(tmp_path / "people.db")
     line = error_line(["name", "--clusters", str(out), "--cluster", "7", "--name", "Ann", "--gallery", gallery], capsys)
     assert "has no cluster 7 (its clusters are 0..2" in line
-    assert "has no cluster -1" in error_line(["name", "--clusters", str(out), "--cluster", "-1", "--name", "A",
-                                              "--gallery", gallery], capsys)  # fmt: skip
+    assert "--cluster: expected an integer >= 0" in error_line(["name", "--clusters", str(out), "--cluster", "-1",
+                                                                "--name", "A", "--gallery", gallery], capsys)  # fmt: skip
     assert "--name must be a person's name" in error_line(["name", "--clusters", str(out), "--cluster", "0", "--name", "a/b",
                                                            "--gallery", gallery], capsys)  # fmt: skip
     assert "holds no faces.npz" in error_line(["name", "--clusters", str(photos), "--cluster", "0", "--name", "Ann",
                                                "--gallery", gallery], capsys)  # fmt: skip
     assert not Path(gallery).exists()
     base = ["cluster", "--images", str(photos), "--output", str(tmp_path / "o4")]
-    assert "--k must be 1 or more" in error_line([*base, "--k", "0"], capsys)
-    assert "--min_quality must be between 0 and 1" in error_line([*base, "--min_quality", "2"], capsys)
+    assert "--k: expected an integer >= 1" in error_line([*base, "--k", "0"], capsys)  # flags checked by kind
+    line = error_line([*base, "--min_quality", "2"], capsys)
+    assert "--min_quality" in line and "got 2" in line, line
 
 
 def test_naming_into_a_gallery_of_another_model_is_refused(toy_models: None, tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -412,7 +413,7 @@ def test_cluster_set_copies_the_photos_under_shuffled_names_with_the_truth(tmp_p
 
 
 def test_facetorch_cluster_is_a_command() -> None:
-    from facetorch.cli.main import COMMANDS
+    from facetorch.cli.commands import COMMANDS
 
     assert COMMANDS["cluster"].prefix == ("cluster",) and COMMANDS["cluster"].target == "facetorch.cli.gallery:main"
 
@@ -437,7 +438,7 @@ def test_the_batched_five_point_path_gives_embed_faces_numbers(tmp_path: Path, m
     write_rgb(tmp_path / "a.png", image)
     write_rgb(tmp_path / "b.png", np.ascontiguousarray(image[:, ::-1]))
     found = C.find_faces([tmp_path / "a.png", tmp_path / "b.png"], embedder, HaarFaces(), progress=False, chips_per_batch=2)
-    assert len(found.faces) >= 2 and found.faces.quality.min() > 0.3
+    assert len(found.faces) >= 2 and np.sort(found.faces.quality)[-2:].min() > 0.5  # her face and its mirror image
     first = np.asarray([s.endswith("a.png") for s in found.faces.sources])
     expected = embedder.embed_faces(image, found.faces.boxes[first])
     assert np.allclose(found.faces.embeddings[first], expected, atol=1e-5)
@@ -471,7 +472,7 @@ def test_the_pretrained_model_clusters_real_photos(tmp_path: Path, capsys: pytes
 
 
 def test_resampled_collections_keep_one_to_seven_photos_of_everyone() -> None:
-    from facetorch.cli.cluster import _resamples
+    from facetorch.cli.cluster_bench import _resamples
 
     truth = [{"source": f"{p}{i}.jpg", "person": p} for p, count in (("ann", 10), ("bob", 3), ("cy", 1)) for i in range(count)]
     first, second = _resamples(truth, 2, 7)

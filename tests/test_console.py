@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from facetorch.cli.main import COMMANDS
+from facetorch.cli.commands import COMMANDS
 from tests.conftest import REPO, write_face_crops
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -8,6 +8,7 @@ dlib's on the same images.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -550,6 +551,12 @@ def test_the_pretrained_config_evaluates_without_a_checkpoint_and_fine_tunes(
     assert frozen and loaded.task.model.head.embedding.bias is None
     again = cli.evaluate(["--config", config, "--ckpt_path", str(ckpt), "--pairs", str(pairs), "--data.batch_size=4", *quiet])
     assert again["num_samples"] == report["num_samples"]
+    # The pretrained network was validated first (epoch 0); when no epoch beat it by more than the noise,
+    # best.ckpt is the pretrained network and evaluates to its numbers.
+    trained = json.loads((ckpt.parents[1] / "metrics.json").read_text())
+    assert {"start_val_pair_acc", "keep_start_margin", "best_is_start"} <= set(trained)
+    if trained["best_is_start"]:
+        assert (again["pair_acc"], again["auc"]) == (report["pair_acc"], report["auc"])
 
 
 def test_the_embedding_benchmark_takes_a_config_and_times_embedding(tmp_path: Path) -> None:

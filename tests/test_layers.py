@@ -86,8 +86,8 @@ def test_the_top_level_holds_at_most_eight_modules_and_the_rooms_exist() -> None
         assert (PACKAGE / room / "__init__.py").is_file(), room
     # one callback per file, as Lightning's own callbacks/
     callbacks = {p.stem for p in (PACKAGE / "callbacks").glob("*.py")}
-    assert callbacks == {"__init__", "checkpoint", "freeze_stages", "freeze_unfreeze", "gradcam_logger", "progress",
-                         "throughput"}  # fmt: skip
+    assert callbacks == {"__init__", "checkpoint", "freeze_stages", "freeze_unfreeze", "gradcam_logger", "keep_start",
+                         "progress", "throughput"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", MODULES, ids=[module_name(p) for p in MODULES])

@@ -32,9 +32,9 @@ def test_the_face_that_matches_the_other_photos_wins_and_the_notes_say_which() -
         return np.array(faces[: len(boxes)] if len(boxes) > 1 else [faces[0]])
 
     chosen, notes = choose_faces(found, [PORTRAIT] * 3, embed, "central", match_threshold=0.5)
-    assert chosen == [0, 1, 1]
+    assert chosen == [0, 1, None]  # photo 2: the person's photos are known and neither face is theirs: skipped
     assert notes[0] == "" and "face 2 of 2 at (0, 0, 75, 80): it matches the person's other photos (1.000)" == notes[1]
-    assert notes[2] == "face 2 of 2 at (120, 60, 180, 130): the central face (--pick central)"
+    assert notes[2] == "2 faces and none matches the person's other photos (best 0.000, below 0.500)"
     chosen, notes = choose_faces(found, [PORTRAIT] * 3, embed, "ask", match_threshold=0.5)
     assert chosen == [0, None, None] and "none clearly the largest" in notes[1]
     # No clear photo of the person: --pick alone decides.

@@ -15,9 +15,9 @@ import pytest
 
 from facetorch.cli import gallery as gallery_cli
 from facetorch.evaluation.tracking import track_metrics
+from facetorch.recognition import open_gallery
 from facetorch.recognition.enrollment import enroll_photos
 from facetorch.recognition.evidence import NameEvidence
-from facetorch.recognition.gallery import Gallery
 from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
 from facetorch.recognition.quality import face_quality, pose_offset
 from facetorch.recognition.results import CSV_FIELDS, TRACKED_FIELDS, score_recognitions
@@ -156,7 +156,7 @@ def crossing_video(path: Path, frames: int = 12) -> Path:
 def test_a_tracked_video_has_a_row_per_face_and_frame_with_track_and_quality(gallery_file: Path, tmp_path: Path) -> None:
     video = crossing_video(tmp_path / "clip.avi")
     detector = SquareDetector()
-    recognizer = Recognizer(ColourEmbedder(), detector, OpenSetMatcher(Gallery.load(gallery_file), 0.9))
+    recognizer = Recognizer(ColourEmbedder(), detector, OpenSetMatcher(open_gallery(gallery_file), 0.9))
     run = recognize_source(recognizer, str(video), tmp_path / "out", fourcc="MJPG", progress=False,
                            track=TrackOptions(detect_every=3))  # fmt: skip
     rows = read_csv(tmp_path / "out" / "recognitions.csv")
@@ -223,7 +223,7 @@ def corrupt_frames(path: Path, frames: list[int], truncate_at: int | None = None
 def test_unreadable_frames_and_an_early_end_keep_the_tracks_and_are_listed(
     gallery_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(Gallery.load(gallery_file), 0.9))
+    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(open_gallery(gallery_file), 0.9))
     video = crossing_video(tmp_path / "clip.avi", frames=14)
     corrupt_frames(video, [5, 6], truncate_at=11)
     run = recognize_source(recognizer, str(video), tmp_path / "out", fourcc="MJPG", progress=False,
@@ -300,7 +300,7 @@ def test_another_face_in_a_tracks_box_starts_a_new_track(gallery_file: Path, tmp
     # A cut: red stands there for 6 frames, then green in the same place. The boxes cannot tell; the faces can.
     frames = [picture([(COLOURS["red"], 30, 20, 40)])] * 6 + [picture([(COLOURS["green"], 30, 20, 40)])] * 6
     video = write_video(tmp_path / "cut.avi", frames)
-    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(Gallery.load(gallery_file), 0.9))
+    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(open_gallery(gallery_file), 0.9))
     recognize_source(recognizer, str(video), tmp_path / "out", fourcc="MJPG", progress=False,
                      track=TrackOptions(detect_every=2, embed_every=100, same_person=0.5))  # fmt: skip
     rows = read_csv(tmp_path / "out" / "recognitions.csv")
@@ -340,7 +340,7 @@ def test_the_lockstep_comparison_scores_both_ways_and_checks_the_goals(gallery_f
         truth += [f"clip.avi,{i},{2 + 6 * i},10,{26 + 6 * i},34,red,1,0",
                   f"clip.avi,{i},{100 - 6 * i},50,{124 - 6 * i},74,blue,1,1", f"clip.avi,{i},100,5,120,25,yellow,0,2"]
     (tmp_path / "truth.csv").write_text("\n".join(truth) + "\n")
-    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(Gallery.load(gallery_file), 0.9))
+    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(open_gallery(gallery_file), 0.9))
     result = compare_tracking(recognizer, video, tmp_path / "truth.csv", tmp_path / "runs", TrackOptions(detect_every=3))
     for way in ("per_frame", "tracked"):
         assert result[way]["identification_rate"] == 1.0 and result[way]["stranger_accept_rate"] == 0.0

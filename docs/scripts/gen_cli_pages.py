@@ -1,7 +1,7 @@
 """Generate the command-line reference from the parsers: one page per ``facetorch`` command.
 
 Run by the ``gen-files`` plugin of ``mkdocs build``. Every entry of
-:data:`facetorch.cli.main.COMMANDS` gets a page holding the real output of
+:data:`facetorch.cli.commands.COMMANDS` gets a page holding the real output of
 ``facetorch <command> --help`` (and, for a command with subcommands such as ``gallery``, of each
 ``facetorch <command> <subcommand> --help``), captured in this process: argparse and jsonargparse
 print the help and call ``sys.exit``, which is caught. A new command, flag or help text shows up
@@ -26,7 +26,7 @@ import mkdocs_gen_files
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # document this checkout's facetorch, not another installed copy
 
-from facetorch.cli.main import COMMANDS, main  # noqa: E402
+from facetorch.cli.commands import COMMANDS, main  # noqa: E402
 
 log = logging.getLogger("mkdocs.plugins.facetorch_cli")
 
@@ -98,7 +98,7 @@ with mkdocs_gen_files.open("cli/index.md", "w") as page:
         "`pip install -e .` installs one command, `facetorch`, with a subcommand per tool. Each tool also runs as\n"
         "`python tools/<tool>.py` from the repository root (a one-line shim onto the same code).\n"
         "The pages of this section are generated from the parsers at every docs build\n"
-        "(`docs/scripts/gen_cli_pages.py` reads `facetorch.cli.main.COMMANDS`), so they show the real `--help`.\n\n"
+        "(`docs/scripts/gen_cli_pages.py` reads `facetorch.cli.commands.COMMANDS`), so they show the real `--help`.\n\n"
         "```bash\nfacetorch --help\n```\n\n" + fenced(overview) + "\n" + "\n".join(table) + "\n"
     )
 with mkdocs_gen_files.open("cli/SUMMARY.md", "w") as page:

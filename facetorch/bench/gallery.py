@@ -96,10 +96,24 @@ def baselines(population: Population, probes: np.ndarray) -> dict[str, Any]:
     flat.add(rows)
     bare = {"batch_64_ms": per_probe_ms(lambda q: flat.search(q, 1), probes, 64, 640),
             "batch_1_ms": per_probe_ms(lambda q: flat.search(q, 1), probes, 1, 20)}  # fmt: skip
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # as the gallery searches one probe: an OpenMP region per probe is costly on a busy machine
+    try:
+        bare["batch_1_one_thread_ms"] = per_probe_ms(lambda q: flat.search(q, 1), probes, 1, 20)
+    finally:
+        faiss.omp_set_num_threads(threads)
     return {"numpy_matmul": matmul, "faiss_index_flat_ip": bare}
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry the parent's peak across exec)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

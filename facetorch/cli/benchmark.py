@@ -123,7 +123,7 @@ def measure(args: Any) -> dict[str, Any]:
     if args.task == "video":
         return _video_benchmark(args)
     if args.task in ("clustering", "clustering_scale"):
-        from facetorch.cli.cluster import measure_clustering, measure_scale
+        from facetorch.cli.cluster_bench import measure_clustering, measure_scale
 
         return measure_clustering(args) if args.task == "clustering" else measure_scale(args)
     if args.task == "serve":
@@ -231,9 +231,9 @@ def _video_benchmark(args: Any) -> dict[str, Any]:
 
     from facetorch.inference.embedder import Embedder
     from facetorch.recognition.compare import compare_tracking
+    from facetorch.recognition.database import open_gallery
     from facetorch.recognition.detectors import build_face_detector
     from facetorch.recognition.enrollment import enroll_photos
-    from facetorch.recognition.gallery import Gallery
     from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
     from facetorch.recognition.tracked import TrackOptions
 
@@ -247,10 +247,10 @@ def _video_benchmark(args: Any) -> dict[str, Any]:
     embedder = Embedder(config=config, progress=False)
     detector = build_face_detector(args.detector, device="cpu")
     with tempfile.TemporaryDirectory() as work:
-        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.npz"
+        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.db"
         if not args.gallery:
             enroll_photos(embedder, detector, path, root / "enrol", progress=False)
-        recognizer = Recognizer(embedder, detector, OpenSetMatcher(Gallery.load(path)))
+        recognizer = Recognizer(embedder, detector, OpenSetMatcher(open_gallery(path)))
         runs = Path(args.output).with_suffix("") if args.output else Path(work) / "runs"  # beside the JSON, to look at
         result = compare_tracking(recognizer, root / "video.avi", root / "video_truth.csv", runs, options)
     result["config"] = config

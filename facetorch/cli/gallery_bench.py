@@ -89,6 +89,8 @@ def run_gallery_benchmark(sizes: list[int], legacy: bool = True, work_root: Opti
         for other in ("numpy_matmul", "faiss_index_flat_ip"):
             row[f"identify_batch_64_ratio_vs_{other}"] = ours["identify_batch_64_ms"] / row[other]["batch_64_ms"]
             row[f"identify_batch_1_ratio_vs_{other}"] = ours["identify_batch_1_ms"] / row[other]["batch_1_ms"]
+        flat_one = row["faiss_index_flat_ip"]["batch_1_one_thread_ms"]
+        row["identify_batch_1_ratio_vs_faiss_index_flat_ip_one_thread"] = ours["identify_batch_1_ms"] / flat_one
         if legacy:
             limit = min(people, LEGACY_MAX)
             row["npz_gallery"] = _legacy(Population(limit), probes, calibrate=limit <= LEGACY_CALIBRATION)

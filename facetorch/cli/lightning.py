@@ -26,6 +26,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from facetorch import io
 from facetorch.callbacks.checkpoint import AtomicCheckpointIO, best_checkpoint
+from facetorch.callbacks.keep_start import KeepStartCheckpoint
 from facetorch.callbacks.progress import StderrProgressBar
 from facetorch.cli.common import INPUT_ERRORS, FacetorchParsing, run_tool
 from facetorch.data import FaceDataModule
@@ -200,6 +201,8 @@ class FaceCLI(LightningCLI):
         wants_checkpoints = kwargs.get("enable_checkpointing", trainer_config.get("enable_checkpointing", True)) is not False
         if wants_checkpoints and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks.append(best_checkpoint(self.model.monitor, self.model.monitor_mode))
+        elif not wants_checkpoints:  # a config's own checkpoint callback (KeepStartCheckpoint) serves training only
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         if kwargs.get("enable_progress_bar", trainer_config.get("enable_progress_bar")) is not False:
             if not sys.stderr.isatty():  # a log file or a pipe: carriage returns are noise there
                 kwargs["enable_progress_bar"] = False
@@ -316,9 +319,11 @@ class EvaluateCLI(FaceCLI):
         # Always every image of --data.root, even with a run's saved config.yaml (eval_all: false).
         self.config["data"]["eval_all"] = True
         names = (self.checkpoint or {}).get("hyper_parameters", {}).get("class_names")
-        if names and self.config["data"].get("layout") == "identity_folders":
+        embedding = _is_embedding_task(str(self.config.get("model.class_path") or ""))
+        if names and self.config["data"].get("layout") == "identity_folders" and not embedding:
             # Labels follow the people the model was trained on (a folder of fewer people included),
             # and a person it never saw is refused by name: identity accuracy counts trained people.
+            # An embedding verifies pairs of any people, those it never saw above all.
             self.config["data"]["classes"] = list(names)
         if self.config.get("pairs"):
             model = str(self.config.get("model.class_path") or "")
@@ -431,14 +436,18 @@ def train(args: Optional[list[str]] = None) -> dict[str, Any]:
         _discard_empty_run(trainer)
         raise
     ckpt = _best_or_last(trainer)
+    # What chose the checkpoint (KeepStartCheckpoint: the start's score, the margin, whether best.ckpt is the start),
+    # read before testing restores the callbacks' state from the checkpoint.
+    chosen = {key: value for c in trainer.callbacks if isinstance(c, KeepStartCheckpoint) for key, value in c.summary().items()}
     if data.has_split("test"):
         trainer.test(model, datamodule=data, ckpt_path=ckpt)
-        report = model.test_report
+        report = dict(model.test_report)
     else:
         results = trainer.validate(model, datamodule=data, ckpt_path=ckpt)
         report = {key: float(value) for key, value in (results[0] if results else {}).items()}
         report["num_samples"] = len(data.splits["val"])
-        model.write_report(report)
+    model.write_report({**report, **chosen})
+    report = model.test_report
     _say_where(trainer)
     return report
 

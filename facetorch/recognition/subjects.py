@@ -11,8 +11,8 @@ is clear. For the others (a friend beside the person, a crowd behind), ``--pick`
 
 With several photos of one person, their clear photos say who the person is: in a photo with
 several faces, the face most similar to them (at least the model's pair threshold) is taken,
-whatever its place or size; ``--pick`` decides only where no clear photo of the person exists,
-or where no face matches.
+whatever its place or size, and a photo none of whose faces matches is skipped (not guessed by
+position); ``--pick`` decides only where no clear photo of the person exists.
 """
 
 from __future__ import annotations

@@ -17,11 +17,13 @@ from facetorch.losses import ContrastiveLoss, PairDistance, TripletLoss, Triplet
 from facetorch.models.backbones import build_backbone
 from facetorch.models.embedding import CosineClassifier, EmbeddingNet, backbone_embedding_layer
 from facetorch.models.margin import MARGIN_DEFAULTS, MarginSoftmaxHead
+from facetorch.models.start_point import StartPoint
 from facetorch.ranges import check_values
 from facetorch.tasks.base import MODEL_VALUES, FaceTask, dataset_order
 
 MetricLoss = Literal["triplet", "contrastive", "arcface", "cosface"]
 MARGIN_LOSSES = tuple(MARGIN_DEFAULTS)  # ("arcface", "cosface"): a softmax over identity centres
+START_KEY = "facetorch_start_point"  # checkpoint key of the weights a regularised fine-tuning run started from
 
 
 
@@ -90,6 +92,11 @@ class EmbeddingTask(FaceTask):
         head_margin: Margin of ``arcface`` (radians, default 0.5) or ``cosface`` (default 0.35).
         head_scale: Logit scale s of the margin softmax.
         sample_rate: Share of each rank's identity centres in each step's softmax (Partial FC); 1: all.
+        l2_sp_weight: Weight of L2-SP, ``sum((w - w0)^2)`` over the trained weights, ``w0`` where the run
+            started (:class:`~facetorch.models.start_point.StartPoint`); 0: off.
+        distill_weight: Weight of distillation to the starting network, ``mean(1 - cos(e, e0))`` of each
+            training image's embedding and the frozen start's; 0: off. Both are logged (``train_l2_sp``,
+            ``train_distill``) and kept towards the same start when a run resumes.
         **optimization: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
             ``warmup_epochs``, ``plateau_factor``, ``plateau_patience``, ``channels_last``: see
             :class:`~facetorch.tasks.base.FaceTask` (flat config keys, e.g. ``--model.init_args.lr``).
@@ -122,6 +129,8 @@ class EmbeddingTask(FaceTask):
         head_margin: Optional[float] = None,
         head_scale: float = 64.0,
         sample_rate: float = 1.0,
+        l2_sp_weight: float = 0.0,
+        distill_weight: float = 0.0,
         **optimization: Any,
     ) -> None:
         check_values("model", locals(), MODEL_VALUES)  # every number against its meaning, before any is used
@@ -162,6 +171,9 @@ class EmbeddingTask(FaceTask):
         self._head_seed = torch.initial_seed() % 2**31  # the same on every rank after seed_everything
         # Cosine similarity at or above which two faces are the same person; set at each validation.
         self.register_buffer("threshold", torch.tensor(float("nan")))
+        self.l2_sp_weight = l2_sp_weight
+        self.distill_weight = distill_weight
+        self._start: Optional[StartPoint] = None
         self._eval_embeddings: list[torch.Tensor] = []
 
     @property
@@ -214,8 +226,8 @@ class EmbeddingTask(FaceTask):
             raise RuntimeError("no classifier: set model.classification_weight or model.classify_epochs")
         return F.cross_entropy(self.classifier(embeddings), labels)
 
-    def _unpack(self, batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """Training batch -> (embeddings, labels, same); ``same`` only for pair batches."""
+    def _unpack(self, batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Training batch -> (images, embeddings, labels, same); ``same`` only for pair batches."""
         if self.loss_name != "contrastive":
             if len(batch) != 2:
                 wanted = "pk" if self.loss_name == "triplet" else "random or pk"
@@ -224,23 +236,28 @@ class EmbeddingTask(FaceTask):
                     f"got a batch of {len(batch)} items"
                 )
             images, labels = batch
-            return self(images), labels, None
+            return images, self(images), labels, None
         if len(batch) != 5:
             raise ValueError(
                 "model.loss=contrastive expects (img1, img2, same, label1, label2) batches: set "
                 f"data.train_batches: pairs; got a batch of {len(batch)} items"
             )
         x1, x2, same, label1, label2 = batch
-        embeddings = self(torch.cat([x1, x2]))  # one forward for both halves: (2B, D)
-        return embeddings, torch.cat([label1, label2]), same
+        images = torch.cat([x1, x2])
+        return images, self(images), torch.cat([label1, label2]), same  # one forward for both halves: (2B, D)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
-        embeddings, labels, same = self._unpack(batch)
+        images, embeddings, labels, same = self._unpack(batch)
+        loss = self._task_loss(embeddings, labels, same)
+        loss = loss + self._distance_from_start(images, embeddings, len(labels))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def _task_loss(self, embeddings: torch.Tensor, labels: torch.Tensor, same: Optional[torch.Tensor]) -> torch.Tensor:
+        """The loss of the stage: classification, margin softmax, or triplet / contrastive (+ classification)."""
         batch_size = len(labels)
         if self.in_classification_stage:
-            loss = self._classification_loss(embeddings, labels)
-            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
-            return loss
+            return self._classification_loss(embeddings, labels)
         if self.loss_name in MARGIN_LOSSES:
             if self.margin_head is None:
                 raise RuntimeError("the margin head is built in setup('fit'); train the task through a Trainer")
@@ -251,7 +268,6 @@ class EmbeddingTask(FaceTask):
             self.log("train_head_centres", float(len(self.margin_head.weight)), on_step=False, on_epoch=True,
                      batch_size=batch_size)  # fmt: skip
             self.log(f"train_{self.loss_name}_loss", metric_loss, on_step=False, on_epoch=True, batch_size=batch_size)
-            self.log("train_loss", metric_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
             return metric_loss
         if same is None:
             metric_loss = self.triplet(embeddings, labels)
@@ -265,8 +281,26 @@ class EmbeddingTask(FaceTask):
             loss = loss + self.classification_weight * self._classification_loss(embeddings, labels)
         self.log(f"train_{self.loss_name}_loss", metric_loss, on_step=False, on_epoch=True, batch_size=batch_size)
         self.log("train_active_fraction", stats["active_fraction"], on_step=False, on_epoch=True, batch_size=batch_size)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
         return loss
+
+    def start_point(self) -> StartPoint:
+        """The weights this run started from (taken at the first training step unless a checkpoint restored them)."""
+        if self._start is None:
+            self._start = StartPoint(self.model, keep_network=self.distill_weight > 0)
+        return self._start
+
+    def _distance_from_start(self, images: torch.Tensor, embeddings: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """``l2_sp_weight * sum((w - w0)^2) + distill_weight * mean(1 - cos(e, e0))``: zero at the start."""
+        total = torch.zeros((), device=embeddings.device)
+        if self.l2_sp_weight > 0:
+            penalty = self.start_point().l2_sp(self.model)
+            self.log("train_l2_sp", penalty, on_step=False, on_epoch=True, batch_size=batch_size)
+            total = total + self.l2_sp_weight * penalty
+        if self.distill_weight > 0:
+            distill = self.start_point().distillation(self.model, self.to_memory_format(images), embeddings)
+            self.log("train_distill", distill, on_step=False, on_epoch=True, batch_size=batch_size)
+            total = total + self.distill_weight * distill
+        return total
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -320,6 +354,7 @@ class EmbeddingTask(FaceTask):
         metrics = result.metrics
         self.threshold.fill_(metrics["threshold"])
         self.log("val_pair_acc", metrics["pair_acc"], prog_bar=True, rank_zero_only=True)
+        self.log("val_pair_acc_std", metrics["pair_acc_std"], rank_zero_only=True)  # over the folds: the noise
         self.log("val_auc", metrics["auc"], prog_bar=True, rank_zero_only=True)
         self.log("val_eer", metrics["eer"], rank_zero_only=True)
 
@@ -378,6 +413,8 @@ class EmbeddingTask(FaceTask):
 
     # ------------------------------------------------------------------ checkpoints and explanations
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._start is not None:  # beside the state_dict: what a resumed run keeps pulling towards
+            checkpoint[START_KEY] = self._start.state_dict()
         head = self.margin_head
         if head is None or not head.distributed:
             return
@@ -397,6 +434,8 @@ class EmbeddingTask(FaceTask):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state_dict = checkpoint.get("state_dict", {})
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and START_KEY in checkpoint and (self.l2_sp_weight > 0 or self.distill_weight > 0):
+            self.start_point().load_state_dict(checkpoint[START_KEY])  # a resumed run: the same start as before
         if "margin_head.weight" in state_dict and self.margin_head is None:
             # Not built (not fitting): the centres only serve training; evaluation, the gallery and export
             # use the embedding alone.

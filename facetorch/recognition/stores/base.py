@@ -190,8 +190,11 @@ class Store:
         """Every row as (names, file keys, embeddings) chunks in id order (an iterator), for a migration."""
         raise NotImplementedError
 
-    def changes_since(self, version: int) -> tuple[Rows, np.ndarray, int]:
-        """Rows added after ``version`` and still there, the ids removed after it, and the version they reach."""
+    def changes_since(self, version: int) -> tuple[Any, np.ndarray, int]:
+        """Rows added after ``version`` (still there), the ids removed after it, and the version they reach.
+
+        The rows come as an iterator of :class:`Rows` pages.
+        """
         raise NotImplementedError
 
     def rows_of_people(self, person_ids: np.ndarray) -> Rows:

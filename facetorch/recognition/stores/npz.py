@@ -92,9 +92,9 @@ class NpzStore(Store):
             part = slice(start, start + chunk)
             yield meta.names[part], meta.files[part], self.gallery.embeddings[part]
 
-    def changes_since(self, version: int) -> tuple[Rows, np.ndarray, int]:
+    def changes_since(self, version: int) -> tuple[Iterator[Rows], np.ndarray, int]:
         """Nothing ever changes."""
-        return Rows.empty(self.dim), np.empty(0, np.int64), 0
+        return iter(()), np.empty(0, np.int64), 0
 
     def rows_of_people(self, person_ids: np.ndarray) -> Rows:
         """Every row of these people."""

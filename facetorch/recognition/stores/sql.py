@@ -116,7 +116,7 @@ class SqlStore(Store):
             f"REFERENCES gallery_people(id), file TEXT NOT NULL UNIQUE, embedding {self.BLOB} NOT NULL, "
             "version BIGINT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS gallery_images_person ON gallery_images (person_id)",
-            "CREATE INDEX IF NOT EXISTS gallery_images_version ON gallery_images (version)",
+            "CREATE INDEX IF NOT EXISTS gallery_images_version ON gallery_images (version, id)",
             "CREATE TABLE IF NOT EXISTS gallery_removed (image_id BIGINT PRIMARY KEY, version BIGINT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS gallery_removed_version ON gallery_removed (version)",
         ]
@@ -225,18 +225,31 @@ class SqlStore(Store):
             rows = self._rows([(r[0], 0, r[3]) for r in found])
             yield [str(r[1]) for r in found], [str(r[2]) for r in found], rows.embeddings
 
-    def changes_since(self, version: int) -> tuple[Rows, np.ndarray, int]:
-        """Rows added after ``version`` (still there), ids removed after it, and the version reached; one snapshot."""
+    def changes_since(self, version: int) -> tuple[Iterator[Rows], np.ndarray, int]:
+        """Rows added after ``version`` (still there, a page at a time), ids removed after it, and the version reached.
+
+        The version and the removals are read in one snapshot; the added rows are paged by (version, id)
+        up to that version, so a reader catching up with a million new rows never holds them all at once.
+        """
         cursor = self._cursor()
         with self._begin_read(cursor):
             now = int(self._run(cursor, "SELECT version FROM gallery_state WHERE id = 1").fetchone()[0])
             if now <= version:  # nothing new (or the store went back: the caller rebuilds)
-                return Rows.empty(self.dim), np.empty(0, np.int64), now
-            added = self._run(cursor, "SELECT id, person_id, embedding FROM gallery_images WHERE version > ? AND "
-                                      "version <= ? ORDER BY id", (version, now)).fetchall()  # fmt: skip
+                return iter(()), np.empty(0, np.int64), now
             removed = self._run(cursor, "SELECT image_id FROM gallery_removed WHERE version > ? AND version <= ?",
                                 (version, now)).fetchall()  # fmt: skip
-        return self._rows(added), np.array([r[0] for r in removed], np.int64), now
+        return self._added(version, now), np.array([r[0] for r in removed], np.int64), now
+
+    def _added(self, version: int, now: int, page: int = 65536) -> Iterator[Rows]:
+        last = (version, -1)
+        while True:
+            found = self._run(self._cursor(), "SELECT id, person_id, embedding, version FROM gallery_images WHERE "
+                                              "(version, id) > (?, ?) AND version <= ? ORDER BY version, id LIMIT ?",
+                              (*last, now, page)).fetchall()  # fmt: skip
+            if not found:
+                return
+            last = (int(found[-1][3]), int(found[-1][0]))
+            yield self._rows([r[:3] for r in found])
 
     def rows_of_people(self, person_ids: np.ndarray) -> Rows:
         """Every row of these people."""
