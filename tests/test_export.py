@@ -370,10 +370,10 @@ def test_the_onnx_embedder_runs_without_torch(trained: dict, exported: dict) -> 
 
 
 def readme_script() -> str:
-    """The onnxruntime-only script of the README's Export section, exactly as written there."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    """The onnxruntime-only script of the docs' Export page, exactly as written there."""
+    text = (REPO / "docs" / "export.md").read_text(encoding="utf-8")
     found = re.search(r"```python\n(# score_face_crops\.py.*?)```", text, flags=re.DOTALL)
-    assert found, "README.md lost its score_face_crops.py script"
+    assert found, "docs/export.md lost its score_face_crops.py script"
     return found.group(1)
 
 
