@@ -137,7 +137,7 @@ def test_ddp_on_two_cpu_processes(face_crops_dir: Path, in_tmp: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "train.py"), "--config", TINY_FACE_VGG, "--data.root", str(face_crops_dir),
          "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=1",
-         "--trainer.enable_progress_bar=false"],
+         "--trainer.enable_progress_bar=false", "--data.batch_size=4"],  # 12 training crops over 2 ranks: 6 each
         cwd=in_tmp, capture_output=True, text=True, timeout=240, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
