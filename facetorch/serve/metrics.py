@@ -85,17 +85,29 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if counted:
+                return
+            counted = True
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:
+                route = scope["path"] if scope["path"] in self.paths else "other"
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - start)
 
         async def timed_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Count before the last byte leaves: a client that reads its answer and then
+                # scrapes /metrics must find its own request counted.
+                count()
             await send(message)
 
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            route = getattr(scope.get("route"), "path", None)
-            if route is None:
-                route = scope["path"] if scope["path"] in self.paths else "other"
-            self.metrics.observe(scope["method"], route, status, time.perf_counter() - start)
+            count()  # a request that failed before its last byte is still counted
