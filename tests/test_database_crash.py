@@ -21,6 +21,7 @@ from facetorch.recognition import open_gallery
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tests.test_database import FACES
 
+pytestmark = pytest.mark.slow  # subprocesses (the project's slow marker)
 REPO = Path(__file__).resolve().parents[1]
 WORKER = """
 import sys
