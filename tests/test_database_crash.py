@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pytest
 
 from facetorch.recognition import open_gallery
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER = """
 import sys
 import numpy as np
+import pytest
 from facetorch.recognition import database, open_gallery
 from tests.test_database import FACES, FINGERPRINT
 target, start, count, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
