@@ -23,7 +23,7 @@ from facetorch.bench.face_vectors import FaceVectors
 
 __all__ = ["BLOCK", "Population", "baselines", "exact_answers", "measure_database", "measure_reopen", "per_probe_ms"]
 
-BLOCK = 100_000  # people generated at a time
+BLOCK = 20_000  # people generated at a time (their float64 draws are 16 MB a thousand people)
 
 
 class Population:
