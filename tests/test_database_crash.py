@@ -16,15 +16,18 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pytest
 
 from facetorch.recognition import open_gallery
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tests.test_database import FACES
 
+pytestmark = pytest.mark.slow  # subprocesses (the project's slow marker)
 REPO = Path(__file__).resolve().parents[1]
 WORKER = """
 import sys
 import numpy as np
+import pytest
 from facetorch.recognition import database, open_gallery
 from tests.test_database import FACES, FINGERPRINT
 target, start, count, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

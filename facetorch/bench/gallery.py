@@ -5,7 +5,9 @@ A population of ``people`` synthetic people (:class:`~facetorch.bench.face_vecto
 people (``known``) and photos of people never enrolled (``strangers``). The exact answer for each
 probe (the person of its most similar row, by a plain NumPy matrix product in blocks) is what
 recall@1 is measured against; the same product, and a bare ``faiss.IndexFlatIP`` (what uniface
-and deepface's FAISS request do), are timed as baselines.
+and deepface's FAISS request do), are timed as baselines, in turns with the gallery, in the
+gallery's own process (:func:`measure_database`, with :func:`facetorch.recognition.open_gallery`
+passed in: this room sits below recognition).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import numpy as np
 
 from facetorch.bench.face_vectors import FaceVectors
 
-__all__ = ["BLOCK", "Population", "baselines", "exact_answers", "measure_database", "per_probe_ms"]
+__all__ = ["BLOCK", "Population", "compare", "exact_answers", "measure_database", "measure_reopen", "per_probe_ms"]
 
-BLOCK = 100_000  # people generated at a time
+BLOCK = 20_000  # people generated at a time (their float64 draws are 16 MB a thousand people)
 
 
 class Population:
@@ -85,24 +87,45 @@ def per_probe_ms(search: Callable[[np.ndarray], Any], probes: np.ndarray, batch:
     return float(np.median(times))
 
 
-def baselines(population: Population, probes: np.ndarray) -> dict[str, Any]:
-    """The plain NumPy product and a bare ``faiss.IndexFlatIP`` over every row: ms per probe at batch 1 and 64."""
+def _alternating(searches: dict[str, Callable[[np.ndarray], Any]], probes: np.ndarray, batch: int, limit: int,
+                 repeats: int) -> dict[str, float]:  # fmt: skip
+    """Median ms per probe of each search, measured in turns (A B C A B C ...): a busy machine's drift hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in searches}
+    for _ in range(repeats):
+        for name, search in searches.items():
+            times[name].append(per_probe_ms(search, probes, batch, limit))
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def compare(gallery: Any, population: Population, probes: np.ndarray, repeats: int = 3) -> dict[str, Any]:
+    """The gallery's identify against the plain NumPy product and a bare ``faiss.IndexFlatIP`` over every row.
+
+    All three are timed in turns in this process, at batch 64 and batch 1 (FAISS's flat index at batch
+    1 also on one thread, as the gallery searches one probe); recall@1 is the share of probes whose
+    gallery answer is the person of the NumPy product's best row.
+    """
     import faiss
 
     rows = population.rows()
-    matmul = {"batch_64_ms": per_probe_ms(lambda q: (q @ rows.T).argmax(axis=1), probes, 64, 640),
-              "batch_1_ms": per_probe_ms(lambda q: (q @ rows.T).argmax(axis=1), probes, 1, 20)}  # fmt: skip
     flat = faiss.IndexFlatIP(rows.shape[1])
     flat.add(rows)
-    bare = {"batch_64_ms": per_probe_ms(lambda q: flat.search(q, 1), probes, 64, 640),
-            "batch_1_ms": per_probe_ms(lambda q: flat.search(q, 1), probes, 1, 20)}  # fmt: skip
     threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # as the gallery searches one probe: an OpenMP region per probe is costly on a busy machine
-    try:
-        bare["batch_1_one_thread_ms"] = per_probe_ms(lambda q: flat.search(q, 1), probes, 1, 20)
-    finally:
-        faiss.omp_set_num_threads(threads)
-    return {"numpy_matmul": matmul, "faiss_index_flat_ip": bare}
+
+    def flat_one_thread(q: np.ndarray) -> Any:
+        faiss.omp_set_num_threads(1)
+        try:
+            return flat.search(q, 1)
+        finally:
+            faiss.omp_set_num_threads(threads)
+
+    searches = {"ours": lambda q: gallery.identify(q, 0.0), "numpy_matmul": lambda q: (q @ rows.T).argmax(axis=1),
+                "faiss_index_flat_ip": lambda q: flat.search(q, 1)}  # fmt: skip
+    batch_64 = _alternating(searches, probes, 64, 320, repeats)
+    batch_1 = _alternating({**searches, "faiss_index_flat_ip_one_thread": flat_one_thread}, probes, 1, 20, repeats)
+    exact, _ = exact_answers(rows, population.per_person, probes)
+    answers = [name for name, _ in gallery.identify(probes, 0.0)]
+    hits = np.array([answer == population.name(person) for answer, person in zip(answers, exact)])
+    return {"identify_batch_64_ms": batch_64, "identify_batch_1_ms": batch_1, "answers": answers, "hits": hits.tolist()}
 
 
 def _peak_mb() -> float:
@@ -134,14 +157,16 @@ def measure_database(open_gallery: Callable[..., Any], people: int, work: Path, 
         for names, rows, files in population.blocks():
             gallery.add_many(names, rows, files)
         out["store_s"] = time.perf_counter() - start
+        out["peak_mb_after_store"] = _peak_mb()  # the synthetic rows drawn, in float64, count here
         start = time.perf_counter()
         out["index"] = gallery.refresh().describe()
         out["index_build_s"] = time.perf_counter() - start
         out["faiss_threads"] = faiss.omp_get_max_threads()
+        out["peak_mb_after_index"] = _peak_mb()
         out["enrol_people_per_s"] = people / (out["store_s"] + out["index_build_s"])
-        out["identify_batch_64_ms"] = per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 64, 640)
-        out["identify_batch_1_ms"] = per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 1, 100)
-        out["answers"] = [name for name, _ in gallery.identify(probes, 0.0)]
+        gallery.identify(probes, 0.0)  # the probes once, untimed (warm caches)
+        out["identify_batch_64_ms_alone"] = per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 64, 640)
+        out["identify_batch_1_ms_alone"] = per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 1, 100)
         name, rows, probe = population.newcomer()
         start = time.perf_counter()
         gallery.add(name, rows, [f"{name}/0.jpg", f"{name}/1.jpg"])
@@ -153,12 +178,18 @@ def measure_database(open_gallery: Callable[..., Any], people: int, work: Path, 
         start = time.perf_counter()
         out["open_set_threshold"] = gallery.calibrate_open_set()
         out["calibration_s"] = time.perf_counter() - start
-    out["peak_mb_before_reopen"] = _peak_mb()
-    start = time.perf_counter()
-    with open_gallery(path) as gallery:
-        gallery.identify(probes[:1], 0.0)
-        out["reopen_and_identify_s"] = time.perf_counter() - start
+        out["peak_mb"] = _peak_mb()  # the gallery's: before the comparison below holds every row twice more
+        out["compared"] = compare(gallery, population, probes)
     out["file_mb"] = os.path.getsize(path) / 2**20
     out["index_file_mb"] = os.path.getsize(str(path) + ".faiss") / 2**20 if os.path.exists(str(path) + ".faiss") else 0.0
-    out["peak_mb"] = _peak_mb()
     return out
+
+
+def measure_reopen(open_gallery: Callable[..., Any], work: Path, probes_file: Path) -> dict[str, Any]:
+    """Open the gallery :func:`measure_database` left (its persisted index) and identify one probe: seconds, peak memory."""
+    probes = np.load(probes_file)
+    start = time.perf_counter()
+    with open_gallery(work / "gallery.db") as gallery:
+        gallery.identify(probes[:1], 0.0)
+        seconds = time.perf_counter() - start
+    return {"reopen_and_identify_s": seconds, "peak_mb_reopened": _peak_mb()}
