@@ -122,6 +122,22 @@ def test_the_mean_embedding_weighs_faces_by_quality() -> None:
         _ = NameEvidence(threshold=0.5).mean
 
 
+def test_the_average_scores_a_track_as_the_mean_of_its_frames_scores() -> None:
+    """The threshold was calibrated on single embeddings: the track's score must stay on that scale."""
+    rng = np.random.default_rng(0)
+    enrolled = rng.normal(size=16)
+    enrolled /= np.linalg.norm(enrolled)
+    frames = [enrolled + rng.normal(scale=0.4, size=16) for _ in range(6)]
+    qualities = [0.9, 0.2, 0.5, 1.0, 0.0, 0.7]
+    evidence = NameEvidence(threshold=0.5)
+    for frame, quality in zip(frames, qualities):
+        evidence.add(frame, quality)
+    singles = np.array([f @ enrolled / np.linalg.norm(f) for f in frames])
+    weights = np.array(qualities) + 0.05
+    assert np.isclose(float(evidence.average @ enrolled), float(singles @ weights / weights.sum()), atol=1e-6)
+    assert float(evidence.mean @ enrolled) > float(evidence.average @ enrolled)  # the unit mean scores higher: noise cancels
+
+
 def test_quality_prefers_big_sharp_frontal_faces() -> None:
     rng = np.random.default_rng(1)
     sharp = rng.integers(0, 255, (200, 200)).astype(np.uint8)

@@ -82,6 +82,7 @@ class OpenSetMatcher:
         if len(gallery) == 0:
             raise GalleryError("The gallery is empty: enrol people first (gallery.py enroll)")
         self.gallery = gallery
+        self.given = threshold is not None  # chosen by the user for single faces (a track's rule keeps its scale)
         self.threshold = gallery.default_threshold() if threshold is None else float(threshold)
         if not np.isfinite(self.threshold):
             raise GalleryError(f"The gallery has no calibrated threshold ({len(gallery.people)} people enrolled; calibration "

@@ -36,6 +36,7 @@ from facetorch.recognition.pipeline import KNOWN_COLOUR, UNKNOWN_COLOUR, Recogni
 from facetorch.recognition.quality import MAX_OFFSET, face_quality, pose_offset
 from facetorch.recognition.results import CSV_NAME, TRACKED_FIELDS, face_rows
 from facetorch.recognition.streams import FOURCC_SUFFIX, FrameReader, Source, VideoSink, atomic_csv, draw_label, stop_on_signals
+from facetorch.recognition.track_threshold import track_rule
 from facetorch.recognition.tracking import FaceTracker, Track, flow_boxes
 
 __all__ = ["TRACKS_NAME", "TRACK_FIELDS", "TrackOptions", "TrackedFace", "TrackedRun", "TrackedStream", "draw_tracked",
@@ -136,6 +137,7 @@ class TrackedStream:
     def __post_init__(self) -> None:
         self.options.check()
         self.same_person = _same_person(self.recognizer, self.options.same_person)
+        self.rule = track_rule(self.recognizer.matcher)
         self.tracker = FaceTracker(max_gap=self.options.max_gap, same_person=self.same_person,
                                    reidentify=self.same_person + REIDENTIFY_MARGIN)  # fmt: skip
         self.history: dict[int, _History] = {}
@@ -237,9 +239,11 @@ class TrackedStream:
             track.feature = history.evidence.mean
         self.seconds["quality"] += time.perf_counter() - start
         start = time.perf_counter()
-        answers = self.recognizer.matcher(np.stack([self.history[t.id].evidence.mean for t in wanted]))
-        for track, (name, score) in zip(wanted, answers):
-            self.history[track.id].evidence.decide(name, score, index)
+        evidence = [self.history[t.id].evidence for t in wanted]
+        for one in evidence:
+            one.threshold = self.rule.threshold_for(one)
+        for one, (name, score) in zip(evidence, self.rule.match(self.recognizer.matcher, evidence)):
+            one.decide(name, score, index)
         self.seconds["match"] += time.perf_counter() - start
 
     def _new_history(self, index: int) -> _History:

@@ -1,0 +1,135 @@
+"""How a track's evidence is matched: which vector asks the gallery, and at which threshold.
+
+A gallery's open-set threshold is calibrated with single images playing strangers. A track's
+unit-length mean embedding scores higher than its single faces (averaging cancels the noise of
+each photo), strangers' means included: matched at the single-image threshold, a composed video's
+strangers were named in 0.70 of their frames where single frames were in 0.24 (docs/video.md).
+Two rules keep the gallery's false-accept rate:
+
+- **mean** (the default where it can be calibrated): the unit mean is matched at a threshold
+  calibrated the same way as the gallery's, with the unit mean of **two** enrolled images of one
+  person playing the stranger against everyone else's images (:func:`mean_threshold`). A track
+  seen in one embedding is a single face, matched at the gallery's own threshold.
+- **average**: the weighted mean of the unit embeddings left at its own length; its cosine with an
+  enrolled image is the mean of the frames' cosines, on the single-image scale, so the gallery's
+  threshold applies as it is. Used where the mean threshold cannot be calibrated (fewer than 3
+  people with 2 images, a gallery over :data:`MAX_ROWS` rows) and where ``--threshold`` was given
+  (a threshold chosen for single faces).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from facetorch import evaluation
+from facetorch.recognition.evidence import NameEvidence
+from facetorch.recognition.gallery import SAME_IMAGE
+
+__all__ = ["MAX_ROWS", "TrackRule", "mean_threshold", "track_rule"]
+
+MAX_ROWS = 200_000  # above this the exact calibration (pairs x rows products) costs seconds: the average rule instead
+MAX_PAIRS = 3  # pairs of images taken per person (a person with 3 images has 3)
+MAX_PLAYERS = 4_000  # pairs that play strangers at most (a uniform sample above)
+
+
+def mean_threshold(names: Sequence[str], rows: np.ndarray, fpir: float, seed: int = 0) -> Optional[float]:
+    """The open-set threshold for unit mean embeddings of two faces, or None where it cannot be calibrated.
+
+    Each person with two or more images plays a stranger with the unit mean of a pair of their
+    images (up to :data:`MAX_PAIRS` pairs), matched against every other person's rows (rows that
+    match one of the pair as the same image would are twins, left out); the threshold lets through
+    ``fpir`` of these best matches, as the gallery's own calibration does for single images.
+
+    Args:
+        names: The person of each row.
+        rows: The enrolled embeddings (N, D), unit length.
+        fpir: The false-positive identification rate allowed (the gallery's ``open_set_fpir``).
+        seed: Seed of the sample where more than :data:`MAX_PLAYERS` pairs could play.
+
+    Returns:
+        The threshold, or None with fewer than 3 people of two images or more, or over :data:`MAX_ROWS` rows.
+    """
+    names_array = np.asarray(names)
+    if len(names_array) > MAX_ROWS:
+        return None
+    vectors = np.asarray(rows, dtype=np.float64)
+    pairs = []
+    for person in dict.fromkeys(names_array.tolist()):
+        pairs.extend(itertools.islice(itertools.combinations(np.flatnonzero(names_array == person), 2), MAX_PAIRS))
+    players = {names_array[a] for a, _ in pairs}
+    if len(players) < 3:
+        return None
+    if len(pairs) > MAX_PLAYERS:
+        chosen = np.random.default_rng(seed).choice(len(pairs), MAX_PLAYERS, replace=False)
+        pairs = [pairs[i] for i in np.sort(chosen)]
+    first, second = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
+    means = vectors[first] + vectors[second]
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)  # (pairs, D)
+    scores = []
+    for start in range(0, len(pairs), 512):
+        part = slice(start, start + 512)
+        similarity = means[part] @ vectors.T  # (pairs, rows)
+        twin = np.maximum(vectors[first[part]] @ vectors.T, vectors[second[part]] @ vectors.T) >= SAME_IMAGE
+        own = names_array[None, :] == names_array[first[part], None]
+        similarity[own | twin] = -np.inf
+        scores.extend(similarity.max(axis=1).tolist())
+    scores = [s for s in scores if np.isfinite(s)]
+    return min(1.0, evaluation.fpir_threshold(scores, fpir)) if scores else None
+
+
+@dataclass(frozen=True)
+class TrackRule:
+    """Which vector of a track's evidence asks the gallery, and at which threshold (see the module docstring).
+
+    Args:
+        rule: ``mean`` (unit mean at ``threshold``), ``average`` (the frames' mean score at ``threshold``)
+            or ``classifier`` (unit mean through the matcher, e.g. the SVM's probabilities).
+        threshold: The threshold a track's score is compared with (a single face: ``single``).
+        single: The gallery's (or the matcher's) threshold for one face.
+    """
+
+    rule: str
+    threshold: float
+    single: float
+
+    def match(self, matcher: Any, tracks: Sequence[NameEvidence]) -> list[tuple[str, float]]:
+        """The (name, score) of each track's evidence."""
+        if self.rule == "average":
+            return matcher(np.stack([t.average for t in tracks]))
+        if self.rule == "classifier":
+            return matcher(np.stack([t.mean for t in tracks]))
+        answers: list[Optional[tuple[str, float]]] = [None] * len(tracks)
+        for single in (True, False):  # a track of one face is that face: the gallery's own threshold
+            which = [k for k, t in enumerate(tracks) if (t.embeddings < 2) == single]
+            if which:
+                found = matcher.gallery.identify(np.stack([tracks[k].mean for k in which]),
+                                                 self.single if single else self.threshold)  # fmt: skip
+                for k, answer in zip(which, found):
+                    answers[k] = answer
+        return answers  # type: ignore[return-value]
+
+    def threshold_for(self, evidence: NameEvidence) -> float:
+        """The threshold this track's score is compared with now."""
+        return self.single if self.rule == "mean" and evidence.embeddings < 2 else self.threshold
+
+
+def track_rule(matcher: Any) -> TrackRule:
+    """The rule for ``matcher`` (an open-set or SVM matcher; its ``given`` is true where ``--threshold`` chose it)."""
+    single = float(matcher.threshold)
+    if getattr(matcher, "kind", "") != "open_set":
+        return TrackRule("classifier", single, single)
+    gallery = matcher.gallery
+    fpir = getattr(gallery.meta, "open_set_fpir", None)
+    calibrated = np.isfinite(getattr(gallery.meta, "open_set_threshold", float("nan")))
+    if getattr(matcher, "given", False) or not calibrated or fpir is None or len(gallery) > MAX_ROWS:
+        return TrackRule("average", single, single)
+    names, rows = gallery.rows()
+    threshold = mean_threshold(names, rows, float(fpir))
+    if threshold is None:
+        return TrackRule("average", single, single)
+    return TrackRule("mean", max(threshold, single), single)
