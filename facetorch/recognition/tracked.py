@@ -136,8 +136,8 @@ class TrackedStream:
 
     def __post_init__(self) -> None:
         self.options.check()
-        self.same_person = _same_person(self.recognizer, self.options.same_person)
         self.rule = track_rule(self.recognizer.matcher)
+        self.same_person = _same_person(self.recognizer, self.options.same_person, self.rule.same_person)
         self.tracker = FaceTracker(max_gap=self.options.max_gap, same_person=self.same_person,
                                    reidentify=self.same_person + REIDENTIFY_MARGIN)  # fmt: skip
         self.history: dict[int, _History] = {}
@@ -301,17 +301,19 @@ def _thumbnail_change(before: Optional[np.ndarray], after: Optional[np.ndarray])
     return float(np.abs(before - after).mean())
 
 
-def _same_person(recognizer: Recognizer, given: Optional[float]) -> float:
+def _same_person(recognizer: Recognizer, given: Optional[float], calibrated: Optional[float]) -> float:
     """The least cosine similarity of a face to its track's mean embedding (below it, the face is someone else).
 
-    By default the open-set threshold less :data:`SAME_PERSON_MARGIN`: a face that far below its own
-    track's mean is further from it than a stranger from the person the gallery would name. On
-    the composed videos (docs/video.md) a face's similarity to its own track's mean is above the
-    default in 99.5% of face-frames, to another track's mean below it in 95%. Other matchers use
-    the embedder's pair threshold when it has one; otherwise tracks are never split.
+    ``given`` (``same_person`` of the options) first; else the gallery's own same-person floor
+    (:func:`~facetorch.recognition.track_threshold.same_person_floor`: the 1st percentile of its
+    photos against their person's other photos); else the open-set threshold less
+    :data:`SAME_PERSON_MARGIN`; other matchers use the embedder's pair threshold when it has one;
+    otherwise tracks are never split.
     """
     if given is not None:
         return float(given)
+    if calibrated is not None:
+        return float(calibrated)
     if getattr(recognizer.matcher, "kind", "") == "open_set":
         return float(recognizer.matcher.threshold) - SAME_PERSON_MARGIN
     threshold = float(getattr(recognizer.embedder, "threshold", float("nan")))
