@@ -118,6 +118,7 @@ class _History:
     embedded_side: float = 0.0
     pose: float = 1.0  # the last pose part measured from the landmarks (the flow frames reuse it)
     thumbnail: Optional[np.ndarray] = None  # the face at its last embedding, 16x16 grey
+    suspect: bool = False  # its last face was unlike the track's mean: the next one decides whether it is split
 
 
 @dataclass
@@ -225,12 +226,18 @@ class TrackedStream:
         faces = embed([t.detection for t in wanted])
         start = time.perf_counter()
         points = self._landmarks(rgb, np.array([t.box for t in wanted]))
+        kept = []
         for k, track in enumerate(wanted):
             history = self.history[track.id]
             if history.evidence.embeddings and float(faces[k] @ history.evidence.mean) < self.same_person:
-                # someone else in this track's box (a swap the boxes could not see, a cut): a new track from here
+                if not history.suspect:  # one unlike face may be a bad frame (blur, a turn): the next one decides
+                    history.suspect = True
+                    continue
+                # twice unlike: someone else in this track's box (a swap the boxes could not see, a cut): a new track
                 track = wanted[k] = self.tracker.split(track, index)
                 history = self.history[track.id] = self._new_history(index)
+            history.suspect = False
+            kept.append(k)
             if points is not None:
                 history.pose = max(0.0, 1.0 - pose_offset(points[k]) / MAX_OFFSET)
             history.evidence.add(faces[k], face_quality(grey, track.box) * history.pose)
@@ -239,7 +246,10 @@ class TrackedStream:
             track.feature = history.evidence.mean
         self.seconds["quality"] += time.perf_counter() - start
         start = time.perf_counter()
-        evidence = [self.history[t.id].evidence for t in wanted]
+        evidence = [self.history[wanted[k].id].evidence for k in kept]
+        if not evidence:
+            self.seconds["match"] += time.perf_counter() - start
+            return
         for one in evidence:
             one.threshold = self.rule.threshold_for(one)
         for one, (name, score) in zip(evidence, self.rule.match(self.recognizer.matcher, evidence)):
@@ -259,7 +269,7 @@ class TrackedStream:
             return False
         evidence = history.evidence
         near = evidence.name == UNKNOWN and evidence.score >= evidence.threshold - NEAR  # might become a person soon
-        if evidence.embeddings < 2 or near or evidence.deciding or track.detection in embedded:
+        if evidence.embeddings < 2 or near or evidence.deciding or history.suspect or track.detection in embedded:
             return True
         side = min(track.box[2] - track.box[0], track.box[3] - track.box[1])
         resized = not 1 / self.options.resize < side / max(history.embedded_side, 1e-9) < self.options.resize
