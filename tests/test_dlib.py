@@ -395,6 +395,20 @@ def test_landmarks_read_only_the_pixels_they_need_with_the_grey_levels_of_the_wh
     assert np.array_equal(predictor(rgb, boxes), predictor(shape_predictor.intensity(rgb), boxes))
 
 
+@needs_models
+def test_the_embedder_gives_the_landmarks_it_aligned_by() -> None:
+    """A tracked video reads each face's pose from the landmarks its alignment found (not a second run of the model)."""
+    from facetorch.inference.embedder import Embedder
+
+    embedder = Embedder(config=str(Path(__file__).resolve().parents[1] / "configs" / "embedding_dlib.yaml"), progress=False)
+    rgb = np.random.default_rng(1).integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[10.0, 10.0, 70.0, 70.0], [80.0, 30.0, 150.0, 100.0]])
+    tensors, points = embedder.aligned_tensors(rgb, boxes)
+    assert points is not None and points.shape == (2, 5, 2)
+    assert np.array_equal(points, alignment.landmarks(rgb, boxes - np.array([0.0, 0.0, 1.0, 1.0])))
+    assert all(torch.equal(a, b) for a, b in zip(tensors, embedder.face_tensors(rgb, boxes)))
+
+
 def test_alignment_needs_the_landmark_file_and_says_where(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dlib_files, "installed_models_dir", lambda: None)
     monkeypatch.setattr(shape_predictor, "_loaded", {})

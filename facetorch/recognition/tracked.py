@@ -150,6 +150,7 @@ class TrackedStream:
         self._processed = 0
         self._grey = np.zeros((1, 1), np.uint8)
         self._landmarks = _landmark_finder(self.recognizer.embedder)
+        self._points: dict[int, np.ndarray] = {}
 
     def frame(self, index: int, frame_bgr: np.ndarray) -> list[TrackedFace]:
         """The faces of frame ``index`` (BGR), from the tracks."""
@@ -161,6 +162,7 @@ class TrackedStream:
         detect = after_gap or self._processed % self.options.detect_every == 0
         self._processed += 1
         embedded: dict[int, np.ndarray] = {}
+        self._points = {}  # this frame's landmarks by detection, from the embedder's alignment
         self._grey = grey
         self.seconds["track"] += time.perf_counter() - start
         if detect:
@@ -209,7 +211,14 @@ class TrackedStream:
             missing = [i for i in dict.fromkeys(indices) if i not in cache]
             if missing:
                 start = time.perf_counter()
-                rows = np.asarray(embed_faces(self.recognizer.embedder, rgb, boxes[missing]), dtype=np.float32)
+                embedder = self.recognizer.embedder
+                if hasattr(embedder, "aligned_tensors") and hasattr(embedder, "embed_tensors"):
+                    tensors, points = embedder.aligned_tensors(rgb, boxes[missing])
+                    rows = np.asarray(embedder.embed_tensors(tensors), dtype=np.float32)
+                    if points is not None:  # the pose of the face reuses them (landmarks cost more than the network)
+                        self._points.update(zip(missing, points))
+                else:
+                    rows = np.asarray(embed_faces(embedder, rgb, boxes[missing]), dtype=np.float32)
                 rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
                 cache.update(zip(missing, rows))
                 self.seconds["embed"] += time.perf_counter() - start
@@ -225,7 +234,10 @@ class TrackedStream:
             return
         faces = embed([t.detection for t in wanted])
         start = time.perf_counter()
-        points = self._landmarks(rgb, np.array([t.box for t in wanted]))
+        if all(t.detection in self._points for t in wanted):
+            points: Optional[np.ndarray] = np.stack([self._points[t.detection] for t in wanted])
+        else:
+            points = self._landmarks(rgb, np.array([t.box for t in wanted]))
         kept = []
         for k, track in enumerate(wanted):
             history = self.history[track.id]
