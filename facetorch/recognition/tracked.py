@@ -46,6 +46,7 @@ TRACKS_NAME = "tracks.csv"
 SAME_PERSON_MARGIN = 0.05
 NEAR = 0.03  # an unknown track this close under the threshold is embedded at every detection frame
 CHANGED = 20.0  # grey levels of mean difference between a face's thumbnails that ask for a new embedding
+CUT = 2 * CHANGED  # a face unlike its track that also changed this much at once is split at once (a cut, not a blur)
 REIDENTIFY_MARGIN = 0.04  # a lost track is given a new face only when it is this much more alike than same_person
 TRACK_FIELDS = ["track", "name", "named_from", "first_frame", "last_frame", "frames", "embeddings", "mean_quality",
                 "changes"]  # fmt: skip
@@ -242,10 +243,11 @@ class TrackedStream:
         for k, track in enumerate(wanted):
             history = self.history[track.id]
             if history.evidence.embeddings and float(faces[k] @ history.evidence.mean) < self.same_person:
-                if not history.suspect:  # one unlike face may be a bad frame (blur, a turn): the next one decides
+                abrupt = _thumbnail_change(history.thumbnail, self._thumbnail(track)) > CUT
+                if not (history.suspect or abrupt):  # one unlike face may be a bad frame (blur, a turn): the next decides
                     history.suspect = True
                     continue
-                # twice unlike: someone else in this track's box (a swap the boxes could not see, a cut): a new track
+                # twice unlike, or unlike and a sudden change of the picture (a cut): someone else in this track's box
                 track = wanted[k] = self.tracker.split(track, index)
                 history = self.history[track.id] = self._new_history(index)
             history.suspect = False
