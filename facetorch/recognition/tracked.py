@@ -3,9 +3,9 @@
 :func:`track_stream` is the loop behind ``gallery.py recognize`` for videos and cameras (unless
 ``--no_track``). For each frame of the source:
 
-- every ``detect_every``-th frame the detector runs and :class:`~facetorch.recognition.tracking.FaceTracker`
-  associates its boxes with the tracks; in between, the boxes move by optical flow, so every
-  frame gets its rows;
+- every ``detect_every``-th frame (and at once after a cut: the whole frame changed at once) the
+  detector runs and :class:`~facetorch.recognition.tracking.FaceTracker` associates its boxes with
+  the tracks; in between, the boxes move by optical flow, so every frame gets its rows;
 - at a detection frame, a track's face is embedded when the track is new, when its box grew or
   shrank by ``resize`` since its last embedding, when its name is still being decided, and every
   ``embed_every`` frames; each embedding is weighted by the face's quality
@@ -152,6 +152,7 @@ class TrackedStream:
         self._grey = np.zeros((1, 1), np.uint8)
         self._landmarks = _landmark_finder(self.recognizer.embedder)
         self._points: dict[int, np.ndarray] = {}
+        self._overview: Optional[np.ndarray] = None  # the last frame at 32x32 grey: a cut changes it at once
 
     def frame(self, index: int, frame_bgr: np.ndarray) -> list[TrackedFace]:
         """The faces of frame ``index`` (BGR), from the tracks."""
@@ -160,7 +161,10 @@ class TrackedStream:
         grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
         self.tracker.predict()
         after_gap = self._previous is None or index != self._previous_index + self.step  # flow cannot bridge lost frames
-        detect = after_gap or self._processed % self.options.detect_every == 0
+        overview = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+        cut = self._overview is not None and float(np.abs(overview - self._overview).mean()) > CHANGED  # a new scene
+        self._overview = overview
+        detect = after_gap or cut or self._processed % self.options.detect_every == 0
         self._processed += 1
         embedded: dict[int, np.ndarray] = {}
         self._points = {}  # this frame's landmarks by detection, from the embedder's alignment
