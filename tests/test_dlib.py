@@ -386,6 +386,29 @@ def test_landmarks_on_the_template_give_the_template_chip() -> None:
     assert np.allclose(affine, [[1, 0, 20.5], [0, 1, 30.5]], atol=1e-9)
 
 
+@needs_models
+def test_landmarks_read_only_the_pixels_they_need_with_the_grey_levels_of_the_whole_frame() -> None:
+    """The model reads (R + G + B) // 3 at a few hundred pixels: the frame is no longer converted whole first."""
+    predictor = shape_predictor.load_shape_predictor()
+    rgb = np.random.default_rng(0).integers(0, 256, size=(90, 160, 3), dtype=np.uint8)
+    boxes = np.array([[10.0, 10.0, 60.0, 60.0], [120.0, 50.0, 200.0, 130.0], [-20.0, -15.0, 30.0, 35.0]])  # two off the edges
+    assert np.array_equal(predictor(rgb, boxes), predictor(shape_predictor.intensity(rgb), boxes))
+
+
+@needs_models
+def test_the_embedder_gives_the_landmarks_it_aligned_by() -> None:
+    """A tracked video reads each face's pose from the landmarks its alignment found (not a second run of the model)."""
+    from facetorch.inference.embedder import Embedder
+
+    embedder = Embedder(config=str(Path(__file__).resolve().parents[1] / "configs" / "embedding_dlib.yaml"), progress=False)
+    rgb = np.random.default_rng(1).integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[10.0, 10.0, 70.0, 70.0], [80.0, 30.0, 150.0, 100.0]])
+    tensors, points = embedder.aligned_tensors(rgb, boxes)
+    assert points is not None and points.shape == (2, 5, 2)
+    assert np.array_equal(points, alignment.landmarks(rgb, boxes - np.array([0.0, 0.0, 1.0, 1.0])))
+    assert all(torch.equal(a, b) for a, b in zip(tensors, embedder.face_tensors(rgb, boxes)))
+
+
 def test_alignment_needs_the_landmark_file_and_says_where(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dlib_files, "installed_models_dir", lambda: None)
     monkeypatch.setattr(shape_predictor, "_loaded", {})

@@ -320,9 +320,33 @@ def test_another_face_in_a_tracks_box_starts_a_new_track(gallery_file: Path, tmp
     recognize_source(recognizer, str(video), tmp_path / "out", fourcc="MJPG", progress=False,
                      track=TrackOptions(detect_every=2, embed_every=100, same_person=0.5))  # fmt: skip
     rows = read_csv(tmp_path / "out" / "recognitions.csv")
-    assert [(r["name"], r["track"]) for r in rows] == [("red", "1")] * 6 + [("green", "2")] * 6
+    assert [(r["name"], r["track"]) for r in rows] == [("red", "1")] * 6 + [("green", "2")] * 6  # unlike, and a sudden change
     tracks = read_csv(tmp_path / "out" / "tracks.csv")
     assert [(t["track"], t["first_frame"], t["last_frame"]) for t in tracks] == [("1", "0", "5"), ("2", "6", "11")]
+
+
+def test_a_cut_between_detection_frames_is_detected_at_once(gallery_file: Path, tmp_path: Path) -> None:
+    # red, then a cut at frame 4 (between detection frames 3 and 6) to green in the same place, filling the frame
+    frames = [picture([(COLOURS["red"], 20, 8, 80)])] * 4 + [picture([(COLOURS["green"], 20, 8, 80)])] * 5
+    detector = SquareDetector()
+    recognizer = Recognizer(ColourEmbedder(), detector, OpenSetMatcher(open_gallery(gallery_file), 0.9))
+    recognize_source(recognizer, str(write_video(tmp_path / "cut.avi", frames)), tmp_path / "out", fourcc="MJPG",
+                     progress=False, track=TrackOptions(detect_every=3, embed_every=100, same_person=0.5))  # fmt: skip
+    rows = read_csv(tmp_path / "out" / "recognitions.csv")
+    assert [(r["name"], r["track"]) for r in rows] == [("red", "1")] * 4 + [("green", "2")] * 5
+    assert detector.calls == 4  # frames 0, 3, the cut at 4, and 7 (every third frame from the cut on)
+
+
+def test_one_unlike_face_without_a_cut_does_not_split_its_track(gallery_file: Path, tmp_path: Path) -> None:
+    # Frame 6 shows a face unlike red's (a blurred or turned frame) whose picture changed only a little: not a cut.
+    odd = (70, 150, 20)  # far from red as an embedding, close in grey (the thumbnails differ by about 28 levels)
+    frames = [picture([(COLOURS["red"], 30, 20, 40)])] * 6 + [picture([(odd, 30, 20, 40)])]
+    video = write_video(tmp_path / "blip.avi", frames + [picture([(COLOURS["red"], 30, 20, 40)])] * 5)
+    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(open_gallery(gallery_file), 0.9))
+    recognize_source(recognizer, str(video), tmp_path / "out", fourcc="MJPG", progress=False,
+                     track=TrackOptions(detect_every=2, embed_every=100, same_person=0.5))  # fmt: skip
+    rows = read_csv(tmp_path / "out" / "recognitions.csv")
+    assert [(r["name"], r["track"]) for r in rows] == [("red", "1")] * 12  # the next face (frame 8) is red's again
 
 
 def test_orl_photo_sequences_make_a_recording_with_a_cut_between_subjects(tmp_path: Path) -> None:

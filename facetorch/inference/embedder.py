@@ -17,7 +17,7 @@ import torch
 
 from facetorch import io
 from facetorch.boxes import crop_box, expand_box
-from facetorch.data.alignment import align_faces
+from facetorch.data.alignment import DEFAULT_PADDING, chip_transform, extract_chip, landmarks
 from facetorch.data.images import ImageReadError, read_image
 from facetorch.data.transforms import InputSpec
 from facetorch.inference.checkpoint import load_task, model_fingerprint
@@ -153,21 +153,31 @@ class Embedder:
 
         The faces of several photos can then be embedded in one batch by :meth:`embed_tensors`.
         """
+        return self.aligned_tensors(image, boxes)[0]
+
+    def aligned_tensors(self, image: np.ndarray, boxes: np.ndarray) -> tuple[list[torch.Tensor], Optional[np.ndarray]]:
+        """:meth:`face_tensors` and the 5 landmarks (N, 5, 2) they were aligned by (None without 5-point alignment).
+
+        A caller that also wants the landmarks (a face's pose) gets them without running the model twice.
+        """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
-            return []
+            return [], None
         image = to_channels(image, self.channels)
+        points = None
         if self.input.align is not None:
             from facetorch.models.shape_predictor import load_shape_predictor
 
             rects = boxes - np.array([0.0, 0.0, 1.0, 1.0])  # pixel extents -> dlib rectangles (right, bottom inclusive)
             predictor = load_shape_predictor(self.input.align_model)
-            chips = align_faces(image, rects, size=self.input.image_size[0], predictor=predictor)
+            points = landmarks(image, rects, predictor)
+            size = self.input.image_size[0]
+            chips = [extract_chip(image, chip_transform(p, size, DEFAULT_PADDING), size) for p in points]
         else:
             height, width = image.shape[:2]
             chips = [crop_box(image, expand_box(box, self.margin, width, height)) for box in boxes]
             chips = [_resize(chip, self.input) for chip in chips]
-        return [self._finish(chip) for chip in chips]
+        return [self._finish(chip) for chip in chips], points
 
     @torch.no_grad()
     def embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:

@@ -3,9 +3,9 @@
 :func:`track_stream` is the loop behind ``gallery.py recognize`` for videos and cameras (unless
 ``--no_track``). For each frame of the source:
 
-- every ``detect_every``-th frame the detector runs and :class:`~facetorch.recognition.tracking.FaceTracker`
-  associates its boxes with the tracks; in between, the boxes move by optical flow, so every
-  frame gets its rows;
+- every ``detect_every``-th frame (and at once after a cut: the whole frame changed at once) the
+  detector runs and :class:`~facetorch.recognition.tracking.FaceTracker` associates its boxes with
+  the tracks; in between, the boxes move by optical flow, so every frame gets its rows;
 - at a detection frame, a track's face is embedded when the track is new, when its box grew or
   shrank by ``resize`` since its last embedding, when its name is still being decided, and every
   ``embed_every`` frames; each embedding is weighted by the face's quality
@@ -46,6 +46,7 @@ TRACKS_NAME = "tracks.csv"
 SAME_PERSON_MARGIN = 0.05
 NEAR = 0.03  # an unknown track this close under the threshold is embedded at every detection frame
 CHANGED = 20.0  # grey levels of mean difference between a face's thumbnails that ask for a new embedding
+CUT = 2 * CHANGED  # a face unlike its track that also changed this much at once is split at once (a cut, not a blur)
 REIDENTIFY_MARGIN = 0.04  # a lost track is given a new face only when it is this much more alike than same_person
 TRACK_FIELDS = ["track", "name", "named_from", "first_frame", "last_frame", "frames", "embeddings", "mean_quality",
                 "changes"]  # fmt: skip
@@ -118,6 +119,7 @@ class _History:
     embedded_side: float = 0.0
     pose: float = 1.0  # the last pose part measured from the landmarks (the flow frames reuse it)
     thumbnail: Optional[np.ndarray] = None  # the face at its last embedding, 16x16 grey
+    suspect: bool = False  # its last face was unlike the track's mean: the next one decides whether it is split
 
 
 @dataclass
@@ -149,6 +151,8 @@ class TrackedStream:
         self._processed = 0
         self._grey = np.zeros((1, 1), np.uint8)
         self._landmarks = _landmark_finder(self.recognizer.embedder)
+        self._points: dict[int, np.ndarray] = {}
+        self._overview: Optional[np.ndarray] = None  # the last frame at 32x32 grey: a cut changes it at once
 
     def frame(self, index: int, frame_bgr: np.ndarray) -> list[TrackedFace]:
         """The faces of frame ``index`` (BGR), from the tracks."""
@@ -157,9 +161,13 @@ class TrackedStream:
         grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
         self.tracker.predict()
         after_gap = self._previous is None or index != self._previous_index + self.step  # flow cannot bridge lost frames
-        detect = after_gap or self._processed % self.options.detect_every == 0
+        overview = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+        cut = self._overview is not None and float(np.abs(overview - self._overview).mean()) > CHANGED  # a new scene
+        self._overview = overview
+        detect = after_gap or cut or self._processed % self.options.detect_every == 0
         self._processed += 1
         embedded: dict[int, np.ndarray] = {}
+        self._points = {}  # this frame's landmarks by detection, from the embedder's alignment
         self._grey = grey
         self.seconds["track"] += time.perf_counter() - start
         if detect:
@@ -208,7 +216,14 @@ class TrackedStream:
             missing = [i for i in dict.fromkeys(indices) if i not in cache]
             if missing:
                 start = time.perf_counter()
-                rows = np.asarray(embed_faces(self.recognizer.embedder, rgb, boxes[missing]), dtype=np.float32)
+                embedder = self.recognizer.embedder
+                if hasattr(embedder, "aligned_tensors") and hasattr(embedder, "embed_tensors"):
+                    tensors, points = embedder.aligned_tensors(rgb, boxes[missing])
+                    rows = np.asarray(embedder.embed_tensors(tensors), dtype=np.float32)
+                    if points is not None:  # the pose of the face reuses them (landmarks cost more than the network)
+                        self._points.update(zip(missing, points))
+                else:
+                    rows = np.asarray(embed_faces(embedder, rgb, boxes[missing]), dtype=np.float32)
                 rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
                 cache.update(zip(missing, rows))
                 self.seconds["embed"] += time.perf_counter() - start
@@ -224,13 +239,23 @@ class TrackedStream:
             return
         faces = embed([t.detection for t in wanted])
         start = time.perf_counter()
-        points = self._landmarks(rgb, np.array([t.box for t in wanted]))
+        if all(t.detection in self._points for t in wanted):
+            points: Optional[np.ndarray] = np.stack([self._points[t.detection] for t in wanted])
+        else:
+            points = self._landmarks(rgb, np.array([t.box for t in wanted]))
+        kept = []
         for k, track in enumerate(wanted):
             history = self.history[track.id]
             if history.evidence.embeddings and float(faces[k] @ history.evidence.mean) < self.same_person:
-                # someone else in this track's box (a swap the boxes could not see, a cut): a new track from here
+                abrupt = _thumbnail_change(history.thumbnail, self._thumbnail(track)) > CUT
+                if not (history.suspect or abrupt):  # one unlike face may be a bad frame (blur, a turn): the next decides
+                    history.suspect = True
+                    continue
+                # twice unlike, or unlike and a sudden change of the picture (a cut): someone else in this track's box
                 track = wanted[k] = self.tracker.split(track, index)
                 history = self.history[track.id] = self._new_history(index)
+            history.suspect = False
+            kept.append(k)
             if points is not None:
                 history.pose = max(0.0, 1.0 - pose_offset(points[k]) / MAX_OFFSET)
             history.evidence.add(faces[k], face_quality(grey, track.box) * history.pose)
@@ -239,7 +264,10 @@ class TrackedStream:
             track.feature = history.evidence.mean
         self.seconds["quality"] += time.perf_counter() - start
         start = time.perf_counter()
-        evidence = [self.history[t.id].evidence for t in wanted]
+        evidence = [self.history[wanted[k].id].evidence for k in kept]
+        if not evidence:
+            self.seconds["match"] += time.perf_counter() - start
+            return
         for one in evidence:
             one.threshold = self.rule.threshold_for(one)
         for one, (name, score) in zip(evidence, self.rule.match(self.recognizer.matcher, evidence)):
@@ -259,7 +287,7 @@ class TrackedStream:
             return False
         evidence = history.evidence
         near = evidence.name == UNKNOWN and evidence.score >= evidence.threshold - NEAR  # might become a person soon
-        if evidence.embeddings < 2 or near or evidence.deciding or track.detection in embedded:
+        if evidence.embeddings < 2 or near or evidence.deciding or history.suspect or track.detection in embedded:
             return True
         side = min(track.box[2] - track.box[0], track.box[3] - track.box[1])
         resized = not 1 / self.options.resize < side / max(history.embedded_side, 1e-9) < self.options.resize
