@@ -42,6 +42,7 @@ from facetorch.data.crops import (
     write_identity_crops,
     write_no_face_list,
 )
+from facetorch.data.face_variants import FaceExtras
 from facetorch.data.haar import HaarFaceDetector
 
 PROG = "prepare_crops.py"
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cascade", default="haarcascade_frontalface_default.xml", help="OpenCV Haar cascade")
     parser.add_argument("--haar_box", choices=("haar", "hand"), default="haar",
                         help="--haar faces: the cascade's square box, or reshaped to a hand-drawn face box (taller, narrower)")
+    parser.add_argument("--face_copies", type=nonnegative_int, default=0,
+                        help="extra crops of each --labelme/--voc face, its box scaled 0.9-1.15x and shifted up to 6%%")
+    parser.add_argument("--synthetic_masks", type=probability, default=0.0,
+                        help="share of the --haar faces that also get a copy with a drawn face mask")
     parser.add_argument("--test_fold", default=None, metavar="I/K",
                         help="cross-validation by photo: the --labelme/--voc photos of fold I of K (seeded by --seed) "
                              "go to test/, the rest and every --haar photo to train/ and val/ by --split TRAIN,VAL,0")
@@ -94,8 +99,9 @@ def prepare_crops(argv: list[str] | None = None) -> str:
         parser.error("give at least one source: --labelme DIR, --voc DIR or --haar DIR")
     if args.identity_layout and (args.labelme or args.voc or len(args.haar) != 1 or args.split):
         parser.error("--identity_layout takes exactly one --haar DIR and no other source or --split")
-    if args.identity_layout and (args.hard_negatives_from or args.test_fold):
-        parser.error("--identity_layout writes no non-face crops: drop --hard_negatives_from and --test_fold")
+    if args.identity_layout and (args.hard_negatives_from or args.test_fold or args.face_copies or args.synthetic_masks):
+        parser.error("--identity_layout writes one crop per photo: drop --hard_negatives_from, --test_fold, "
+                     "--face_copies and --synthetic_masks")
     if args.test_fold and not (args.labelme or args.voc):
         parser.error("--test_fold holds out --labelme/--voc photos: give at least one of them")
     args.output = Path(args.output)
@@ -184,9 +190,10 @@ def _write(args: argparse.Namespace, annotations: list, annotated: int) -> list[
     options = dict(margin=args.margin, overwrite=args.overwrite, progress=not args.quiet)
     if args.identity_layout:
         return [("", write_identity_crops(annotations, args.output, root=args.haar[0], size=args.size, **options))]
+    extras = FaceExtras({a.image_path for a in annotations[:annotated]}, args.face_copies, args.synthetic_masks)
     crop_options = dict(negatives_per_image=args.negatives_per_image, seed=args.seed, **options)
     if args.split is None:
-        return [("", write_crops(annotations, args.output, miner=args.miner, **crop_options))]
+        return [("", write_crops(annotations, args.output, miner=args.miner, extra_faces=extras, **crop_options))]
     if args.test_fold is None:
         parts = split_by_image(annotations, _parse_split(args.split), args.seed)
     else:
@@ -194,6 +201,7 @@ def _write(args: argparse.Namespace, annotations: list, annotated: int) -> list[
         rest, held_out = fold_by_image(annotations[:annotated], folds, fold, args.seed)
         parts = split_by_image(rest + annotations[annotated:], _parse_split(args.split), args.seed)
         parts["test"] = held_out
-    # Hard negatives only where the model learns: val and test keep the random negatives a user's photos give.
-    return [(name, write_crops(part, args.output / name, miner=args.miner if name == "train" else None, **crop_options))
+    # Hard negatives and extra faces only where the model learns: val and test stay as a user's photos give them.
+    train = {"miner": args.miner, "extra_faces": extras}
+    return [(name, write_crops(part, args.output / name, **(train if name == "train" else {}), **crop_options))
             for name, part in parts.items()]  # fmt: skip

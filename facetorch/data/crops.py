@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -279,6 +279,7 @@ def write_crops(
     overwrite: bool = False,
     progress: bool = True,
     miner: NegativeMiner | None = None,
+    extra_faces: Callable[[np.ndarray, FaceAnnotation, Box, np.random.Generator], list[np.ndarray]] | None = None,
 ) -> CropSummary:
     """Write the ``face_crops`` layout from face boxes.
 
@@ -296,6 +297,8 @@ def write_crops(
         progress: Show a progress bar (on a terminal).
         miner: Adds hard negatives, ``output/non_face/<stem>_hard<j>.png``, beside the random ones
             (drawn from their own random stream, so the random negatives stay the same).
+        extra_faces: More crops of a face, ``output/face/<stem>_face<i>_x<k>.png`` (e.g.
+            :class:`~facetorch.data.face_variants.FaceExtras`), from a stream of their own too.
 
     Raises:
         FileExistsError: If ``output`` is not empty and ``overwrite`` is false.
@@ -315,6 +318,10 @@ def write_crops(
             box = expand_box(box, margin, annotation.width, annotation.height)
             _write_png(output, output / FACE_DIR / f"{name}_face{i}.png", crop_box(image, box))
             faces += 1
+            extras = extra_faces(image, annotation, box, _image_rng(seed, f"{name}/face{i}")) if extra_faces else []
+            for k, crop in enumerate(extras):
+                _write_png(output, output / FACE_DIR / f"{name}_face{i}_x{k}.png", crop)
+            faces += len(extras)
         boxes = sample_negative_boxes(
             annotation.width, annotation.height, annotation.boxes, negatives_per_image, _image_rng(seed, name)
         )

@@ -54,6 +54,12 @@ class Augmentation:
     jpeg: float = 0.0
     grey: float = 0.0
 
+    def __post_init__(self) -> None:
+        for name in ("hflip", "color_p", "affine_p", "blur", "downscale", "jpeg", "grey"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"data.augmentation.{name} must be a probability in [0, 1], got {value}")
+
 
 def normalization_stats(kind: Normalization, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std in [0, 1] units for ``kind``.
