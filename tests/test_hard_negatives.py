@@ -14,6 +14,7 @@ from facetorch.cli.common import run_tool
 from facetorch.cli.prepare_crops import prepare_crops
 from facetorch.data.annotations import FaceAnnotation
 from facetorch.data.crops import fold_by_image, write_crops
+from facetorch.data.face_variants import draw_mask, jittered_boxes
 from facetorch.data.haar import HAND_BOX, haar_to_hand_box
 from facetorch.data.synthetic import write_face_crops, write_labelme_folder
 from facetorch.data.transforms import Augmentation, InputSpec
@@ -66,7 +67,7 @@ def test_miner_keeps_the_highest_scores_away_from_faces_up_to_the_cap(face_ckpt)
     miner = HardNegativeMiner(face_ckpt, per_image=3, windows=40, threshold=0.0)
     image = np.random.default_rng(0).integers(0, 256, (120, 90, 3), dtype=np.uint8)
     face = (30.0, 30.0, 60.0, 70.0)
-    boxes = miner(image, [face], np.random.default_rng(1))
+    boxes = miner.mine(image, [face], np.random.default_rng(1))
     assert 1 <= len(boxes) <= 3
     assert box_iou(boxes, [face]).max() <= 0.1
     assert len(boxes) == 1 or box_iou(boxes, boxes)[~np.eye(len(boxes), dtype=bool)].max() <= 0.5  # no duplicates
@@ -82,18 +83,18 @@ def test_miner_threshold_one_keeps_nothing_and_probabilities_are_probabilities(f
     probs = miner.face_probabilities(crops)
     assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
     image = rng.integers(0, 256, (120, 90), dtype=np.uint8)
-    assert miner(image, [], np.random.default_rng(1)) == [] or np.all(probs == 1.0)
+    assert miner.mine(image, [], np.random.default_rng(1)) == [] or np.all(probs == 1.0)
 
 
 def test_miner_avoids_the_faces_its_finder_sees(face_ckpt):
     image = np.zeros((120, 90), dtype=np.uint8)
     tiny = SimpleNamespace(detect=lambda image: np.array([[40, 50, 44, 54]], dtype=np.float32))  # a bystander's face
     miner = HardNegativeMiner(face_ckpt, per_image=50, windows=200, threshold=0.0, face_finder=tiny)
-    kept = miner(image, [], np.random.default_rng(0))
+    kept = miner.mine(image, [], np.random.default_rng(0))
     assert kept and all(not (b[0] <= 42 <= b[2] and b[1] <= 52 <= b[3]) for b in kept)  # none holds most of it
     everywhere = SimpleNamespace(detect=lambda image: np.array([[0, 0, 4, 4], [0, 0, 90, 120]], dtype=np.float32))
     miner.face_finder = everywhere  # a window inside a face still is a negative; one holding a whole face is not
-    kept = miner(image, [], np.random.default_rng(0))
+    kept = miner.mine(image, [], np.random.default_rng(0))
     assert kept and all(b[0] > 2 or b[1] > 2 for b in kept)
 
 
@@ -106,8 +107,8 @@ def test_write_crops_adds_hard_negatives_without_changing_the_random_ones(tmp_pa
     plain = write_crops(ann, tmp_path / "plain", progress=False)
     seen = []
 
-    def miner(img, faces, rng):
-        seen.append((img.shape, list(faces)))
+    def miner(img, annotation, rng):
+        seen.append((img.shape, list(annotation.boxes)))
         return [(0.0, 0.0, 20.0, 30.0), (60.0, 80.0, 90.0, 120.0)]
 
     mined = write_crops(ann, tmp_path / "mined", progress=False, miner=miner)
@@ -259,3 +260,64 @@ def test_face_vgg_config_turns_the_crop_augmentations_on():
 
     augmentation = yaml.safe_load((REPO / "configs" / "face_vgg.yaml").read_text())["data"]["augmentation"]
     assert all(augmentation[name] > 0 for name in ("blur", "downscale", "jpeg", "scale"))
+
+
+def test_augmentation_refuses_a_probability_out_of_range_naming_it():
+    with pytest.raises(ValueError, match=r"data.augmentation.jpeg must be a probability in \[0, 1\], got 1.5"):
+        Augmentation(jpeg=1.5)
+
+
+def test_miner_mines_only_its_photos(face_ckpt, tmp_path):
+    miner = HardNegativeMiner(face_ckpt, windows=10, threshold=0.0, photos={tmp_path / "a.jpg"})
+    image = np.random.default_rng(0).integers(0, 256, (120, 90), dtype=np.uint8)
+    face = [(30.0, 30.0, 60.0, 70.0)]
+    assert miner(image, FaceAnnotation(tmp_path / "b.jpg", 90, 120, face), np.random.default_rng(0)) == []
+    assert miner(image, FaceAnnotation(tmp_path / "a.jpg", 90, 120, face), np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------------------------------------- more faces
+
+
+def test_jittered_boxes_stay_near_the_face_and_inside_the_image():
+    boxes = jittered_boxes((20.0, 30.0, 60.0, 90.0), 50, 70, 100, np.random.default_rng(0))
+    assert len(boxes) == 50 and len(set(boxes)) == 50
+    b = np.array(boxes)
+    assert b[:, 0].min() >= 0 and b[:, 2].max() <= 70 and b[:, 3].max() <= 100
+    assert box_iou(boxes, [(20.0, 30.0, 60.0, 90.0)]).min() > 0.6
+
+
+@pytest.mark.parametrize("shape", [(120, 80), (120, 80, 3)])
+def test_draw_mask_covers_the_lower_face_only(shape):
+    crop = np.zeros(shape, np.uint8)  # every mask colour is lighter than black
+    masked = draw_mask(crop, np.random.default_rng(1))
+    assert masked.shape == crop.shape and masked.dtype == np.uint8
+    changed = masked.reshape(120, 80, -1).max(axis=2) > 5
+    assert not changed[:40].any() and changed[80:100, 20:60].all()
+    with pytest.raises(ValueError, match="expected a uint8 grey or BGR face crop"):
+        draw_mask(crop.astype(np.float32), np.random.default_rng(1))
+
+
+def test_tool_face_copies_and_masks_go_to_train_only(tool, tmp_path):
+    import cv2
+
+    boxes = photos(tmp_path / "boxes", count=6)
+    people = tmp_path / "people" / "anna"
+    people.mkdir(parents=True)
+    for k in range(4):
+        cv2.imwrite(str(people / f"a{k}.png"), np.full((120, 120, 3), 60 + 40 * k, np.uint8))
+    from facetorch.data import haar
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(haar.HaarFaceDetector, "largest", lambda self, image: (30.0, 30.0, 80.0, 80.0))
+        argv = ["--labelme", str(boxes), "--haar", str(tmp_path / "people"), "--output", str(tmp_path / "out"),
+                "--face_copies", "3", "--synthetic_masks", "1", "--split", "0.5,0.5,0", "--test_fold", "0/3",
+                "--quiet"]  # fmt: skip
+        assert tool.main(argv) == 0
+    out = tmp_path / "out"
+    train = sorted(p.name for p in (out / "train" / "face").glob("*_x*.png"))
+    copies = [n for n in train if n.startswith("p")]
+    masked = [n for n in train if n.startswith("a")]
+    trained_photos = {n.split("_")[0] for n in copies}
+    assert copies and len(copies) == 3 * len(trained_photos)
+    assert all(n.endswith("_face0_x0.png") for n in masked)  # one masked copy per Haar face (share 1)
+    assert not list(out.glob("val/face/*_x*.png")) and not list(out.glob("test/face/*_x*.png"))

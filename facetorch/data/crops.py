@@ -55,13 +55,13 @@ class _Detector(Protocol):
 
 
 class NegativeMiner(Protocol):
-    """Hard negatives of one photo: ``(image, face boxes, rng) -> boxes`` away from the faces.
+    """Hard negatives of one photo: ``(image, its annotation, rng) -> boxes`` away from the faces.
 
     ``image`` is uint8 grey or BGR, as :func:`write_crops` reads it; see
     :class:`facetorch.inference.hard_negatives.HardNegativeMiner`.
     """
 
-    def __call__(self, image: np.ndarray, faces: Sequence[Box], rng: np.random.Generator) -> list[Box]: ...
+    def __call__(self, image: np.ndarray, annotation: FaceAnnotation, rng: np.random.Generator) -> list[Box]: ...
 
 
 @dataclass(frozen=True)
@@ -330,7 +330,7 @@ def write_crops(
         negatives += len(boxes)
         missing += negatives_per_image - len(boxes)
         if miner is not None:
-            mined = miner(image, annotation.boxes, _image_rng(seed, f"{name}/hard"))
+            mined = miner(image, annotation, _image_rng(seed, f"{name}/hard"))
             for j, box in enumerate(mined):
                 _write_png(output, output / NON_FACE_DIR / f"{name}_hard{j}.png", crop_box(image, box))
             hard += len(mined)

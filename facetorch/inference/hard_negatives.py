@@ -7,7 +7,7 @@ classifier over the non-face parts of photos, keep what it wrongly calls a face,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from facetorch.boxes import Box, box_iou, crop_box
+from facetorch.data.annotations import FaceAnnotation
 from facetorch.data.crops import sample_negative_boxes
 from facetorch.inference.checkpoint import CheckpointError, load_task
 from facetorch.tasks import FaceClassifierTask
@@ -48,6 +49,7 @@ class HardNegativeMiner:
             Haar cascade): a window that holds more than half of one of its faces is never kept, so
             a face that the photo's annotation misses (a bystander) is not taught as a non-face.
             ``None``: annotations only.
+        photos: Mine only these photos (paths); ``None``: every photo.
         batch_size: Windows per forward pass.
 
     Raises:
@@ -62,6 +64,7 @@ class HardNegativeMiner:
         windows: int = 50,
         threshold: float = 0.5,
         face_finder: Optional[_FaceFinder] = None,
+        photos: Optional[Collection[Path]] = None,
         batch_size: int = 128,
     ) -> None:
         if per_image < 1 or windows < 1 or not 0.0 <= threshold <= 1.0:
@@ -81,6 +84,7 @@ class HardNegativeMiner:
         self.windows = windows
         self.threshold = threshold
         self.face_finder = face_finder
+        self.photos = None if photos is None else {Path(p) for p in photos}
         self.batch_size = batch_size
 
     def face_probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -94,8 +98,14 @@ class HardNegativeMiner:
                 scores.append(logits.float().softmax(dim=1)[:, self.face_index].numpy())
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
-    def __call__(self, image: np.ndarray, faces: Sequence[Box], rng: np.random.Generator) -> list[Box]:
-        """Up to ``per_image`` windows of ``image`` (uint8 grey or BGR) away from ``faces`` that the model calls faces."""
+    def __call__(self, image: np.ndarray, annotation: FaceAnnotation, rng: np.random.Generator) -> list[Box]:
+        """Up to ``per_image`` windows of ``image`` (uint8 grey or BGR) away from its faces that the model calls faces."""
+        if self.photos is not None and Path(annotation.image_path) not in self.photos:
+            return []
+        return self.mine(image, annotation.boxes, rng)
+
+    def mine(self, image: np.ndarray, faces: Sequence[Box], rng: np.random.Generator) -> list[Box]:
+        """Up to ``per_image`` windows of ``image`` away from ``faces`` that the model calls faces, best first."""
         height, width = image.shape[:2]
         boxes = sample_negative_boxes(width, height, [tuple(map(float, f)) for f in faces], self.windows, rng)
         if boxes and self.face_finder is not None:
