@@ -72,11 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--haar_box", choices=("haar", "hand"), default="haar",
                         help="--haar faces: the cascade's square box, or reshaped to a hand-drawn face box (taller, narrower)")
     parser.add_argument("--face_copies", type=nonnegative_int, default=0,
-                        help="extra crops of each --labelme/--voc face, its box scaled 0.9-1.15x and shifted up to 6%%")
+                        help="extra crops of each --labelme or --voc face, its box scaled 0.9-1.15x and shifted up to 6%%")
     parser.add_argument("--synthetic_masks", type=probability, default=0.0,
                         help="share of the --haar faces that also get a copy with a drawn face mask")
     parser.add_argument("--test_fold", default=None, metavar="I/K",
-                        help="cross-validation by photo: the --labelme/--voc photos of fold I of K (seeded by --seed) "
+                        help="cross-validation by photo: the --labelme or --voc photos of fold I of K (seeded by --seed) "
                              "go to test/, the rest and every --haar photo to train/ and val/ by --split TRAIN,VAL,0")
     parser.add_argument("--hard_negatives_from", default=None, metavar="CKPT",
                         help="a face / non-face checkpoint: add the windows away from the faces that it calls faces "
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hard_negative_windows", type=positive_int, default=50,
                         help="random windows scored per photo when mining hard negatives")
     parser.add_argument("--hard_negatives_on", choices=("annotated", "all"), default="annotated",
-                        help="mine the --labelme/--voc photos (real scenes; about 1 s a photo on 2 CPU cores) or every photo")
+                        help="mine the --labelme or --voc photos (real scenes; about 1 s a photo on 2 CPU cores) or every photo")
     parser.add_argument("--hard_negative_threshold", type=probability, default=0.5,
                         help="face probability from which a window counts as a false face")
     add_quiet(parser)
@@ -105,7 +105,7 @@ def prepare_crops(argv: list[str] | None = None) -> str:
         parser.error("--identity_layout writes one crop per photo: drop --hard_negatives_from, --test_fold, "
                      "--face_copies and --synthetic_masks")
     if args.test_fold and not (args.labelme or args.voc):
-        parser.error("--test_fold holds out --labelme/--voc photos: give at least one of them")
+        parser.error("--test_fold holds out --labelme or --voc photos: give at least one of them")
     args.output = Path(args.output)
     summary = _run(args)
     print(summary)
