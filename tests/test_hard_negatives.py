@@ -321,3 +321,13 @@ def test_tool_face_copies_and_masks_go_to_train_only(tool, tmp_path):
     assert copies and len(copies) == 3 * len(trained_photos)
     assert all(n.endswith("_face0_x0.png") for n in masked)  # one masked copy per Haar face (share 1)
     assert not list(out.glob("val/face/*_x*.png")) and not list(out.glob("test/face/*_x*.png"))
+
+
+def test_tool_mining_without_annotated_photos_is_refused_in_one_line(tool, tmp_path, face_ckpt, capsys):
+    (tmp_path / "people" / "anna").mkdir(parents=True)
+    argv = ["--haar", str(tmp_path / "people"), "--output", str(tmp_path / "out"), "--hard_negatives_from", str(face_ckpt)]
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--hard_negatives_on all" in err.splitlines()[-1], err

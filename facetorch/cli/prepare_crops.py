@@ -104,6 +104,8 @@ def prepare_crops(argv: list[str] | None = None) -> str:
     if args.identity_layout and (args.hard_negatives_from or args.test_fold or args.face_copies or args.synthetic_masks):
         parser.error("--identity_layout writes one crop per photo: drop --hard_negatives_from, --test_fold, "
                      "--face_copies and --synthetic_masks")
+    if args.hard_negatives_from and args.hard_negatives_on == "annotated" and not (args.labelme or args.voc):
+        parser.error("--hard_negatives_from mines the --labelme or --voc photos: give one, or --hard_negatives_on all")
     if args.test_fold and not (args.labelme or args.voc):
         parser.error("--test_fold holds out --labelme or --voc photos: give at least one of them")
     args.output = Path(args.output)
