@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -22,16 +22,19 @@ from facetorch import io
 from facetorch.boxes import Box, box_iou, crop_box, expand_box
 from facetorch.data.annotations import FaceAnnotation
 from facetorch.data.files import list_images
+from facetorch.data.haar import haar_to_hand_box
 from facetorch.data.images import read_image
 from facetorch.data.splits import stratified_split
 
 __all__ = [
     "CropSummary",
+    "NegativeMiner",
     "check_output_folder",
     "check_split_shares",
     "clear_previous_crops",
     "crop_box",
     "expand_box",
+    "fold_by_image",
     "haar_annotations",
     "list_layout_images",
     "sample_negative_boxes",
@@ -51,6 +54,16 @@ class _Detector(Protocol):
     def largest(self, image: np.ndarray) -> tuple[float, float, float, float] | None: ...
 
 
+class NegativeMiner(Protocol):
+    """Hard negatives of one photo: ``(image, its annotation, rng) -> boxes`` away from the faces.
+
+    ``image`` is uint8 grey or BGR, as :func:`write_crops` reads it; see
+    :class:`facetorch.inference.hard_negatives.HardNegativeMiner`.
+    """
+
+    def __call__(self, image: np.ndarray, annotation: FaceAnnotation, rng: np.random.Generator) -> list[Box]: ...
+
+
 @dataclass(frozen=True)
 class CropSummary:
     """Counts of one crop run.
@@ -61,6 +74,7 @@ class CropSummary:
         faces: Face crops written.
         negatives: Non-face crops written.
         missing_negatives: Negatives asked for but not placeable away from the faces.
+        hard_negatives: Of ``negatives``, those a miner chose (``<stem>_hard<j>.png``).
     """
 
     output: Path
@@ -68,11 +82,14 @@ class CropSummary:
     faces: int
     negatives: int = 0
     missing_negatives: int = 0
+    hard_negatives: int = 0
 
     def __str__(self) -> str:
         text = f"{self.images} images -> {self.faces} face crops"
         if self.negatives or self.missing_negatives:
             text += f", {self.negatives} non-face crops"
+        if self.hard_negatives:
+            text += f" ({self.hard_negatives} of them hard negatives)"
         if self.missing_negatives:
             text += f" ({self.missing_negatives} negatives could not be placed away from faces)"
         return f"{text} in {self.output}"
@@ -261,6 +278,8 @@ def write_crops(
     margin: float = 0.0,
     overwrite: bool = False,
     progress: bool = True,
+    miner: NegativeMiner | None = None,
+    extra_faces: Callable[[np.ndarray, FaceAnnotation, Box, np.random.Generator], list[np.ndarray]] | None = None,
 ) -> CropSummary:
     """Write the ``face_crops`` layout from face boxes.
 
@@ -276,6 +295,10 @@ def write_crops(
         margin: Face box growth per side, as a fraction of the box size.
         overwrite: Write into a non-empty folder, deleting earlier PNG crops first.
         progress: Show a progress bar (on a terminal).
+        miner: Adds hard negatives, ``output/non_face/<stem>_hard<j>.png``, beside the random ones
+            (drawn from their own random stream, so the random negatives stay the same).
+        extra_faces: More crops of a face, ``output/face/<stem>_face<i>_x<k>.png`` (e.g.
+            :class:`~facetorch.data.face_variants.FaceExtras`), from a stream of their own too.
 
     Raises:
         FileExistsError: If ``output`` is not empty and ``overwrite`` is false.
@@ -287,7 +310,7 @@ def write_crops(
     _prepare_output(output, overwrite)
     for sub in (FACE_DIR, NON_FACE_DIR):
         (output / sub).mkdir(exist_ok=True)
-    faces = negatives = missing = 0
+    faces = negatives = missing = hard = 0
     names = _crop_names([a.image_path for a in annotations])
     for annotation, name in io.progress(zip(annotations, names, strict=True), "crops", len(annotations), progress):
         image = _read_image(annotation.image_path, (annotation.width, annotation.height))
@@ -295,6 +318,10 @@ def write_crops(
             box = expand_box(box, margin, annotation.width, annotation.height)
             _write_png(output, output / FACE_DIR / f"{name}_face{i}.png", crop_box(image, box))
             faces += 1
+            extras = extra_faces(image, annotation, box, _image_rng(seed, f"{name}/face{i}")) if extra_faces else []
+            for k, crop in enumerate(extras):
+                _write_png(output, output / FACE_DIR / f"{name}_face{i}_x{k}.png", crop)
+            faces += len(extras)
         boxes = sample_negative_boxes(
             annotation.width, annotation.height, annotation.boxes, negatives_per_image, _image_rng(seed, name)
         )
@@ -302,7 +329,12 @@ def write_crops(
             _write_png(output, output / NON_FACE_DIR / f"{name}_neg{j}.png", crop_box(image, box))
         negatives += len(boxes)
         missing += negatives_per_image - len(boxes)
-    return CropSummary(output, len(annotations), faces, negatives, missing)
+        if miner is not None:
+            mined = miner(image, annotation, _image_rng(seed, f"{name}/hard"))
+            for j, box in enumerate(mined):
+                _write_png(output, output / NON_FACE_DIR / f"{name}_hard{j}.png", crop_box(image, box))
+            hard += len(mined)
+    return CropSummary(output, len(annotations), faces, negatives + hard, missing, hard)
 
 
 def check_split_shares(fractions: Sequence[float]) -> None:
@@ -334,6 +366,26 @@ def split_by_image(
     parts = stratified_split([0] * len(annotations), fractions[1], fractions[2], seed)
     chosen = {name: getattr(parts, name) for name in ("train", "val", "test")}
     return {name: [annotations[i] for i in indices] for name, indices in chosen.items() if len(indices)}
+
+
+def fold_by_image(
+    annotations: Sequence[FaceAnnotation], folds: int, fold: int, seed: int = 0
+) -> tuple[list[FaceAnnotation], list[FaceAnnotation]]:
+    """Deal photos into ``folds`` seeded folds of (almost) equal size; return ``(the others, fold ``fold``)``.
+
+    For cross-validation by photo: every fold is held out once over ``fold = 0 .. folds - 1``
+    with the same ``seed``, and every photo lands in exactly one fold.
+
+    Raises:
+        ValueError: If ``fold`` is not in ``[0, folds)`` or there are fewer photos than folds.
+    """
+    if not (folds >= 2 and 0 <= fold < folds):
+        raise ValueError(f"expected a fold I of K folds with K >= 2 and 0 <= I < K, got fold {fold} of {folds}")
+    if len(annotations) < folds:
+        raise ValueError(f"expected at least {folds} annotated photos for {folds} folds, got {len(annotations)}")
+    order = np.random.default_rng(seed).permutation(len(annotations))
+    held = set(order[fold::folds].tolist())
+    return ([a for i, a in enumerate(annotations) if i not in held], [a for i, a in enumerate(annotations) if i in held])
 
 
 def write_identity_crops(
@@ -412,13 +464,17 @@ def list_layout_images(root: Path) -> list[Path]:
     return images
 
 
-def haar_annotations(images_root: Path, detector: _Detector, progress: bool = True) -> tuple[list[FaceAnnotation], list[Path]]:
+def haar_annotations(
+    images_root: Path, detector: _Detector, progress: bool = True, box_shape: Literal["haar", "hand"] = "haar"
+) -> tuple[list[FaceAnnotation], list[Path]]:
     """Find the largest face of every image under ``images_root`` with a detector.
 
     Args:
         images_root: ``root/<identity>/<image>`` or a flat folder of images.
         detector: Anything with ``largest(image) -> box | None``, e.g. :class:`~facetorch.data.haar.HaarFaceDetector`.
         progress: Show a progress bar (on a terminal).
+        box_shape: ``haar``: the detector's box; ``hand``: reshaped to a hand-drawn face box
+            (:func:`~facetorch.data.haar.haar_to_hand_box`), so these faces match hand-boxed ones.
 
     Returns:
         ``(annotations, without_face)``: one single-box annotation per image with a face, and the
@@ -434,5 +490,6 @@ def haar_annotations(images_root: Path, detector: _Detector, progress: bool = Tr
             without_face.append(path)
             continue
         height, width = image.shape[:2]
+        box = haar_to_hand_box(box, width, height) if box_shape == "hand" else box
         annotations.append(FaceAnnotation(path, width, height, [expand_box(box, 0.0, width, height)]))
     return annotations, without_face

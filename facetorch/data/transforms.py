@@ -35,6 +35,10 @@ class Augmentation:
         scale: Largest zoom in or out (0.1 means 0.9x to 1.1x).
         rotate: Largest rotation in degrees.
         affine_p: Probability of the shift-scale-rotate.
+        blur: Probability of a Gaussian blur (sigma 0.5 to 1.5 pixels of the model input).
+        downscale: Probability of a low-resolution copy (shrunk to 1/4 to 1/2, then enlarged back).
+        jpeg: Probability of JPEG compression (quality 30 to 90).
+        grey: Probability of greying a colour image (no effect with one channel).
     """
 
     hflip: float = 0.5
@@ -45,6 +49,16 @@ class Augmentation:
     scale: float = 0.1
     rotate: float = 10.0
     affine_p: float = 0.5
+    blur: float = 0.0
+    downscale: float = 0.0
+    jpeg: float = 0.0
+    grey: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "color_p", "affine_p", "blur", "downscale", "jpeg", "grey"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"data.augmentation.{name} must be a probability in [0, 1], got {value}")
 
 
 def normalization_stats(kind: Normalization, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -122,7 +136,7 @@ class AlbumentationsTransform:
         return f"{type(self).__name__}({self.pipeline!r})"
 
 
-def _augmentations(aug: Augmentation) -> list[A.BasicTransform]:
+def _augmentations(aug: Augmentation, channels: int) -> list[A.BasicTransform]:
     steps: list[A.BasicTransform] = []
     if aug.affine_p > 0 and (aug.shift or aug.scale or aug.rotate):
         steps.append(
@@ -140,6 +154,17 @@ def _augmentations(aug: Augmentation) -> list[A.BasicTransform]:
         steps.append(
             A.RandomBrightnessContrast(brightness_limit=aug.brightness, contrast_limit=aug.contrast, p=aug.color_p)
         )
+    # Photo quality: faces of other cameras arrive small, soft and compressed. These run on the
+    # prepared (model-sized) image, so the ranges are in pixels of the model input.
+    if aug.blur > 0:
+        steps.append(A.GaussianBlur(sigma_limit=(0.5, 1.5), p=aug.blur))
+    if aug.downscale > 0:
+        steps.append(A.Downscale(scale_range=(0.25, 0.5), interpolation_pair={"downscale": cv2.INTER_AREA,
+                                                                              "upscale": cv2.INTER_LINEAR}, p=aug.downscale))
+    if aug.jpeg > 0:
+        steps.append(A.ImageCompression(quality_range=(30, 90), p=aug.jpeg))
+    if aug.grey > 0 and channels == 3:  # a grey model sees grey images already
+        steps.append(A.ToGray(num_output_channels=3, p=aug.grey))
     return steps
 
 
@@ -224,7 +249,7 @@ class InputSpec:
 
     def finish(self, augmentation: Augmentation | None = None) -> AlbumentationsTransform:
         """The per-sample part on a prepared image: augmentation (training) and normalisation, as a tensor."""
-        steps: list[A.BasicTransform] = _augmentations(augmentation) if augmentation is not None else []
+        steps = _augmentations(augmentation, self.channels) if augmentation is not None else []
         steps.append(A.Normalize(mean=tuple(self.mean), std=tuple(self.std), max_pixel_value=255.0))
         return AlbumentationsTransform(A.Compose(steps))
 
