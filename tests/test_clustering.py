@@ -23,7 +23,7 @@ from facetorch.cli import gallery as gallery_cli
 from facetorch.recognition import clustering as C
 from facetorch.recognition import open_gallery
 from tests.conftest import SHARED_DATA, read_csv
-from tests.test_recognition import HAS_MODELS, ColourEmbedder, SquareDetector, write_rgb
+from tests.test_recognition import HAS_MODELS, ColourEmbedder, SquareDetector, error_line, write_rgb
 
 SHARED = Path(os.environ.get("FACETORCH_SHARED_DATA", SHARED_DATA))
 # Six identities, far apart as the toy embedder sees them (the direction of the colour from grey).
@@ -230,16 +230,6 @@ def run_json(args: list[str], capsys: pytest.CaptureFixture) -> dict:
     capsys.readouterr()
     gallery_cli.gallery(args)
     return json.loads(capsys.readouterr().out.splitlines()[-1])
-
-
-def error_line(args: list[str], capsys: pytest.CaptureFixture) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        gallery_cli.main(args)
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if ": error:" in line]
-    assert len(errors) == 1, errors
-    return errors[0]
 
 
 def by_colour(rows: list[dict[str, str]]) -> dict[str, set[int]]:

@@ -21,6 +21,7 @@ from facetorch.recognition.database import FaceGallery
 from facetorch.recognition.gallery import Gallery, GalleryError, GalleryMeta
 from facetorch.recognition.stores.base import NoGalleryError
 from tests.conftest import expect_warning
+from tests.test_recognition import error_line
 
 FINGERPRINT = "face-model-0001"
 FACES = FaceVectors(dim=128, seed=7)
@@ -210,16 +211,6 @@ def test_an_npz_gallery_is_read_only_and_migrates(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-
-
-def error_line(args: list[str], capsys: pytest.CaptureFixture) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        gallery_cli.main(args)
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if ": error:" in line]
-    assert len(errors) == 1, errors
-    return errors[0]
 
 
 def test_bad_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -139,21 +139,10 @@ def _model_of_run(args: Any, previous: C.ClusterRun) -> None:
         args.ckpt_path = path
 
 
-def _load_gallery(path: str) -> Any:
-    """The face database to name faces from (SQLite, PostgreSQL or a read-only .npz); refused when empty."""
-    from facetorch.recognition.database import open_gallery
-    from facetorch.recognition.gallery import GalleryError
-
-    gallery = open_gallery(path)
-    if len(gallery) == 0:
-        gallery.close()
-        raise GalleryError(f"--gallery {path!r} is empty: enrol people first (gallery.py enroll or gallery.py name)")
-    return gallery
-
-
 def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: Callable[..., Any]) -> dict[str, Any]:
     """``gallery.py cluster``: find, embed and group the faces under ``--images``; write ``--output``; the summary."""
     from facetorch.inference.embedder import alignment_of
+    from facetorch.recognition.database import open_enrolled_gallery
     from facetorch.recognition.gallery import UNKNOWN
 
     began = time.perf_counter()
@@ -169,7 +158,7 @@ def cluster_photos(args: Any, make_embedder: Callable[..., Any], make_detector: 
         if not files:
             raise ValueError(f"--update: every photo under --images {args.images!r} is in {str(output)!r} already; "
                              "nothing new to cluster")  # fmt: skip
-    gallery = _load_gallery(args.gallery) if args.gallery else None
+    gallery = open_enrolled_gallery(args.gallery, "gallery.py enroll or gallery.py name") if args.gallery else None
     if previous is not None:
         _model_of_run(args, previous)
     embedder = make_embedder(args, gallery, "whole", True)

@@ -62,7 +62,7 @@ from facetorch.cli.common import (
 )
 from facetorch.cli.gallery_parser import DEFAULT_DETECTOR, TRACK_DEFAULTS, build_parser
 from facetorch.inference.embedder import Embedder, FaceEmbedder, haar_face_finder
-from facetorch.recognition.database import FaceGallery, migrate_gallery, open_gallery
+from facetorch.recognition.database import FaceGallery, migrate_gallery, open_enrolled_gallery, open_gallery
 from facetorch.recognition.enrollment import enroll, split_open_set
 from facetorch.recognition.gallery import GalleryError
 from facetorch.recognition.probes import evaluate_open_set, identify, verify
@@ -76,6 +76,16 @@ INPUT_FLAGS = {"--images": "images", "--source": "source", "--config": "config",
                "--model": "model", "--detector": "detector", "--gallery": "gallery", "--known": "known",
                "--unknown": "unknown", "--lfw": "lfw", "--orl": "orl", "--truth": "truth",
                "--recognitions": "recognitions", "--clusters": "clusters", "image1": "image1", "image2": "image2"}  # fmt: skip
+
+
+def _write_rows(output: Optional[str], fields: list[str], rows: list[dict[str, Any]]) -> None:
+    """The rows as CSV into ``output`` (atomically), or to stdout without one."""
+    if output:
+        io.write_csv(output, fields, rows)
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 def _device(name: Optional[str]) -> str:
@@ -128,14 +138,6 @@ def _detector(args: Any, recorded: Optional[str]) -> Any:
                              "pass --detector CKPT")  # fmt: skip
         name = recorded if recorded in DETECTOR_NAMES else DEFAULT_DETECTOR
     return build_face_detector(name, device=_device(args.device), upsample=args.upsample)
-
-
-def _load_gallery(path: str) -> FaceGallery:
-    gallery = open_gallery(path)
-    if len(gallery) == 0:
-        gallery.close()
-        raise GalleryError(f"--gallery {path!r} is empty: enrol people first (gallery.py enroll)")
-    return gallery
 
 
 def _recorded_detector(target: str) -> Optional[str]:
@@ -193,7 +195,7 @@ def _recognize(args: Any) -> Any:
     if args.show:
         check_show()
     track = _track_options(args)
-    gallery = _load_gallery(args.gallery)
+    gallery = open_enrolled_gallery(args.gallery)
     try:
         source = open_source(args.source)  # a missing file or camera fails here, before the models load
         try:
@@ -227,12 +229,7 @@ def _admin(args: Any) -> Any:
     with open_gallery(args.gallery) as gallery:
         if args.command == "list":
             rows = [{"name": name, "images": count} for name, count in gallery.counts()]
-            if args.output:
-                io.write_csv(args.output, LIST_FIELDS, rows)
-            else:
-                writer = csv.DictWriter(sys.stdout, fieldnames=LIST_FIELDS)
-                writer.writeheader()
-                writer.writerows(rows)
+            _write_rows(args.output, LIST_FIELDS, rows)
             return rows
         if args.command == "rename":
             gallery.rename(args.name, args.to)
@@ -364,12 +361,7 @@ def gallery(argv: Optional[list[str]] = None) -> Any:
             if failed:
                 io.notice(f"skipped {len(failed)} of {len(rows)} image(s) that could not be embedded (the error column "
                           f"says why): {io.first_few(failed)}")  # fmt: skip
-            if args.output:
-                io.write_csv(args.output, IDENTIFY_FIELDS, rows)
-            else:
-                writer = csv.DictWriter(sys.stdout, fieldnames=IDENTIFY_FIELDS)
-                writer.writeheader()
-                writer.writerows(rows)
+            _write_rows(args.output, IDENTIFY_FIELDS, rows)
             return rows
         report = evaluate_open_set(embedder, people, args.known, args.unknown, args.threshold)
     if args.output:

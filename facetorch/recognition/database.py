@@ -28,7 +28,7 @@ from facetorch.recognition.gallery import UNKNOWN, GalleryError, file_key
 from facetorch.recognition.stores import GallerySettings, Rows, Store, check_name, open_store
 from facetorch.recognition.vector_index import EXACT_ROWS, VectorIndex, faiss_threads
 
-__all__ = ["ADD_CHUNK", "FaceGallery", "migrate_gallery", "open_gallery"]
+__all__ = ["ADD_CHUNK", "FaceGallery", "migrate_gallery", "open_enrolled_gallery", "open_gallery"]
 
 ADD_CHUNK = 20_000  # rows per transaction of add_many (whole people each)
 EXACT_CANDIDATES = 4  # rows asked of an exact index per probe (near ties are scored again in float64)
@@ -74,6 +74,15 @@ def open_gallery(target: str | Path, create: bool = False, dim: Optional[int] = 
     except BaseException:
         gallery.close()
         raise
+    return gallery
+
+
+def open_enrolled_gallery(target: str | Path, enrol: str = "gallery.py enroll") -> FaceGallery:
+    """:func:`open_gallery` to name faces from: an empty gallery is refused, naming the command that fills it (``enrol``)."""
+    gallery = open_gallery(target)
+    if len(gallery) == 0:
+        gallery.close()
+        raise GalleryError(f"--gallery {str(target)!r} is empty: enrol people first ({enrol})")
     return gallery
 
 
