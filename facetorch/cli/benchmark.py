@@ -187,7 +187,7 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
     from facetorch.inference.embedder import Embedder
     from facetorch.recognition.database import open_gallery
     from facetorch.recognition.detectors import DlibCNNFaces
-    from facetorch.recognition.enrollment import enroll_photos, person_folders
+    from facetorch.recognition.enrollment import person_folders
     from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
     from facetorch.recognition.streams import open_source, read_frames
 
@@ -206,9 +206,7 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
     embedder = Embedder(config=config, progress=False)
     detector = DlibCNNFaces(device="cpu")
     with tempfile.TemporaryDirectory() as work:
-        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.db"
-        if not args.gallery:
-            enroll_photos(embedder, detector, path, root / "enrol", progress=False)
+        path = _benchmark_gallery(args, root, embedder, detector, work)
         with open_gallery(path) as people:
             ours = Recognizer(embedder, detector, OpenSetMatcher(people))
             known = {name: [read_image(f, 3) for f in files] for name, files in person_folders(root / "enrol").items()}
@@ -225,6 +223,17 @@ def _recognition_benchmark(args: Any) -> dict[str, Any]:
     return result
 
 
+def _benchmark_gallery(args: Any, root: Path, embedder: Any, detector: Any, work: str) -> Path:
+    """``--gallery``, or a new gallery in ``work`` enrolled from ROOT/enrol (a `gallery.py compose` set) with these models."""
+    if args.gallery:
+        return Path(args.gallery)
+    from facetorch.recognition.enrollment import enroll_photos
+
+    path = Path(work) / "gallery.db"
+    enroll_photos(embedder, detector, path, root / "enrol", progress=False)
+    return path
+
+
 def _video_benchmark(args: Any) -> dict[str, Any]:
     """Tracked against per-frame recognition of DATA_ROOT/video.avi (gallery.py compose --video), scored and timed."""
     import tempfile
@@ -233,7 +242,6 @@ def _video_benchmark(args: Any) -> dict[str, Any]:
     from facetorch.recognition.compare import compare_tracking
     from facetorch.recognition.database import open_gallery
     from facetorch.recognition.detectors import build_face_detector
-    from facetorch.recognition.enrollment import enroll_photos
     from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
     from facetorch.recognition.tracked import TrackOptions
 
@@ -247,9 +255,7 @@ def _video_benchmark(args: Any) -> dict[str, Any]:
     embedder = Embedder(config=config, progress=False)
     detector = build_face_detector(args.detector, device="cpu")
     with tempfile.TemporaryDirectory() as work:
-        path = Path(args.gallery) if args.gallery else Path(work) / "gallery.db"
-        if not args.gallery:
-            enroll_photos(embedder, detector, path, root / "enrol", progress=False)
+        path = _benchmark_gallery(args, root, embedder, detector, work)
         recognizer = Recognizer(embedder, detector, OpenSetMatcher(open_gallery(path)))
         runs = Path(args.output).with_suffix("") if args.output else Path(work) / "runs"  # beside the JSON, to look at
         result = compare_tracking(recognizer, root / "video.avi", root / "video_truth.csv", runs, options)
@@ -267,7 +273,6 @@ def _serve_benchmark(args: Any) -> dict[str, Any]:
     from facetorch.inference.embedder import Embedder
     from facetorch.recognition.database import open_gallery
     from facetorch.recognition.detectors import build_face_detector
-    from facetorch.recognition.enrollment import enroll_photos
     from facetorch.recognition.pipeline import OpenSetMatcher, Recognizer
     from facetorch.serve.loadtest import run_serve_load
 
@@ -280,9 +285,7 @@ def _serve_benchmark(args: Any) -> dict[str, Any]:
     detector = build_face_detector(args.detector, device="cpu")
     files = list_images(root / "scenes")
     with tempfile.TemporaryDirectory() as work:
-        gallery = Path(args.gallery) if args.gallery else Path(work) / "gallery.db"
-        if not args.gallery:
-            enroll_photos(embedder, detector, gallery, root / "enrol", progress=False)
+        gallery = _benchmark_gallery(args, root, embedder, detector, work)
         with open_gallery(gallery) as people:
             recognizer = Recognizer(embedder, detector, OpenSetMatcher(people))
             server = ["--gallery", str(gallery), "--config", config, "--detector", args.detector, "--device", "cpu"]
