@@ -27,7 +27,8 @@ import numpy as np
 
 from facetorch.models.shape_predictor import ShapePredictor, load_shape_predictor, similarity_transform
 
-__all__ = ["FIVE_POINT_TEMPLATE", "align_face", "align_faces", "chip_transform", "extract_chip", "face_box", "landmarks"]
+__all__ = ["FIVE_POINT_TEMPLATE", "align_face", "align_faces", "chip_transform", "chips_at", "extract_chip", "face_box",
+           "landmarks"]
 
 # dlib's 5-point template in a unit square (get_face_chip_details), in the model's point order.
 FIVE_POINT_TEMPLATE = np.array([
@@ -158,7 +159,12 @@ def align_faces(
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         return []
-    points = landmarks(image, boxes, predictor)
+    return chips_at(image, landmarks(image, boxes, predictor), size, padding)
+
+
+def chips_at(image: np.ndarray, points: np.ndarray, size: int = DEFAULT_SIZE,
+             padding: float = DEFAULT_PADDING) -> list[np.ndarray]:  # fmt: skip
+    """The aligned chip of each face whose 5 landmarks (N, 5, 2) are known (what :func:`align_faces` cuts)."""
     return [extract_chip(image, chip_transform(p, size, padding), size) for p in points]
 
 

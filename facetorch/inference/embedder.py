@@ -17,7 +17,7 @@ import torch
 
 from facetorch import io
 from facetorch.boxes import crop_box, expand_box
-from facetorch.data.alignment import DEFAULT_PADDING, chip_transform, extract_chip, landmarks
+from facetorch.data.alignment import chips_at, landmarks
 from facetorch.data.images import ImageReadError, read_image
 from facetorch.data.transforms import InputSpec
 from facetorch.inference.checkpoint import load_task, model_fingerprint
@@ -171,8 +171,7 @@ class Embedder:
             rects = boxes - np.array([0.0, 0.0, 1.0, 1.0])  # pixel extents -> dlib rectangles (right, bottom inclusive)
             predictor = load_shape_predictor(self.input.align_model)
             points = landmarks(image, rects, predictor)
-            size = self.input.image_size[0]
-            chips = [extract_chip(image, chip_transform(p, size, DEFAULT_PADDING), size) for p in points]
+            chips = chips_at(image, points, size=self.input.image_size[0])
         else:
             height, width = image.shape[:2]
             chips = [crop_box(image, expand_box(box, self.margin, width, height)) for box in boxes]
