@@ -55,14 +55,12 @@ def mean_threshold(names: Sequence[str], rows: np.ndarray, fpir: float, seed: in
     Returns:
         The threshold, or None with fewer than 3 people of two images or more, or over :data:`MAX_ROWS` rows.
     """
-    names_array = np.asarray(names)
-    if len(names_array) > MAX_ROWS:
+    if len(names) > MAX_ROWS:
         return None
     vectors = np.asarray(rows, dtype=np.float64)
-    pairs = []
-    for person in dict.fromkeys(names_array.tolist()):
-        pairs.extend(itertools.islice(itertools.combinations(np.flatnonzero(names_array == person), 2), MAX_PAIRS))
-    players = {names_array[a] for a, _ in pairs}
+    codes, groups = _people(names)
+    pairs = [pair for own in groups for pair in itertools.islice(itertools.combinations(own.tolist(), 2), MAX_PAIRS)]
+    players = {codes[a] for a, _ in pairs}
     if len(players) < 3:
         return None
     if len(pairs) > MAX_PLAYERS:
@@ -76,7 +74,7 @@ def mean_threshold(names: Sequence[str], rows: np.ndarray, fpir: float, seed: in
         part = slice(start, start + 512)
         similarity = means[part] @ vectors.T  # (pairs, rows)
         twin = np.maximum(vectors[first[part]] @ vectors.T, vectors[second[part]] @ vectors.T) >= SAME_IMAGE
-        own = names_array[None, :] == names_array[first[part], None]
+        own = codes[None, :] == codes[first[part], None]
         similarity[own | twin] = -np.inf
         scores.extend(similarity.max(axis=1).tolist())
     scores = [s for s in scores if np.isfinite(s)]
@@ -94,21 +92,30 @@ def same_person_floor(names: Sequence[str], rows: np.ndarray, quantile: float = 
     where its open-set thresholds are not (0.918 to 0.958: they follow who else is enrolled).
     None with fewer than 3 people of two photos or more, or over :data:`MAX_ROWS` rows.
     """
-    names_array = np.asarray(names)
-    if len(names_array) > MAX_ROWS:
+    if len(names) > MAX_ROWS:
         return None
     vectors = np.asarray(rows, dtype=np.float64)
-    scores, people = [], 0
-    for person in dict.fromkeys(names_array.tolist()):
-        own = np.flatnonzero(names_array == person)
-        if len(own) < 2:
-            continue
-        people += 1
-        total = vectors[own].sum(axis=0)
-        for k in own:
-            rest = total - vectors[k]
-            scores.append(float(vectors[k] @ rest) / max(float(np.linalg.norm(rest)), 1e-12))
-    return float(np.quantile(scores, quantile)) if people >= 3 else None
+    codes, _ = _people(names)
+    counts = np.bincount(codes)
+    if int((counts >= 2).sum()) < 3:
+        return None
+    totals = np.zeros((len(counts), vectors.shape[1]))
+    np.add.at(totals, codes, vectors)  # each person's sum of photos
+    keep = counts[codes] >= 2
+    rest = totals[codes[keep]] - vectors[keep]  # (rows, D): the person's other photos, summed
+    scores = np.einsum("ij,ij->i", vectors[keep], rest) / np.maximum(np.linalg.norm(rest, axis=1), 1e-12)
+    return float(np.quantile(scores, quantile))
+
+
+def _people(names: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each row's person as an integer, and each person's rows (ascending), people in the order they first appear.
+
+    Grouped once by sorting: comparing every name with every row was quadratic (2.5 minutes at 200,000 rows).
+    """
+    _, first, codes = np.unique(np.asarray(names), return_index=True, return_inverse=True)
+    codes = codes.reshape(-1)
+    by_person = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes))[:-1])
+    return codes, [by_person[c] for c in np.argsort(first, kind="stable")]
 
 
 @dataclass(frozen=True)
