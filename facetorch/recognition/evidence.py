@@ -2,12 +2,11 @@
 
 :class:`NameEvidence` keeps the quality-weighted mean of a track's unit embeddings. After each
 new embedding the caller matches it (one batch for all tracks) and gives the answer to
-:meth:`NameEvidence.decide`. An open-set gallery is asked with :attr:`NameEvidence.average`, the
-mean left at its own length: its cosine with an enrolled image is the quality-weighted mean of the
-track's single-frame scores, on the scale the gallery's threshold was calibrated for (one image
-against another). The unit-length :attr:`NameEvidence.mean` names the same best match but scores
-higher (averaging cancels the noise of single photos, strangers' included): on a composed video it
-named strangers in 0.70 of their frames where single frames did in 0.24.
+:meth:`NameEvidence.decide`. Which vector asks, and at which threshold, is
+:mod:`~facetorch.recognition.track_threshold`'s rule: the unit-length :attr:`NameEvidence.mean`
+at a threshold calibrated for means, or :attr:`NameEvidence.average` (the mean left at its own
+length, whose cosine with an enrolled image is the quality-weighted mean of the frames' scores) at
+the single-photo threshold.
 
 - the first answer names the track only when it clears the threshold by ``sure`` (else the
   track starts ``unknown`` and waits for more evidence);
