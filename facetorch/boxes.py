@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where a tensor is handled: this module loads without it (an ONNX deployment)
     from torch import Tensor
 
-__all__ = ["Box", "as_boxes", "box_area", "box_iou", "crop_box", "expand_box", "ordered_boxes", "paired_iou"]
+__all__ = ["Box", "as_boxes", "box_area", "box_iou", "crop_box", "expand_box", "mirrored_boxes", "ordered_boxes", "paired_iou"]
 
 Box = tuple[float, float, float, float]
 
@@ -90,3 +90,17 @@ def ordered_boxes(boxes: Tensor) -> Tensor:
     import torch
 
     return torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], dim=1)
+
+
+def mirrored_boxes(boxes: Any) -> Any:
+    """Boxes (B, 4) of fractions ``x1, y1, x2, y2`` as they lie in the horizontally mirrored image (``x -> 1 - x``).
+
+    Works on torch tensors and NumPy arrays alike; mirroring twice gives the boxes back.
+    """
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    parts = (1 - x2, y1, 1 - x1, y2)
+    if hasattr(boxes, "detach"):  # a torch tensor
+        import torch
+
+        return torch.stack(parts, dim=1)
+    return np.stack(parts, axis=1)

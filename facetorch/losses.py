@@ -13,7 +13,7 @@ Distances, for embeddings x_i:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,7 @@ __all__ = [
     "ContrastiveLoss",
     "DetectionLoss",
     "TripletLoss",
+    "diou_loss",
     "giou_loss",
     "original_localization",
     "pairwise_distances",
@@ -384,7 +385,8 @@ class ContrastiveLoss(nn.Module):
 # localisation (single-face detector)
 # --------------------------------------------------------------------------------------------
 
-BoxLossName = Literal["original", "giou", "smooth_l1"]
+BoxLossName = Literal["original", "giou", "diou", "smooth_l1"]
+IoULossName = Literal["giou", "diou"]
 
 
 def _check_boxes(boxes: Tensor, name: str) -> None:
@@ -403,52 +405,66 @@ def original_localization(pred: Tensor, target: Tensor) -> Tensor:
     return ((pred[:, :2] - target[:, :2]) ** 2).sum(dim=1) + ((size - true_size) ** 2).sum(dim=1)
 
 
-def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
-    """``1 - GIoU`` per image (B,), after sorting each predicted box's corners."""
-    p, t = ordered_boxes(pred), target
+def _iou_and_hull(p: Tensor, t: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """IoU (B,), union (B,), and the enclosing box's corners (B, 2) each, of sorted boxes."""
     inter_wh = (torch.minimum(p[:, 2:], t[:, 2:]) - torch.maximum(p[:, :2], t[:, :2])).clamp_min(0)
     inter = inter_wh[:, 0] * inter_wh[:, 1]
-    area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
-    area_t = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
-    union = area_p + area_t - inter
-    hull_wh = torch.maximum(p[:, 2:], t[:, 2:]) - torch.minimum(p[:, :2], t[:, :2])
-    hull = hull_wh[:, 0] * hull_wh[:, 1]
-    iou = inter / (union + eps)
+    union = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1]) + (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1]) - inter
+    return inter / (union + eps), union, torch.minimum(p[:, :2], t[:, :2]), torch.maximum(p[:, 2:], t[:, 2:])
+
+
+def giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """``1 - GIoU`` per image (B,), after sorting each predicted box's corners (0 for identical boxes, up to 2)."""
+    iou, union, low, high = _iou_and_hull(ordered_boxes(pred), target, eps)
+    hull = (high - low).prod(dim=1)
     return 1.0 - (iou - (hull - union) / (hull + eps))
 
 
-class DetectionLoss(nn.Module):
-    """``box_weight * localisation + cls_weight * BCE`` of a single-face detector.
+def diou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """``1 - IoU + d² / c²`` per image (B,) (DIoU, Zheng et al. 2020): ``d`` centre distance, ``c`` hull diagonal."""
+    p = ordered_boxes(pred)
+    iou, _, low, high = _iou_and_hull(p, target, eps)
+    centre_gap = ((p[:, :2] + p[:, 2:]) - (target[:, :2] + target[:, 2:])) / 2
+    return 1.0 - iou + (centre_gap**2).sum(dim=1) / (((high - low) ** 2).sum(dim=1) + eps)
 
-    The localisation term is averaged over the images that hold a face only: an image without a
+
+class DetectionLoss(nn.Module):
+    """``box_weight * (localisation + iou_weight * IoU loss) + cls_weight * BCE`` of a single-face detector.
+
+    The localisation terms are averaged over the images that hold a face only: an image without a
     face has no box to learn (the original summed it over every image and so pulled the boxes of
     negatives towards its zero target). The BCE is averaged over every image.
 
     Args:
-        box_loss: ``original`` (corner + size squared error), ``giou`` (1 - GIoU) or
-            ``smooth_l1`` (on the four coordinates).
+        box_loss: ``original`` (corner + size squared error), ``giou`` (1 - GIoU), ``diou`` (1 - DIoU)
+            or ``smooth_l1`` (on the four coordinates).
         box_weight: Weight of the localisation term.
         cls_weight: Weight of the face / no-face binary cross-entropy (0.5 in the original).
+        iou_loss: ``giou`` or ``diou``: a loss that follows IoU, added beside ``box_loss``; ``None``: none.
+        iou_weight: Weight of ``iou_loss`` inside the localisation term.
 
     Call:
         ``loss(logits (B,) or (B, 1), boxes (B, 4), labels (B,) 0/1, true_boxes (B, 4))``; returns
-        the scalar total; ``self.last`` keeps the two terms (detached) for logging.
+        the scalar total; ``self.last`` keeps the terms (detached) for logging.
     """
 
-    def __init__(self, box_loss: BoxLossName = "original", box_weight: float = 1.0, cls_weight: float = 0.5) -> None:
+    def __init__(self, box_loss: BoxLossName = "original", box_weight: float = 1.0, cls_weight: float = 0.5,
+                 iou_loss: Optional[IoULossName] = None, iou_weight: float = 1.0) -> None:  # fmt: skip
         super().__init__()
-        if box_loss not in ("original", "giou", "smooth_l1"):
-            raise ValueError(f"box_loss must be one of original, giou, smooth_l1; got {box_loss!r}")
-        self.box_loss = box_loss
-        self.box_weight = box_weight
-        self.cls_weight = cls_weight
+        if box_loss not in ("original", "giou", "diou", "smooth_l1"):
+            raise ValueError(f"box_loss must be one of original, giou, diou, smooth_l1; got {box_loss!r}")
+        if iou_loss not in (None, "giou", "diou"):
+            raise ValueError(f"iou_loss must be giou, diou or null; got {iou_loss!r}")
+        self.box_loss, self.iou_loss = box_loss, iou_loss
+        self.box_weight, self.cls_weight, self.iou_weight = box_weight, cls_weight, iou_weight
         self.last: dict[str, Tensor] = {}
 
-    def per_image_box_loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """The chosen localisation loss of each image, shape (B,)."""
-        if self.box_loss == "giou":
-            return giou_loss(pred, target)
-        if self.box_loss == "smooth_l1":
+    def per_image_box_loss(self, pred: Tensor, target: Tensor, name: Optional[str] = None) -> Tensor:
+        """The localisation loss ``name`` (default: ``box_loss``) of each image, shape (B,)."""
+        name = name or self.box_loss
+        if name in ("giou", "diou"):
+            return giou_loss(pred, target) if name == "giou" else diou_loss(pred, target)
+        if name == "smooth_l1":
             return torch.nn.functional.smooth_l1_loss(pred, target, reduction="none", beta=0.05).sum(dim=1)
         return original_localization(pred, target)
 
@@ -467,9 +483,13 @@ class DetectionLoss(nn.Module):
         # A negative's boxes are swapped for a fixed unit box before the loss: its term is then an
         # exact 0 with a 0 gradient, whatever its target holds (zeros, or even NaN).
         unit = torch.tensor([0.0, 0.0, 1.0, 1.0], device=boxes.device, dtype=boxes.dtype).expand_as(boxes)
-        keep = has_face[:, None]
-        per_image = self.per_image_box_loss(torch.where(keep, boxes, unit), torch.where(keep, true_boxes, unit))
-        box_term = per_image.sum() / has_face.sum().clamp_min(1)
+        keep, faces = has_face[:, None], has_face.sum().clamp_min(1)
+        pred, target = torch.where(keep, boxes, unit), torch.where(keep, true_boxes, unit)
+        box_term = self.per_image_box_loss(pred, target).sum() / faces
         cls_term = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
         self.last = {"box_loss": box_term.detach(), "cls_loss": cls_term.detach()}
+        if self.iou_loss is not None:
+            iou_term = self.per_image_box_loss(pred, target, self.iou_loss).sum() / faces
+            self.last["iou_loss"] = iou_term.detach()
+            box_term = box_term + self.iou_weight * iou_term
         return self.box_weight * box_term + self.cls_weight * cls_term

@@ -58,6 +58,8 @@ COMMANDS: dict[str, Command] = {
                       tool="detect.py"),  # fmt: skip
     "prepare-crops": Command("facetorch.cli.prepare_crops:main", "cut face / non-face crops from annotated photos",
                              tool="prepare_crops.py"),  # fmt: skip
+    "prepare-boxes": Command("facetorch.cli.prepare_boxes:main", "pseudo-label face boxes with dlib's CNN detector as a teacher",
+                             tool="prepare_boxes.py"),  # fmt: skip
     "prepare-shards": Command("facetorch.cli.prepare_shards:main", "write a data folder as streaming shards",
                               tool="prepare_shards.py"),  # fmt: skip
     "baselines": Command("facetorch.cli.baselines:main", "classical baselines (Haar, HOG + SVM, eigenfaces, LBP)",

@@ -11,7 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from facetorch import ranges
 from facetorch.data.box_transforms import BoxAugmentation
@@ -20,6 +20,7 @@ from facetorch.data.datasets import PredictDataset, SampleIndex
 from facetorch.data.files import subfolder_names
 from facetorch.data.layouts import LAYOUTS, builtin_face_crops, check_layout_options, get_layout
 from facetorch.data.pairs import balanced_label_pairs, pair_fold_ids, read_lfw_pairs
+from facetorch.data.pseudo_boxes import check_extra_train, merge_box_indices, mixed_weights
 from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSampler
 from facetorch.data.shards import has_shards, join, read_meta, scan_shards
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
@@ -31,7 +32,6 @@ TrainBatches = Literal["random", "pk", "pairs"]
 SPLITS = ("train", "val", "test")
 # Folder names (any case) that mark a root as already split; shards keep the names tools/prepare_shards.py wrote.
 SPLIT_FOLDER_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
-
 
 __all__ = ["DATA_VALUES", "FaceDataModule", "builtin_face_crops"]
 
@@ -115,6 +115,8 @@ class FaceDataModule(pl.LightningDataModule):
             people it was trained on, which ``tools/evaluate.py`` sets from the checkpoint), so that
             a folder of fewer people keeps the model's labels; a person not among them is refused.
             ``null``: the folders found, sorted.
+        extra_train: ``labelme``: more folders (e.g. pseudo-labelled by ``facetorch prepare-boxes``) added to the
+            train split only; validation and test stay ``root``'s. ``extra_share``: share of each epoch drawn from them.
     """
 
     def __init__(
@@ -150,6 +152,8 @@ class FaceDataModule(pl.LightningDataModule):
         cache_bytes: Optional[int] = None,
         shards: Optional[str] = None,
         classes: Optional[list[str]] = None,
+        extra_train: Optional[list[str]] = None,
+        extra_share: float = 0.5,
     ) -> None:
         super().__init__()
         check_values("data", locals(), DATA_VALUES)
@@ -185,6 +189,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.root = root
         self.shards = shards
         self.classes = list(classes) if classes is not None else None
+        self.extra_train, self.extra_share = check_extra_train(layout, extra_train, extra_share)
         self.layout = layout
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.channels = channels
@@ -218,6 +223,7 @@ class FaceDataModule(pl.LightningDataModule):
         self._file_pairs: Optional[np.ndarray] = None
         self._file_pair_folds: Optional[np.ndarray] = None
         self._splits: Optional[dict[str, SampleIndex]] = None
+        self._own_train = 0
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
 
     # ------------------------------------------------------------------ indexing and splitting
@@ -341,6 +347,9 @@ class FaceDataModule(pl.LightningDataModule):
         """The samples of each split (``train``, ``val``, ``test``), indexed on first use."""
         if self._splits is None:
             self._splits = self._build_splits()
+            if self.extra_train and not self.eval_all:  # the root's train samples first, then the extra folders'
+                self._own_train = len(self._splits["train"])
+                self._splits["train"] = merge_box_indices(self._splits["train"], [self._scan(f) for f in self.extra_train])
             sizes = ", ".join(f"{name} {len(self._splits[name])}" for name in SPLITS)
             rank_zero_info(f"FaceDataModule: {self.layout} from {self._splits['test'].root or self.source}: {sizes}")
         return self._splits
@@ -385,15 +394,11 @@ class FaceDataModule(pl.LightningDataModule):
         index = self.splits[split]
         if len(index) == 0:
             names = self.class_names
-            found = f"{len(names)} {'identities' if self.split_by == 'identity' else 'classes'} ({', '.join(names[:5])}" + (
-                ", ...)" if len(names) > 5 else ")"
-            )
-            hint = (
-                "data.split_by: identity needs enough people that each split gets one: give more person folders, "
-                "or raise the split's fraction"
-                if self.split_by == "identity"
-                else "give each class more images, or raise the split's fraction"
-            )
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            found = f"{len(names)} {'identities' if self.split_by == 'identity' else 'classes'} ({shown})"
+            more = ("data.split_by: identity needs enough people that each split gets one: give more person folders"
+                    if self.split_by == "identity" else "give each class more images")  # fmt: skip
+            hint = f"{more}, or raise the split's fraction"
             raise ValueError(
                 f"The {split} split of {self.source or 'the built-in data'} is empty: it found {found} in layout "
                 f"{self.layout!r}, split with val_fraction={self.val_fraction}, test_fraction={self.test_fraction}"
@@ -463,7 +468,10 @@ class FaceDataModule(pl.LightningDataModule):
                 pin_memory=torch.cuda.is_available(),
             )
         sampler = None
-        if shuffle and len(dataset) < self.min_batches_per_epoch * self.batch_size:
+        if shuffle and self.extra_train:  # epochs of a fixed size, extra_share of them from the extra folders
+            weights = torch.as_tensor(mixed_weights(self._own_train, len(dataset) - self._own_train, self.extra_share))
+            sampler = WeightedRandomSampler(weights, self.min_batches_per_epoch * self.batch_size)
+        elif shuffle and len(dataset) < self.min_batches_per_epoch * self.batch_size:
             # Without replacement and num_samples > len: whole permutations, every image equally often.
             sampler = RandomSampler(dataset, num_samples=self.min_batches_per_epoch * self.batch_size)
         return DataLoader(

@@ -36,6 +36,7 @@ MODEL_VALUES = {
     "head_scale": ranges.POSITIVE, "sample_rate": ranges.POSITIVE_FRACTION, "width": WIDTH_FACTOR,
     "pool_grid": POOL_GRID, "box_weight": ranges.NONNEGATIVE, "cls_weight": ranges.NONNEGATIVE,
     "score_threshold": ranges.OPEN_FRACTION, "l2_sp_weight": ranges.NONNEGATIVE, "distill_weight": ranges.NONNEGATIVE,
+    "iou_weight": ranges.NONNEGATIVE,
 }  # fmt: skip
 
 

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 
 from facetorch import evaluation, io, reports
-from facetorch.boxes import ordered_boxes
+from facetorch.boxes import mirrored_boxes, ordered_boxes
 from facetorch.explain import gradcam
-from facetorch.losses import BoxLossName, DetectionLoss
+from facetorch.losses import BoxLossName, DetectionLoss, IoULossName
 from facetorch.models.detector import DetectorBackbone, FaceDetector
 from facetorch.ranges import check_values
 from facetorch.tasks.base import MODEL_VALUES, FaceTask, dataset_order
@@ -44,9 +44,15 @@ class FaceDetectorTask(FaceTask):
         hidden: Width of each head's dense layer (2048 in the original).
         dropout: Dropout in the heads.
         pool_grid: Max-pool grid before the heads (1: the original global max pool).
-        box_loss: ``original``, ``giou`` or ``smooth_l1`` (see :class:`facetorch.losses.DetectionLoss`).
+        box_loss: ``original``, ``giou``, ``diou`` or ``smooth_l1`` (see :class:`facetorch.losses.DetectionLoss`).
         box_weight: Weight of the localisation term.
         cls_weight: Weight of the BCE term (0.5 in the original).
+        iou_loss: ``giou`` or ``diou`` added beside ``box_loss`` (a sum, ``iou_weight`` times it); ``null``: none.
+        iou_weight: Weight of ``iou_loss``.
+        train_scales: ``[min, max]`` side of the training inputs: each batch is resized to a side drawn from
+            this range (multiples of 8; boxes are fractions, so they stay); ``null``: ``data.image_size`` only.
+        tta_flip: Evaluate and detect on each image and its mirror image, averaging the face logit and
+            the box with the mirrored box of the flipped image.
         score_threshold: A face score at or above this predicts "face".
         sample_images: Test images drawn in ``detections.png``.
         **optimization: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
@@ -72,6 +78,10 @@ class FaceDetectorTask(FaceTask):
         box_loss: BoxLossName = "original",
         box_weight: float = 1.0,
         cls_weight: float = 0.5,
+        iou_loss: Optional[IoULossName] = None,
+        iou_weight: float = 1.0,
+        train_scales: Optional[tuple[int, int]] = None,
+        tta_flip: bool = False,
         score_threshold: float = 0.5,
         sample_images: int = 32,
         **optimization: Any,
@@ -85,7 +95,9 @@ class FaceDetectorTask(FaceTask):
         self.score_threshold = score_threshold
         self.sample_images = sample_images
         self.model = FaceDetector(backbone, in_channels, width, hidden, dropout, pool_grid, pretrained, weights_path)
-        self.criterion = DetectionLoss(box_loss, box_weight, cls_weight)
+        self.criterion = DetectionLoss(box_loss, box_weight, cls_weight, iou_loss, iou_weight)
+        self.train_scales = check_train_scales(train_scales)
+        self.tta_flip = tta_flip
         self._outputs: dict[str, list[dict[str, Tensor]]] = {"val": [], "test": []}
         self._samples: list[Tensor] = []
         self._predictions: list[dict[str, Any]] = []
@@ -94,10 +106,19 @@ class FaceDetectorTask(FaceTask):
         """(B, C, H, W) images -> (face logit (B, 1), boxes (B, 4) in [0, 1])."""
         return self.run_model(images)
 
+    def predict_boxes(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward``, or with ``tta_flip`` the mean of the image's and its mirror image's logit and (sorted) box."""
+        logits, boxes = self(images)
+        if not self.tta_flip:
+            return logits, boxes
+        flipped_logits, flipped_boxes = self(torch.flip(images, dims=[-1]))
+        boxes = (ordered_boxes(boxes.float()) + mirrored_boxes(ordered_boxes(flipped_boxes.float()))) / 2
+        return (logits.float() + flipped_logits.float()) / 2, boxes
+
     @torch.no_grad()
     def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Face probability (B,) and box (B, 4) with sorted corners, in float32 on the CPU side's dtype."""
-        logits, boxes = self(images)
+        """Face probability (B,) and box (B, 4) with sorted corners, in float32 (flip-averaged with ``tta_flip``)."""
+        logits, boxes = self.predict_boxes(images)
         return torch.sigmoid(logits.float().reshape(-1)), ordered_boxes(boxes.float())
 
     # ------------------------------------------------------------------ steps
@@ -113,7 +134,11 @@ class FaceDetectorTask(FaceTask):
         return loss, logits, boxes
 
     def training_step(self, batch: DetectionBatch, batch_idx: int) -> Tensor:
-        return self._loss(batch, "train")[0]
+        images, target = batch
+        if self.train_scales is not None:  # one side per batch; the boxes are fractions of the input and stay
+            side = 8 * int(torch.randint(self.train_scales[0] // 8, self.train_scales[1] // 8 + 1, (1,)))
+            images = torch.nn.functional.interpolate(images, size=(side, side), mode="bilinear", antialias=True)
+        return self._loss((images, target), "train")[0]
 
     def _collect(self, batch: DetectionBatch, stage: str, logits: Tensor, boxes: Tensor) -> None:
         _, target = batch
@@ -126,6 +151,8 @@ class FaceDetectorTask(FaceTask):
 
     def validation_step(self, batch: DetectionBatch, batch_idx: int) -> None:
         _, logits, boxes = self._loss(batch, "val")
+        if self.tta_flip:
+            logits, boxes = self.predict_boxes(batch[0])
         self._collect(batch, "val", logits, boxes)
 
     def on_validation_epoch_start(self) -> None:
@@ -139,8 +166,8 @@ class FaceDetectorTask(FaceTask):
     def test_step(self, batch: DetectionBatch, batch_idx: int) -> None:
         images, target = batch
         logits, boxes = self(images)
-        self._collect(batch, "test", logits, boxes)
         loss = self.criterion(logits, boxes, target["label"], target["box"])
+        self._collect(batch, "test", *(self.predict_boxes(images) if self.tta_flip else (logits, boxes)))
         self.log("test_loss", loss, batch_size=len(images), sync_dist=True)
         if len(self._samples) < self.sample_images:
             self._samples.extend(images[: self.sample_images - len(self._samples)].detach().float().cpu())
@@ -241,6 +268,15 @@ class FaceDetectorTask(FaceTask):
         path = self.artifact_path("predictions.csv")
         if path is not None:
             io.write_csv(path, ["file", "score", "face", "x1", "y1", "x2", "y2", "error"], self._predictions)
+
+
+def check_train_scales(scales: Optional[Sequence[int]]) -> Optional[tuple[int, int]]:
+    """``model.train_scales`` as ``(min, max)`` sides, or a ValueError that says what was expected."""
+    if scales is None:
+        return None
+    if len(scales) != 2 or not 16 <= int(scales[0]) <= int(scales[1]) <= 1024:
+        raise ValueError(f"model.train_scales must be [min, max] input sides with 16 <= min <= max <= 1024, got {list(scales)}")
+    return int(scales[0]), int(scales[1])
 
 
 def _image_size(path: str) -> tuple[int, int]:
