@@ -195,7 +195,7 @@ def test_every_tool_that_reads_a_checkpoint_takes_ckpt_path(tool: str, sub: list
 @pytest.mark.parametrize("tool, sub", [("evaluate.py", []), ("explain.py", []), ("detect.py", []), ("export.py", []),
                                        ("gallery.py", ["identify"]),
                                        ("gallery.py", ["split"]), ("baselines.py", []), ("benchmark.py", []),
-                                       ("prepare_crops.py", [])])
+                                       ("prepare_crops.py", []), ("prepare_boxes.py", [])])
 def test_every_tool_that_writes_takes_output_and_a_plain_overwrite_flag(
     tool: str, sub: list[str], capsys: pytest.CaptureFixture
 ) -> None:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from facetorch import ranges
-from facetorch.cli import benchmark, detect, gallery, prepare_crops, prepare_shards, serve, synthetic_faces
+from facetorch.cli import benchmark, detect, gallery, prepare_boxes, prepare_crops, prepare_shards, serve, synthetic_faces
 from facetorch.cli.export import OPSET
 from facetorch.data.datamodule import DATA_VALUES, FaceDataModule
 from facetorch.tasks import EmbeddingTask, FaceClassifierTask, FaceDetectorTask
@@ -45,6 +45,7 @@ TOOLS: dict[str, tuple[Callable[[], argparse.ArgumentParser], list[str]]] = {
     "gallery cluster-set": (_gallery_parser, ["cluster-set", "--images", "i", "--output", "o"]),
     "serve": (serve._parser, ["--gallery", "g.db"]),
     "prepare_crops": (prepare_crops.build_parser, ["--labelme", "l", "--output", "o"]),
+    "prepare_boxes": (prepare_boxes.build_parser, ["--images", "i", "--output", "o"]),
     "prepare_shards": (prepare_shards.build_parser, ["--layout", "identity_folders", "--images", "i", "--output", "o"]),
     "benchmark": (benchmark._parser, ["--task", "scan"]),
     "synthetic_faces": (synthetic_faces.build_parser, ["--output", "o"]),

@@ -205,7 +205,7 @@ def _hand_labelled(folder: Path, teacher_boxes: dict[str, np.ndarray], photos: l
 
 
 @needs_detector
-def test_prepare_boxes_writes_labelme_of_one_face_photos_and_fits_the_mapping(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_prepare_boxes_writes_one_face_photos_and_fits_the_mapping(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from facetorch.recognition.detectors import DlibCNNFaces
 
     photos = _astronaut_photos(tmp_path / "photos", [380, 400, 420, 440, 460, 480, 500, 520])
@@ -218,8 +218,8 @@ def test_prepare_boxes_writes_labelme_of_one_face_photos_and_fits_the_mapping(tm
 
     out = tmp_path / "out"
     summary = prepare_boxes.prepare_boxes(["--images", str(tmp_path / "photos"), "--fit_on", str(tmp_path / "hand"),
-                                           "--output", str(out), "--quiet", "--min_face", "0.1", "--val_fraction", "0.25", "--test_fraction",
-                                           "0.25"])  # fmt: skip
+                                           "--output", str(out), "--quiet", "--min_face", "0.1", "--val_fraction", "0.25",
+                                           "--test_fraction", "0.25"])  # fmt: skip
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == json.loads(json.dumps(summary))
     assert summary["mapping"] == pytest.approx(known.to_dict(), abs=0.02)
     assert summary["fit_photos"] == 4 and summary["val_found"] == 2

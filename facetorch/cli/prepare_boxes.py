@@ -25,7 +25,17 @@ import numpy as np
 
 from facetorch import io
 from facetorch.boxes import paired_iou
-from facetorch.cli.common import add_output, add_quiet, fraction, nonnegative_int, positive_int, run_tool, tool_parser
+from facetorch.cli.common import (
+    add_output,
+    add_quiet,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+    run_tool,
+    tool_parser,
+    upsample,
+)
 from facetorch.data.files import is_image_file
 from facetorch.data.images import read_image
 from facetorch.data.pseudo_boxes import BoxMapping, fit_box_mapping, write_labelme
@@ -46,9 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val_fraction", type=fraction, default=0.15, help="--fit_on split, as data.val_fraction")
     parser.add_argument("--test_fraction", type=fraction, default=0.2, help="--fit_on split, as data.test_fraction")
     parser.add_argument("--split_seed", type=nonnegative_int, default=0, help="--fit_on split, as data.seed")
-    parser.add_argument("--upsample", type=nonnegative_int, default=0,
+    parser.add_argument("--upsample", type=upsample, default=0,
                         help="double the photos this many times before detecting (faces under 80 pixels; ORL needs 1)")
-    parser.add_argument("--min_score", type=float, default=0.0, help="teacher detections below this score are ignored")
+    parser.add_argument("--min_score", type=nonnegative_float, default=0.0,
+                        help="teacher detections scored below this are ignored")
     parser.add_argument("--min_face", type=fraction, default=0.2, help="smallest face side, as a share of the shorter photo side")
     parser.add_argument("--max_per_folder", type=positive_int, default=None,
                         help="at most this many photos of each --images folder (a seeded random choice)")
