@@ -16,6 +16,7 @@ from facetorch.cli import prepare_boxes
 from facetorch.data.annotations import scan_labelme_folder
 from facetorch.data.datamodule import FaceDataModule
 from facetorch.data.pseudo_boxes import BoxMapping, check_extra_train, fit_box_mapping, mixed_weights
+from facetorch.inference.detection import Detector
 from facetorch.losses import DetectionLoss, diou_loss, giou_loss, original_localization
 from facetorch.models import dlib_files
 from facetorch.tasks import FaceDetectorTask
@@ -171,6 +172,12 @@ def test_training_with_every_new_option(tmp_path: Path) -> None:
     assert report["num_samples"] == 5 and 0.0 <= report["mean_iou"] <= 1.0
     (metrics,) = (tmp_path / "run").rglob("metrics.csv")
     assert "train_iou_loss" in metrics.read_text().splitlines()[0]
+    # detect.py and the checkpoint detector flip as the checkpoint says, unless told otherwise.
+    (ckpt,) = (tmp_path / "run").rglob("best.ckpt")
+    frame = np.asarray(Image.open(next(own.glob("*.jpg"))).convert("RGB"))[:, :, ::-1].copy()
+    as_trained, plain = Detector(str(ckpt), device="cpu"), Detector(str(ckpt), device="cpu", tta_flip=False)
+    assert as_trained.task.tta_flip and not plain.task.tta_flip
+    assert as_trained(frame).score != plain(frame).score
 
 
 # ------------------------------------------------------------------------------ the command

@@ -42,14 +42,19 @@ class Detector:
         ckpt_path: A Lightning checkpoint of the detector.
         threshold: A face score at or above this counts as a face.
         device: ``cpu``, ``cuda`` or ``None`` for CUDA when available.
+        tta_flip: Average each frame's detection with its mirror image's (``model.tta_flip``);
+            ``None``: as the checkpoint was trained to be evaluated.
     """
 
-    def __init__(self, ckpt_path: str | Path, threshold: float = 0.5, device: Optional[str] = None) -> None:
+    def __init__(self, ckpt_path: str | Path, threshold: float = 0.5, device: Optional[str] = None,
+                 tta_flip: Optional[bool] = None) -> None:  # fmt: skip
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"--threshold must be in (0, 1), got {threshold}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         loaded = load_task(ckpt_path, FaceDetectorTask, self.device, tool="detect.py")
         self.task = loaded.task
+        if tta_flip is not None:
+            self.task.tta_flip = tta_flip
         self.image_size = loaded.input.image_size
         self.channels = loaded.input.channels
         self.transform = loaded.transform
