@@ -49,8 +49,8 @@ class FaceDetectorTask(FaceTask):
         cls_weight: Weight of the BCE term (0.5 in the original).
         iou_loss: ``giou`` or ``diou`` added beside ``box_loss`` (a sum, ``iou_weight`` times it); ``null``: none.
         iou_weight: Weight of ``iou_loss``.
-        train_scales: ``[min, max]`` side of the training inputs: each batch is resized to a side drawn from
-            this range (multiples of 8; boxes are fractions, so they stay); ``null``: ``data.image_size`` only.
+        train_scales: ``[min, max]`` side of the (square) training inputs: each batch is resized to a side drawn
+            from this range (multiples of 8; boxes are fractions, so they stay); ``null``: ``data.image_size`` only.
         tta_flip: Evaluate and detect on each image and its mirror image, averaging the face logit and
             the box with the mirrored box of the flipped image.
         score_threshold: A face score at or above this predicts "face".
@@ -106,9 +106,9 @@ class FaceDetectorTask(FaceTask):
         """(B, C, H, W) images -> (face logit (B, 1), boxes (B, 4) in [0, 1])."""
         return self.run_model(images)
 
-    def predict_boxes(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """``forward``, or with ``tta_flip`` the mean of the image's and its mirror image's logit and (sorted) box."""
-        logits, boxes = self(images)
+    def predict_boxes(self, images: Tensor, outputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
+        """``forward`` (or its ``outputs``, already computed); with ``tta_flip``, averaged with the mirror image's."""
+        logits, boxes = outputs if outputs is not None else self(images)
         if not self.tta_flip:
             return logits, boxes
         flipped_logits, flipped_boxes = self(torch.flip(images, dims=[-1]))
@@ -136,7 +136,7 @@ class FaceDetectorTask(FaceTask):
     def training_step(self, batch: DetectionBatch, batch_idx: int) -> Tensor:
         images, target = batch
         if self.train_scales is not None:  # one side per batch; the boxes are fractions of the input and stay
-            side = 8 * int(torch.randint(self.train_scales[0] // 8, self.train_scales[1] // 8 + 1, (1,)))
+            side = 8 * int(torch.randint(-(-self.train_scales[0] // 8), self.train_scales[1] // 8 + 1, (1,)))
             images = torch.nn.functional.interpolate(images, size=(side, side), mode="bilinear", antialias=True)
         return self._loss((images, target), "train")[0]
 
@@ -151,9 +151,7 @@ class FaceDetectorTask(FaceTask):
 
     def validation_step(self, batch: DetectionBatch, batch_idx: int) -> None:
         _, logits, boxes = self._loss(batch, "val")
-        if self.tta_flip:
-            logits, boxes = self.predict_boxes(batch[0])
-        self._collect(batch, "val", logits, boxes)
+        self._collect(batch, "val", *self.predict_boxes(batch[0], (logits, boxes)))
 
     def on_validation_epoch_start(self) -> None:
         self._outputs["val"] = []
@@ -167,7 +165,7 @@ class FaceDetectorTask(FaceTask):
         images, target = batch
         logits, boxes = self(images)
         loss = self.criterion(logits, boxes, target["label"], target["box"])
-        self._collect(batch, "test", *(self.predict_boxes(images) if self.tta_flip else (logits, boxes)))
+        self._collect(batch, "test", *self.predict_boxes(images, (logits, boxes)))
         self.log("test_loss", loss, batch_size=len(images), sync_dist=True)
         if len(self._samples) < self.sample_images:
             self._samples.extend(images[: self.sample_images - len(self._samples)].detach().float().cpu())
@@ -274,8 +272,9 @@ def check_train_scales(scales: Optional[Sequence[int]]) -> Optional[tuple[int, i
     """``model.train_scales`` as ``(min, max)`` sides, or a ValueError that says what was expected."""
     if scales is None:
         return None
-    if len(scales) != 2 or not 16 <= int(scales[0]) <= int(scales[1]) <= 1024:
-        raise ValueError(f"model.train_scales must be [min, max] input sides with 16 <= min <= max <= 1024, got {list(scales)}")
+    if len(scales) != 2 or not 16 <= int(scales[0]) <= 8 * (int(scales[1]) // 8) <= 1024:
+        raise ValueError(f"model.train_scales must be [min, max] input sides, 16 <= min <= max <= 1024 with a multiple of 8 "
+                         f"between them, got {list(scales)}")
     return int(scales[0]), int(scales[1])
 
 
