@@ -254,12 +254,15 @@ def _track_options(args: Any) -> Optional[TrackOptions]:
     if args.no_track:
         if args.detect_every is not None:
             raise ValueError("--detect_every moves boxes along face tracks; it cannot go with --no_track (use --every)")
+        if args.decision_delay is not None:
+            raise ValueError("--decision_delay waits for the names of face tracks; it cannot go with --no_track")
         return None
     if args.batch_size != 1:
         raise ValueError(f"--batch_size {args.batch_size} batches frames of per-frame recognition; tracking goes frame by "
                          "frame: add --no_track, or leave --batch_size out")  # fmt: skip
     detect_every = TRACK_DEFAULTS.detect_every if args.detect_every is None else args.detect_every
-    options = TrackOptions(detect_every=detect_every, embed_every=args.embed_every, max_gap=args.max_gap)
+    options = TrackOptions(detect_every=detect_every, embed_every=args.embed_every, max_gap=args.max_gap,
+                           decision_delay=args.decision_delay)  # fmt: skip
     options.check()
     return options
 

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from facetorch import io
+from facetorch.recognition.decision_delay import DecisionDelay, HeldFrame, default_delay
 from facetorch.recognition.evidence import NameEvidence
 from facetorch.recognition.gallery import UNKNOWN
 from facetorch.recognition.pipeline import KNOWN_COLOUR, UNKNOWN_COLOUR, Recognizer, embed_faces
@@ -65,6 +66,9 @@ class TrackOptions:
         sure: Margin above the threshold that names a track from its first face.
         same_person: Least cosine similarity of a face to its track's mean (None: from the matcher, see
             :func:`_same_person`); below it the track is split.
+        decision_delay: Frames a processed frame's rows wait for their tracks' names to settle
+            (:mod:`~facetorch.recognition.decision_delay`); None: the default of the source's kind
+            (video files wait, cameras do not).
     """
 
     detect_every: int = 3
@@ -74,6 +78,7 @@ class TrackOptions:
     confirm: int = 2
     sure: float = 0.0
     same_person: Optional[float] = None
+    decision_delay: Optional[int] = None
 
     def check(self) -> None:
         """Refuse options out of range, with the flag's name.
@@ -82,7 +87,8 @@ class TrackOptions:
             ValueError: a value out of range.
         """
         for flag, value, least in (("--detect_every", self.detect_every, 1), ("--embed_every", self.embed_every, 1),
-                                   ("--max_gap", self.max_gap, 0), ("--confirm", self.confirm, 1)):  # fmt: skip
+                                   ("--max_gap", self.max_gap, 0), ("--confirm", self.confirm, 1),
+                                   ("--decision_delay", self.decision_delay or 0, 0)):  # fmt: skip
             if value < least:
                 raise ValueError(f"{flag} must be {least} or more, got {value}")
         if self.resize <= 1.0:
@@ -153,6 +159,7 @@ class TrackedStream:
         self._landmarks = _landmark_finder(self.recognizer.embedder)
         self._points: dict[int, np.ndarray] = {}
         self._overview: Optional[np.ndarray] = None  # the last frame at 32x32 grey: a cut changes it at once
+        self._cut = False  # the current frame is a cut
 
     def frame(self, index: int, frame_bgr: np.ndarray) -> list[TrackedFace]:
         """The faces of frame ``index`` (BGR), from the tracks."""
@@ -164,6 +171,7 @@ class TrackedStream:
         overview = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
         cut = self._overview is not None and float(np.abs(overview - self._overview).mean()) > CHANGED  # a new scene
         self._overview = overview
+        self._cut = cut
         detect = after_gap or cut or self._processed % self.options.detect_every == 0
         self._processed += 1
         embedded: dict[int, np.ndarray] = {}
@@ -201,6 +209,11 @@ class TrackedStream:
                          "mean_quality": f"{history.quality_sum / history.frames:.3f}",
                          "changes": " ".join(f"{frame}:{name}" for frame, name in evidence.changes)})  # fmt: skip
         return rows
+
+    def name_of(self, track: int) -> tuple[str, float]:
+        """The current name and score of track ``track`` (ended tracks keep their last ones)."""
+        evidence = self.history[track].evidence
+        return evidence.name, float(evidence.score)
 
     # ------------------------------------------------------------------ steps
     def _detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,7 +260,8 @@ class TrackedStream:
         for k, track in enumerate(wanted):
             history = self.history[track.id]
             if history.evidence.embeddings and float(faces[k] @ history.evidence.mean) < self.same_person:
-                abrupt = _thumbnail_change(history.thumbnail, self._thumbnail(track)) > CUT
+                # a cut of the whole frame, or of this face alone: not a bad frame of the same face
+                abrupt = self._cut or _thumbnail_change(history.thumbnail, self._thumbnail(track)) > CUT
                 if not (history.suspect or abrupt):  # one unlike face may be a bad frame (blur, a turn): the next decides
                     history.suspect = True
                     continue
@@ -279,7 +293,7 @@ class TrackedStream:
                         first=index)  # fmt: skip
 
     def _wants_embedding(self, index: int, track: Track, embedded: dict[int, np.ndarray]) -> bool:
-        """New, unknown but near the threshold, in question, resized, changed, due, or embedded already (by the tracker: free)."""
+        """New, unknown but near the threshold, in question, at a cut, resized, changed, due, or embedded already (free)."""
         history = self.history.get(track.id)
         if history is None:
             history = self.history[track.id] = self._new_history(index)
@@ -287,7 +301,7 @@ class TrackedStream:
             return False
         evidence = history.evidence
         near = evidence.name == UNKNOWN and evidence.score >= evidence.threshold - NEAR  # might become a person soon
-        if evidence.embeddings < 2 or near or evidence.deciding or history.suspect or track.detection in embedded:
+        if evidence.embeddings < 2 or near or evidence.deciding or history.suspect or track.detection in embedded or self._cut:
             return True
         side = min(track.box[2] - track.box[0], track.box[3] - track.box[1])
         resized = not 1 / self.options.resize < side / max(history.embedded_side, 1e-9) < self.options.resize
@@ -385,21 +399,34 @@ class TrackedRun:
 
 
 def run_tracked(stream: TrackedStream, source: Source, output: Path, counts: Any, *, max_frames: Optional[int],
-                show: Callable[[np.ndarray], bool], fourcc: str, progress: bool) -> TrackedRun:  # fmt: skip
+                show: Callable[[np.ndarray], bool], fourcc: str, progress: bool, live: bool = False) -> TrackedRun:  # fmt: skip
     """Track the faces of a video or camera: ``recognitions.csv`` (with track and quality), ``tracks.csv``, the video.
 
     ``counts`` gets ``read += 1`` per frame read and ``add(faces)`` per processed frame.
     ``stream.step`` > 1 processes every N-th frame; the others are written with the last faces drawn.
+    The CSV rows and the annotated video wait ``stream.options.decision_delay`` frames for their
+    tracks' names (:class:`~facetorch.recognition.decision_delay.DecisionDelay`; None: the default of
+    the source's kind); ``show`` gets each frame at once, drawn with the names of that moment when ``live``.
     """
     csv_path, tracks_path = output / CSV_NAME, output / TRACKS_NAME
     video_path = output / f"{source.name}_recognized{FOURCC_SUFFIX.get(fourcc, '.mp4')}"
     reader = FrameReader(source, max_frames)
     total = min(filter(None, (max_frames, source.frame_count)), default=None)
+    delay = DecisionDelay(default_delay(source.kind, stream.options.decision_delay), stream.name_of)
     faces: list[TrackedFace] = []
     stopped = False
     seconds = stream.seconds
     with stop_on_signals() as stop_asked, atomic_csv(csv_path, TRACKED_FIELDS) as rows, \
             VideoSink(video_path, source.fps, fourcc) as video:  # fmt: skip
+
+        def write(held: Sequence[HeldFrame]) -> None:
+            for one in held:
+                frame, processed = one.payload
+                if processed:
+                    rows.writerows(face_rows(source.label, one.index, one.faces))
+                    counts.add(one.faces)
+                video.write(draw_tracked(frame, one.faces))
+
         frames = iter(io.progress(reader, "recognize", total=total, enabled=progress))
         while True:
             start = time.perf_counter()
@@ -412,17 +439,19 @@ def run_tracked(stream: TrackedStream, source: Source, output: Path, counts: Any
                 break
             index, frame = item
             counts.read += 1
-            if index % stream.step == 0:
+            processed = index % stream.step == 0
+            if processed:
                 faces = stream.frame(index, frame)
-                rows.writerows(face_rows(source.label, index, faces))
-                counts.add(faces)
             start = time.perf_counter()
-            annotated = draw_tracked(frame, faces)
-            video.write(annotated)
+            write(delay.push(index, faces, (frame, processed)))
+            asked = show(draw_tracked(frame, faces)) if live else False
             seconds["write"] += time.perf_counter() - start
-            if show(annotated):
+            if asked:
                 stopped = True
                 break
+        start = time.perf_counter()
+        write(delay.drain())  # a stop asked still writes what was processed
+        seconds["write"] += time.perf_counter() - start
         track_rows = stream.finish()
         io.write_csv(tracks_path, TRACK_FIELDS, track_rows)
     if reader.lost:
