@@ -78,7 +78,9 @@ def compare_tracking(recognizer: Recognizer, video: str | Path, truth: str | Pat
                     faces: Any = ways[way]([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)])[0]
                     done = [HeldFrame(index, faces)]
                 else:
-                    done = delay.push(index, stream.frame(index, frame))
+                    faces = stream.frame(index, frame)
+                    delay.add(stream.earlier_faces())
+                    done = delay.push(index, faces)
                 seconds[way] += time.perf_counter() - start
                 for held in done:
                     rows[way].extend(face_rows(source.label, held.index, held.faces))

@@ -65,6 +65,19 @@ class DecisionDelay:
             due.append(self._settle(self._held.popleft()))
         return due
 
+    def add(self, earlier: Sequence[tuple[int, Any]]) -> int:
+        """Add faces found later to the frames still held: ``(index, face)`` pairs; returns how many were added.
+
+        A face of a frame released already is dropped (with no delay, every such face is).
+        """
+        held = {one.index: one for one in self._held}
+        added = 0
+        for index, face in earlier:
+            if index in held:
+                held[index].faces = [*held[index].faces, face]
+                added += 1
+        return added
+
     def drain(self) -> list[HeldFrame]:
         """Every frame still held (the stream is over), oldest first."""
         due = [self._settle(held) for held in self._held]

@@ -35,7 +35,8 @@ from facetorch.recognition.streams import (
     stop_on_signals,
     write_png_bgr,
 )
-from facetorch.recognition.tracked import TrackedStream, TrackOptions, run_tracked
+from facetorch.recognition.tracked import TrackedStream, TrackOptions
+from facetorch.recognition.tracked_run import run_tracked
 
 __all__ = ["RecognitionRun", "check_show", "recognize_source"]
 

@@ -19,29 +19,24 @@ are listed; the tracks go on across them.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import cv2
 import numpy as np
 
-from facetorch import io
-from facetorch.recognition.decision_delay import DecisionDelay, HeldFrame, default_delay
+from facetorch.recognition.backfill import Backfill
 from facetorch.recognition.evidence import NameEvidence
 from facetorch.recognition.gallery import UNKNOWN
 from facetorch.recognition.pipeline import KNOWN_COLOUR, UNKNOWN_COLOUR, Recognizer, embed_faces
 from facetorch.recognition.quality import MAX_OFFSET, face_quality, pose_offset
-from facetorch.recognition.results import CSV_NAME, TRACKED_FIELDS, face_rows
-from facetorch.recognition.streams import FOURCC_SUFFIX, FrameReader, Source, VideoSink, atomic_csv, draw_label, stop_on_signals
+from facetorch.recognition.streams import draw_label
 from facetorch.recognition.track_threshold import track_rule
 from facetorch.recognition.tracking import FaceTracker, Track, flow_boxes
 
-__all__ = ["TRACKS_NAME", "TRACK_FIELDS", "TrackOptions", "TrackedFace", "TrackedRun", "TrackedStream", "draw_tracked",
-           "run_tracked"]  # fmt: skip
+__all__ = ["TRACKS_NAME", "TRACK_FIELDS", "TrackOptions", "TrackedFace", "TrackedStream", "draw_tracked"]
 
 TRACKS_NAME = "tracks.csv"
 SAME_PERSON_MARGIN = 0.05
@@ -160,6 +155,8 @@ class TrackedStream:
         self._points: dict[int, np.ndarray] = {}
         self._overview: Optional[np.ndarray] = None  # the last frame at 32x32 grey: a cut changes it at once
         self._cut = False  # the current frame is a cut
+        self._backfill = Backfill(self.options.detect_every - 1)
+        self._earlier: list[tuple[int, TrackedFace]] = []
 
     def frame(self, index: int, frame_bgr: np.ndarray) -> list[TrackedFace]:
         """The faces of frame ``index`` (BGR), from the tracks."""
@@ -178,21 +175,41 @@ class TrackedStream:
         self._points = {}  # this frame's landmarks by detection, from the embedder's alignment
         self._grey = grey
         self.seconds["track"] += time.perf_counter() - start
+        self._earlier = []
+        if after_gap or cut:
+            self._backfill.forget()
         if detect:
             boxes, scores = self._detect(rgb)
             embed = self._embedder(rgb, boxes, embedded)
             start, embedding = time.perf_counter(), self.seconds["embed"]
             seen = self.tracker.update(index, boxes, scores, embed)
+            new = [t.id for t in seen if t.first_frame == index]  # before _learn: a split piece was on screen as its old track
             self.seconds["track"] += time.perf_counter() - start - (self.seconds["embed"] - embedding)  # embed: own stage
             self._learn(index, rgb, grey, boxes, seen, embed, embedded)
+            start = time.perf_counter()
+            self._trace_back(grey, [t for t in self.tracker.visible if t.id in new])
+            self.seconds["track"] += time.perf_counter() - start
         else:
             start = time.perf_counter()
             visible = self.tracker.visible
-            moved = flow_boxes(self._previous, grey, [t.box for t in visible]) if visible else []  # type: ignore[arg-type]
+            # the points start where the face was in the previous frame, not where the filter predicts it now
+            starts = [t.box if t.previous_box is None else t.previous_box for t in visible]
+            moved = flow_boxes(self._previous, grey, starts) if visible else []  # type: ignore[arg-type]
             self.tracker.follow({t.id: box for t, box in zip(visible, moved)})
             self.seconds["track"] += time.perf_counter() - start
         self._previous, self._previous_index = grey, index
-        return self._faces(index, grey)
+        faces = self._faces(index, grey)
+        if not detect:
+            self._backfill.remember(index, grey, [face.box for face in faces])
+        return faces
+
+    def earlier_faces(self) -> list[tuple[int, TrackedFace]]:
+        """Faces of earlier frames found by the last :meth:`frame`: new tracks followed back (see :mod:`.backfill`).
+
+        Only a caller that still holds those frames' rows can use them (a decision delay); the
+        tracks' frame counts include them either way.
+        """
+        return self._earlier
 
     def finish(self) -> list[dict[str, Any]]:
         """End every track; the rows of ``tracks.csv`` (see :data:`TRACK_FIELDS`), in order of the track ids."""
@@ -318,6 +335,18 @@ class TrackedStream:
             return None
         return cv2.resize(grey[y1:y2, x1:x2], (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
 
+    def _trace_back(self, grey: np.ndarray, new: list[Track]) -> None:
+        """Follow each new track's box back through the frames since the last detection; then forget those frames."""
+        for track in new:
+            history = self.history[track.id]
+            for earlier, box, picture in self._backfill.trace(grey, track.box):
+                quality = face_quality(picture, box) * history.pose
+                history.first, history.frames, history.quality_sum = earlier, history.frames + 1, history.quality_sum + quality
+                self._earlier.append((earlier, TrackedFace(tuple(float(v) for v in box), track.detection_score,  # type: ignore[arg-type]
+                                                           history.evidence.name, float(history.evidence.score), track.id,
+                                                           quality)))  # fmt: skip
+        self._backfill.forget()
+
     def _faces(self, index: int, grey: np.ndarray) -> list[TrackedFace]:
         start = time.perf_counter()
         faces = []
@@ -384,89 +413,3 @@ def draw_tracked(frame_bgr: np.ndarray, faces: Sequence[TrackedFace]) -> np.ndar
     for face in faces:
         draw_label(out, face.box, f"#{face.track} {face.name} {face.score:.2f}", KNOWN_COLOUR if face.known else UNKNOWN_COLOUR)
     return out
-
-
-@dataclass
-class TrackedRun:
-    """What :func:`run_tracked` did: the file written, whether it stopped early, the frames lost, the tracks."""
-
-    written: Path
-    stopped: bool
-    lost_frames: list[int]
-    ended_early: bool
-    tracks: int
-    tracks_csv: Path
-
-
-def run_tracked(stream: TrackedStream, source: Source, output: Path, counts: Any, *, max_frames: Optional[int],
-                show: Callable[[np.ndarray], bool], fourcc: str, progress: bool, live: bool = False) -> TrackedRun:  # fmt: skip
-    """Track the faces of a video or camera: ``recognitions.csv`` (with track and quality), ``tracks.csv``, the video.
-
-    ``counts`` gets ``read += 1`` per frame read and ``add(faces)`` per processed frame.
-    ``stream.step`` > 1 processes every N-th frame; the others are written with the last faces drawn.
-    The CSV rows and the annotated video wait ``stream.options.decision_delay`` frames for their
-    tracks' names (:class:`~facetorch.recognition.decision_delay.DecisionDelay`; None: the default of
-    the source's kind); ``show`` gets each frame at once, drawn with the names of that moment when ``live``.
-    """
-    csv_path, tracks_path = output / CSV_NAME, output / TRACKS_NAME
-    video_path = output / f"{source.name}_recognized{FOURCC_SUFFIX.get(fourcc, '.mp4')}"
-    reader = FrameReader(source, max_frames)
-    total = min(filter(None, (max_frames, source.frame_count)), default=None)
-    delay = DecisionDelay(default_delay(source.kind, stream.options.decision_delay), stream.name_of)
-    faces: list[TrackedFace] = []
-    stopped = False
-    seconds = stream.seconds
-    with stop_on_signals() as stop_asked, atomic_csv(csv_path, TRACKED_FIELDS) as rows, \
-            VideoSink(video_path, source.fps, fourcc) as video:  # fmt: skip
-
-        def write(held: Sequence[HeldFrame]) -> None:
-            for one in held:
-                frame, processed = one.payload
-                if processed:
-                    rows.writerows(face_rows(source.label, one.index, one.faces))
-                    counts.add(one.faces)
-                video.write(draw_tracked(frame, one.faces))
-
-        frames = iter(io.progress(reader, "recognize", total=total, enabled=progress))
-        while True:
-            start = time.perf_counter()
-            item = next(frames, None)
-            seconds["read"] += time.perf_counter() - start
-            if item is None:
-                break
-            if stop_asked():
-                stopped = True
-                break
-            index, frame = item
-            counts.read += 1
-            processed = index % stream.step == 0
-            if processed:
-                faces = stream.frame(index, frame)
-            start = time.perf_counter()
-            write(delay.push(index, faces, (frame, processed)))
-            asked = show(draw_tracked(frame, faces)) if live else False
-            seconds["write"] += time.perf_counter() - start
-            if asked:
-                stopped = True
-                break
-        start = time.perf_counter()
-        write(delay.drain())  # a stop asked still writes what was processed
-        seconds["write"] += time.perf_counter() - start
-        track_rows = stream.finish()
-        io.write_csv(tracks_path, TRACK_FIELDS, track_rows)
-    if reader.lost:
-        print(f"gallery.py: {len(reader.lost)} frame(s) of {source.label} could not be read: {_ranges(reader.lost)}"
-              + (" (the stream ended early)" if reader.ended_early else ""), file=sys.stderr)  # fmt: skip
-    return TrackedRun(video_path if video.frames else output, stopped, reader.lost, reader.ended_early, len(track_rows),
-                      tracks_path)  # fmt: skip
-
-
-def _ranges(indices: Sequence[int]) -> str:
-    """``3, 7-9`` for [3, 7, 8, 9]."""
-    parts, start = [], None
-    for k, value in enumerate(indices):
-        start = value if start is None else start
-        if k + 1 == len(indices) or indices[k + 1] != value + 1:
-            parts.append(str(start) if start == value else f"{start}-{value}")
-            start = None
-    return ", ".join(parts)
