@@ -66,7 +66,7 @@ class TrackOptions:
             (video files wait, cameras do not).
     """
 
-    detect_every: int = 3
+    detect_every: int = 4
     embed_every: int = 15
     max_gap: int = 15
     resize: float = 1.3
