@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from facetorch.cli import gallery as gallery_cli
@@ -116,3 +117,72 @@ def test_the_command_says_its_delay_and_refuses_one_without_tracks(
     line = error_line([*base, "--output", str(tmp_path / "o"), "--decision_delay=-1"], capsys)
     assert "--decision_delay" in line and "integer >= 0" in line, line
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------- moving textured faces
+
+
+def textured(colour: tuple[int, int, int], side: int, seed: int) -> np.ndarray:
+    """A square face of ``colour`` with a fixed texture (flow needs one), bright enough for the square detector."""
+    shade = cv2.GaussianBlur(np.random.default_rng(seed).uniform(0.6, 1.0, (side, side)), (3, 3), 0)
+    return (shade[..., None] * np.array(colour, dtype=float)).clip(0, 255).astype(np.uint8)
+
+
+def scene(faces: list[tuple[np.ndarray, int, int]], size: tuple[int, int] = (96, 160)) -> np.ndarray:
+    out = np.zeros((*size, 3), np.uint8)
+    for face, x, y in faces:
+        out[y : y + face.shape[0], x : x + face.shape[1]] = face
+    return out
+
+
+def test_boxes_between_detections_stay_on_a_face_moving_at_constant_speed(gallery_file: Path, tmp_path: Path) -> None:
+    # The flow starts where the face was in the previous frame; starting from the filter's prediction moved it twice.
+    red = textured(COLOURS["red"], 30, 0)
+    video = write_video(tmp_path / "walk.avi", [scene([(red, 4 + 6 * i, 30)]) for i in range(16)])
+    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(open_gallery(gallery_file), 0.9))
+    recognize_source(recognizer, str(video), tmp_path / "out", fourcc="MJPG", progress=False,
+                     track=TrackOptions(detect_every=4, decision_delay=0))  # fmt: skip
+    rows = read_csv(tmp_path / "out" / "recognitions.csv")
+    assert [int(r["frame"]) for r in rows] == list(range(16)) and {r["name"] for r in rows} == {"red"}
+    errors = [abs(float(r["x1"]) - (4 + 6 * int(r["frame"]))) for r in rows]
+    assert max(errors) < 2.0, errors
+
+
+def test_a_face_that_walks_in_between_detections_gets_the_frames_before_it_was_found(
+    gallery_file: Path, tmp_path: Path
+) -> None:
+    red, blue = textured(COLOURS["red"], 28, 1), textured(COLOURS["blue"], 28, 2)
+    frames = [scene([(red, 10, 10)] + ([(blue, 60 + 4 * i, 50)] if i >= 1 else [])) for i in range(9)]
+    video = write_video(tmp_path / "enter.avi", frames)
+    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(open_gallery(gallery_file), 0.9))
+    found = {}
+    for delay in (0, 6):
+        out = tmp_path / f"out{delay}"
+        recognize_source(recognizer, str(video), out, fourcc="MJPG", progress=False,
+                         track=TrackOptions(detect_every=3, decision_delay=delay))  # fmt: skip
+        rows = read_csv(out / "recognitions.csv")
+        assert [int(r["frame"]) for r in rows] == sorted(int(r["frame"]) for r in rows)  # frame order, backfill included
+        found[delay] = [r for r in rows if r["name"] == "blue"]
+        tracks = {t["name"]: t for t in read_csv(out / "tracks.csv")}
+        assert int(tracks["blue"]["frames"]) == len(found[delay]) and tracks["blue"]["first_frame"] == found[delay][0]["frame"]
+    assert [int(r["frame"]) for r in found[0]] == list(range(3, 9))  # live: found at the detection frame 3
+    assert [int(r["frame"]) for r in found[6]] == list(range(1, 9))  # held: followed back to frames 1 and 2
+    assert all(abs(float(r["x1"]) - (60 + 4 * int(r["frame"]))) < 2.0 for r in found[6])
+
+
+def test_backfill_stops_where_the_face_was_still_walking_in_or_behind_another() -> None:
+    from facetorch.recognition.backfill import Backfill
+
+    face = textured((200, 200, 200), 30, 3)[..., 0]
+    pictures = [np.zeros((80, 120), np.uint8) for _ in range(3)]
+    for k, x in enumerate((-12, 0, 12)):  # enters from the left: 40% inside at frame 0, whole at 1 and 2
+        pictures[k][20:50, max(x, 0) : x + 30] = face[:, max(-x, 0) :]
+    backfill = Backfill(frames=2)
+    backfill.remember(0, pictures[0], [])
+    backfill.remember(1, pictures[1], [])
+    traced = backfill.trace(pictures[2], (12.0, 20.0, 42.0, 50.0))
+    assert [index for index, _, _ in traced] == [1] and abs(traced[0][1][0] - 0.0) < 1.5  # frame 0: mostly outside
+    assert backfill.trace(pictures[2], (12.0, 20.0, 42.0, 50.0), after=1) == []  # frame 1 is written already
+    backfill.forget()
+    backfill.remember(1, pictures[1], [(2.0, 22.0, 30.0, 52.0)])  # another face's box there: it was behind that one
+    assert backfill.trace(pictures[2], (12.0, 20.0, 42.0, 50.0)) == []

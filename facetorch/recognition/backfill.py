@@ -54,11 +54,16 @@ class Backfill:
         """Drop the remembered frames (after a detection frame, a cut or lost frames: flow cannot reach back past them)."""
         self._recent.clear()
 
-    def trace(self, grey: np.ndarray, box: Box) -> list[tuple[int, Box, np.ndarray]]:
-        """``box`` of ``grey`` followed back through the remembered frames while it holds: (index, box, grey), newest first."""
+    def trace(self, grey: np.ndarray, box: Box, after: float = float("-inf")) -> list[tuple[int, Box, np.ndarray]]:
+        """``box`` of ``grey`` followed back through the remembered frames while it holds: (index, box, grey), newest first.
+
+        Only frames with an index above ``after`` are reached (those whose rows are not written yet).
+        """
         out: list[tuple[int, Box, np.ndarray]] = []
         later, current = grey, box
         for recent in reversed(self._recent):
+            if recent.index <= after:
+                break
             moved = flow_boxes(later, recent.grey, [current])[0]
             if moved is None or _inside(moved, recent.grey.shape) < MIN_INSIDE:
                 break

@@ -62,6 +62,7 @@ def compare_tracking(recognizer: Recognizer, video: str | Path, truth: str | Pat
     ways = {"per_frame": _fresh(recognizer), "tracked": _fresh(recognizer)}
     stream = TrackedStream(ways["tracked"], options)
     delay = DecisionDelay(default_delay("video", options.decision_delay), stream.name_of)  # a file: its rows may wait
+    stream.hold = delay.frames
     seconds = {"per_frame": 0.0, "tracked": 0.0}
     rows: dict[str, list[dict[str, Any]]] = {"per_frame": [], "tracked": []}
     source = open_source(str(video))

@@ -131,11 +131,14 @@ class TrackedStream:
         recognizer: Its detector, embedder and matcher are used one by one.
         options: The tracking options.
         step: Frames of the source from one processed frame to the next (``--every``).
+        hold: Frames of the source the caller holds rows before writing them (its decision delay):
+            a new track's face is followed back only into frames still held (:meth:`earlier_faces`).
     """
 
     recognizer: Recognizer
     options: TrackOptions = field(default_factory=TrackOptions)
     step: int = 1
+    hold: int = 0
 
     def __post_init__(self) -> None:
         self.options.check()
@@ -187,7 +190,7 @@ class TrackedStream:
             self.seconds["track"] += time.perf_counter() - start - (self.seconds["embed"] - embedding)  # embed: own stage
             self._learn(index, rgb, grey, boxes, seen, embed, embedded)
             start = time.perf_counter()
-            self._trace_back(grey, [t for t in self.tracker.visible if t.id in new])
+            self._trace_back(index, grey, [t for t in self.tracker.visible if t.id in new])
             self.seconds["track"] += time.perf_counter() - start
         else:
             start = time.perf_counter()
@@ -335,11 +338,11 @@ class TrackedStream:
             return None
         return cv2.resize(grey[y1:y2, x1:x2], (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
 
-    def _trace_back(self, grey: np.ndarray, new: list[Track]) -> None:
-        """Follow each new track's box back through the frames since the last detection; then forget those frames."""
+    def _trace_back(self, index: int, grey: np.ndarray, new: list[Track]) -> None:
+        """Follow each new track's box back through the frames since the last detection still held; then forget them."""
         for track in new:
             history = self.history[track.id]
-            for earlier, box, picture in self._backfill.trace(grey, track.box):
+            for earlier, box, picture in self._backfill.trace(grey, track.box, after=index - self.hold):
                 quality = face_quality(picture, box) * history.pose
                 history.first, history.frames, history.quality_sum = earlier, history.frames + 1, history.quality_sum + quality
                 self._earlier.append((earlier, TrackedFace(tuple(float(v) for v in box), track.detection_score,  # type: ignore[arg-type]

@@ -53,6 +53,7 @@ def run_tracked(stream: TrackedStream, source: Source, output: Path, counts: Any
     reader = FrameReader(source, max_frames)
     total = min(filter(None, (max_frames, source.frame_count)), default=None)
     delay = DecisionDelay(default_delay(source.kind, stream.options.decision_delay), stream.name_of)
+    stream.hold = delay.frames
     faces: list[TrackedFace] = []
     stopped = False
     seconds = stream.seconds
