@@ -39,7 +39,8 @@ detector (or ``--detector``), and names it or answers ``unknown``; it writes ann
 an annotated video and recognitions.csv (source,frame,x1,y1,x2,y2,name,score), and prints a
 JSON summary with frames/s and faces/s as the last line. A video or a camera is tracked (unless
 ``--no_track``): the detector runs every ``--detect_every`` frames, each track is named from all
-its faces so far, and the CSV adds ``track`` and ``quality`` (docs/video.md). Without ``--config`` / ``--ckpt_path``
+its faces so far, a video file's rows wait ``--decision_delay`` frames for their tracks' names, and
+the CSV adds ``track`` and ``quality`` (docs/video.md). Without ``--config`` / ``--ckpt_path``
 it uses the model the gallery records. ``verify`` uses the pair threshold calibrated at
 validation and stored in the checkpoint; ``identify``, ``evaluate`` and ``recognize`` use the
 gallery's open-set threshold, calibrated on the enrolled people at each enrolment (see
