@@ -1,4 +1,5 @@
-"""The decision delay of tracked video: rows wait a bounded number of frames and carry their tracks' settled names.
+"""Tracked video, this wave's second pass: the decision delay (rows wait a bounded number of frames and carry their
+tracks' settled names), faces followed back into held frames, flow that starts from the previous frame, and cuts.
 
 The toy detector and embedder of tests/test_recognition.py (coloured squares on black; a square's
 colour is its identity) keep every test in milliseconds.
@@ -186,3 +187,15 @@ def test_backfill_stops_where_the_face_was_still_walking_in_or_behind_another() 
     backfill.forget()
     backfill.remember(1, pictures[1], [(2.0, 22.0, 30.0, 52.0)])  # another face's box there: it was behind that one
     assert backfill.trace(pictures[2], (12.0, 20.0, 42.0, 50.0)) == []
+
+
+def test_an_unlike_face_at_a_cut_of_the_whole_frame_splits_its_track_at_once(gallery_file: Path, tmp_path: Path) -> None:
+    # ORL's cuts: the frame changes at once by more than 20 grey levels, the face's thumbnail by less than 40
+    odd = (70, 150, 20)  # unlike red as an embedding, close in grey
+    frames = [picture([(COLOURS["red"], 3, 3, 90)], (96, 96))] * 4 + [picture([(odd, 3, 3, 90)], (96, 96))] * 5
+    recognizer = Recognizer(ColourEmbedder(), SquareDetector(), OpenSetMatcher(open_gallery(gallery_file), 0.9))
+    recognize_source(recognizer, str(write_video(tmp_path / "cut.avi", frames)), tmp_path / "out", fourcc="MJPG",
+                     progress=False, track=TrackOptions(detect_every=3, embed_every=100, same_person=0.5,
+                                                        decision_delay=0))  # fmt: skip
+    rows = read_csv(tmp_path / "out" / "recognitions.csv")
+    assert [(r["name"], r["track"]) for r in rows] == [("red", "1")] * 4 + [("unknown", "2")] * 5
