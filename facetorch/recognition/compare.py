@@ -40,7 +40,9 @@ def compare_tracking(recognizer: Recognizer, video: str | Path, truth: str | Pat
 
     Each frame is given to both ways, in alternating order, each timed alone, so a busy machine
     slows both alike; the annotated video is not drawn (the same cost for both ways in
-    ``gallery.py recognize``). The frames/s are those of the recognition itself.
+    ``gallery.py recognize``). The frames/s are those of the recognition itself. The tracked rows
+    wait for a video file's decision delay (``options.decision_delay``, else its default), as
+    ``gallery.py recognize``'s do, inside the tracked clock.
 
     Args:
         recognizer: The detector, embedder and matcher both ways use.
