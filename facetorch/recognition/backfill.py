@@ -22,7 +22,7 @@ from facetorch.recognition.tracking import Box, flow_boxes
 
 __all__ = ["Backfill", "RecentFrame"]
 
-MIN_INSIDE = 0.8  # share of a box's area that must lie inside the picture (the truth of a test video wants 70% visible)
+MIN_INSIDE = 0.5  # share of a box's area that must lie inside the picture (dlib's detector finds faces half outside)
 MAX_OVERLAP = 0.3  # IoU with a face the frame has already, above which the box is not that face's own
 
 

@@ -185,8 +185,10 @@ class TrackedStream:
             boxes, scores = self._detect(rgb)
             embed = self._embedder(rgb, boxes, embedded)
             start, embedding = time.perf_counter(), self.seconds["embed"]
+            followed = {t.id for t in self.tracker.visible}
             seen = self.tracker.update(index, boxes, scores, embed)
-            new = [t.id for t in seen if t.first_frame == index]  # before _learn: a split piece was on screen as its old track
+            # new tracks and lost ones found again (before _learn: a split piece was on screen as its old track)
+            new = [t.id for t in seen if t.id not in followed]
             self.seconds["track"] += time.perf_counter() - start - (self.seconds["embed"] - embedding)  # embed: own stage
             self._learn(index, rgb, grey, boxes, seen, embed, embedded)
             start = time.perf_counter()
@@ -344,7 +346,8 @@ class TrackedStream:
             history = self.history[track.id]
             for earlier, box, picture in self._backfill.trace(grey, track.box, after=index - self.hold):
                 quality = face_quality(picture, box) * history.pose
-                history.first, history.frames, history.quality_sum = earlier, history.frames + 1, history.quality_sum + quality
+                history.first, history.frames = min(history.first, earlier), history.frames + 1
+                history.quality_sum += quality
                 self._earlier.append((earlier, TrackedFace(tuple(float(v) for v in box), track.detection_score,  # type: ignore[arg-type]
                                                            history.evidence.name, float(history.evidence.score), track.id,
                                                            quality)))  # fmt: skip
