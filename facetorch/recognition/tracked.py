@@ -11,7 +11,11 @@
   ``embed_every`` frames; each embedding is weighted by the face's quality
   (:mod:`~facetorch.recognition.quality`) in the track's mean, which names the track
   (:mod:`~facetorch.recognition.evidence`);
-- each visible track gets a row: its box, name, score, track id and the face's quality.
+- each visible track gets a row: its box, name, score, track id and the face's quality;
+- a track that starts (or is found again) at a detection frame is followed back into the frames
+  since the last one that the caller still holds (:meth:`TrackedStream.earlier_faces`), and the
+  caller's decision delay (:mod:`~facetorch.recognition.decision_delay`) gives held rows the names
+  their tracks settle on.
 
 Frames that cannot be read keep their index (``frame`` counts every frame of the source) and
 are listed; the tracks go on across them.
@@ -209,10 +213,10 @@ class TrackedStream:
         return faces
 
     def earlier_faces(self) -> list[tuple[int, TrackedFace]]:
-        """Faces of earlier frames found by the last :meth:`frame`: new tracks followed back (see :mod:`.backfill`).
+        """Faces of earlier frames found by the last :meth:`frame`: ``(index, face)`` of new or found-again tracks.
 
-        Only a caller that still holds those frames' rows can use them (a decision delay); the
-        tracks' frame counts include them either way.
+        Their boxes are followed back (:mod:`~facetorch.recognition.backfill`) only into the frames
+        the caller still holds (``hold``); the tracks' frame counts include them.
         """
         return self._earlier
 
