@@ -184,6 +184,36 @@ def test_a_graph_index_marks_removed_rows_and_is_rebuilt_when_many_go(tmp_path: 
         assert len(gallery.refresh()) == 140
 
 
+@pytest.mark.parametrize("exact_rows", [65_536, 50])
+def test_the_index_holds_each_persons_rows_as_the_store_does(tmp_path: Path, exact_rows: int) -> None:
+    """Identify re-ranks from the index's memory: every person's rows there are the store's, through every change."""
+
+    def agree(gallery: FaceGallery) -> None:
+        index = gallery.refresh()
+        people = np.unique(index.person_of[index.person_of > 0])
+        ours, theirs = index.rows_of_people(people), gallery.store.rows_of_people(people)
+        assert sorted(zip(ours.ids.tolist(), ours.people.tolist())) == sorted(zip(theirs.ids.tolist(), theirs.people.tolist()))
+        order_ours, order_theirs = np.argsort(ours.ids), np.argsort(theirs.ids)
+        assert np.array_equal(ours.embeddings[order_ours], theirs.embeddings[order_theirs])
+
+    path = tmp_path / "g.db"
+    with new_gallery(path, people=40, exact_rows=exact_rows) as gallery:
+        agree(gallery)  # the person sort made here
+        names, rows, files = people_rows(3, 2, start=40)
+        gallery.add_many(names, rows, files)
+        gallery.add("person_00001", FACES.images(np.array([1]), 1, shot=3), ["person_00001/late.jpg"])  # a later image
+        agree(gallery)  # rows added since the sort
+        gone = gallery.store.person_ids(["person_00002"])["person_00002"]
+        gallery.remove("person_00002")
+        gallery.remove_file("person_00003/0.jpg")
+        agree(gallery)
+        assert len(gallery.refresh().rows_of_people(np.array([gone]))) == 0
+        gallery.index_info()
+        gallery.save_index()
+    with open_gallery(path, exact_rows=exact_rows) as gallery:  # positions read again from the saved index
+        agree(gallery)
+
+
 # ---------------------------------------------------------------------------------------------- .npz, migration
 
 

@@ -120,7 +120,8 @@ def compare(gallery: Any, population: Population, probes: np.ndarray, repeats: i
 
     searches = {"ours": lambda q: gallery.identify(q, 0.0), "numpy_matmul": lambda q: (q @ rows.T).argmax(axis=1),
                 "faiss_index_flat_ip": lambda q: flat.search(q, 1)}  # fmt: skip
-    batch_64 = _alternating(searches, probes, 64, 320, repeats)
+    walk = {"ours_index_search_only": gallery.nearest_rows}  # identify's walk (or scan) alone, without the re-ranking
+    batch_64 = _alternating({**searches, **walk}, probes, 64, 320, repeats)
     batch_1 = _alternating({**searches, "faiss_index_flat_ip_one_thread": flat_one_thread}, probes, 1, 20, repeats)
     exact, _ = exact_answers(rows, population.per_person, probes)
     answers = [name for name, _ in gallery.identify(probes, 0.0)]

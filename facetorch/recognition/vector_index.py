@@ -42,6 +42,7 @@ BUILD_EF = 40  # HNSW candidates while inserting
 DEAD_SHARE = 0.1  # rebuild the graph once this share of its rows is removed
 MAGIC = b"FTGIDX02"
 SMALL_BATCH = 16  # fewer queries than this are searched on one thread
+RESORT_ROWS = 65_536  # rows added since the person sort after which it is made again
 
 
 def _faiss() -> Any:
@@ -85,10 +86,10 @@ def search_ef(rows: int) -> tuple[int, int]:
 
     Recall@1 against exact search on face-like embeddings (M=32, efConstruction=40, the people of
     the 32 rows found re-ranked over all their rows): at 2 x 10^5 rows 0.990 at 128 candidates; at
-    2 x 10^6 rows 0.990 at 512 and 0.9935 at 768 (docs/database.md). So: 160 up to 250,000 rows,
-    512 up to 10^6, 768 above. Calibration asks half as many.
+    2 x 10^6 rows 0.9895 / 0.991 / 0.993 / 0.994 at 512 / 576 / 640 / 768 (docs/database.md). So:
+    160 up to 250,000 rows, 512 up to 10^6, 640 up to 2.5 x 10^6, 768 above. Calibration asks half as many.
     """
-    ef = 160 if rows <= 250_000 else 512 if rows <= 1_000_000 else 768
+    ef = 160 if rows <= 250_000 else 512 if rows <= 1_000_000 else 640 if rows <= 2_500_000 else 768
     return ef, max(64, ef // 2)
 
 
@@ -104,6 +105,9 @@ class VectorIndex:
         self.dim = int(dim)
         self.exact_rows = int(exact_rows)
         self.person_of = np.zeros(1024, np.int64)
+        self.position_of = np.full(1024, -1, np.int64)  # id -> the row's place in the index's storage, -1: none
+        self._by_person: Optional[tuple[np.ndarray, np.ndarray]] = None  # (people sorted, their ids), made on demand
+        self._recent: dict[int, list[int]] = {}  # person -> ids added since _by_person was made
         self.version = -1  # the store version the rows reflect
         self.uid = ""
         self.dead = 0  # removed rows the graph still holds
@@ -158,6 +162,7 @@ class VectorIndex:
         self.dead, self._ids = 0, None
         for ids, vectors in parts:
             self.index.add_with_ids(vectors, ids)
+        self._place_rows()
 
     def start_graph(self) -> None:
         """Start empty as a graph (a bulk build of many rows from a store)."""
@@ -168,18 +173,75 @@ class VectorIndex:
         """Add rows whose ids are not there yet; returns how many."""
         if not len(rows):
             return 0
-        top = int(rows.ids.max())
-        if top >= len(self.person_of):
-            grown = np.zeros(max(top + 1, 2 * len(self.person_of)), np.int64)
-            grown[: len(self.person_of)] = self.person_of
-            self.person_of = grown
+        self._grow(int(rows.ids.max()))
         new = self.person_of[rows.ids] == 0
         if not new.any():
             return 0
-        self.index.add_with_ids(np.ascontiguousarray(rows.embeddings[new], np.float32), rows.ids[new].astype(np.int64))
+        ids, people = rows.ids[new].astype(np.int64), rows.people[new].astype(np.int64)
+        start = int(self.index.ntotal)
+        self.index.add_with_ids(np.ascontiguousarray(rows.embeddings[new], np.float32), ids)
         self._ids = None
-        self.person_of[rows.ids[new]] = rows.people[new]
+        self.person_of[ids] = people
+        self.position_of[ids] = np.arange(start, start + len(ids))
+        if self._by_person is not None:
+            for person, row in zip(people.tolist(), ids.tolist()):
+                self._recent.setdefault(person, []).append(row)
+            if sum(map(len, self._recent.values())) > max(RESORT_ROWS, len(self) // 20):
+                self._by_person, self._recent = None, {}  # sorted again at the next search
         return int(new.sum())
+
+    def _grow(self, top: int) -> None:
+        """Room in the id-indexed maps for ids up to ``top``."""
+        if top < len(self.person_of):
+            return
+        size = max(top + 1, 2 * len(self.person_of))
+        self.person_of = np.concatenate([self.person_of, np.zeros(size - len(self.person_of), np.int64)])
+        self.position_of = np.concatenate([self.position_of, np.full(size - len(self.position_of), -1, np.int64)])
+
+    def _place_rows(self) -> None:
+        """Read each id's place in the storage again (after the storage was compacted or rebuilt)."""
+        ids = _faiss().vector_to_array(self.index.id_map).astype(np.int64)
+        self._grow(int(ids.max()) if len(ids) else 0)
+        self.position_of[:] = -1
+        self.position_of[ids] = np.arange(len(ids))
+
+    def _storage(self) -> np.ndarray:
+        """The stored vectors by place, (ntotal, dim) float32: a view, valid until the index changes."""
+        faiss = _faiss()
+        inner = faiss.downcast_index(self.index.index)
+        storage = faiss.downcast_index(inner.storage) if self.graph else inner
+        total = int(self.index.ntotal)
+        if not total:
+            return np.empty((0, self.dim), np.float32)
+        return np.asarray(faiss.rev_swig_ptr(storage.get_xb(), total * self.dim)).reshape(total, self.dim)
+
+    def rows_of_people(self, people: np.ndarray) -> Rows:
+        """Every live row of these people, from memory (ids, people, vectors as copies).
+
+        The people's ids are found in a sort of the person map (made once, then kept up to date
+        by the rows added since), their vectors in the index's own storage: no read of the store.
+        """
+        people = np.unique(np.asarray(people, np.int64).ravel())
+        people = people[people > 0]
+        if not len(people):
+            return Rows.empty(self.dim)
+        if self._by_person is None:
+            live = np.flatnonzero(self.person_of)
+            order = np.argsort(self.person_of[live], kind="stable")
+            self._by_person, self._recent = (self.person_of[live][order], live[order]), {}
+        sorted_people, sorted_ids = self._by_person
+        low, high = np.searchsorted(sorted_people, people, "left"), np.searchsorted(sorted_people, people, "right")
+        counts = high - low
+        picks = np.repeat(low - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        ids, owners = sorted_ids[picks], np.repeat(people, counts)
+        if self._recent:
+            extra = [(row, person) for person in people.tolist() for row in self._recent.get(person, ())]
+            if extra:
+                ids = np.concatenate([ids, np.asarray([row for row, _ in extra], np.int64)])
+                owners = np.concatenate([owners, np.asarray([person for _, person in extra], np.int64)])
+        live = self.person_of[ids] == owners  # removed rows (person 0 now) are passed over
+        ids = ids[live]
+        return Rows(ids, self.person_of[ids], self._storage()[self.position_of[ids]])
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove rows by id (ids not there are passed over); returns how many."""
@@ -193,6 +255,9 @@ class VectorIndex:
                 self.index.remove_ids(_faiss().IDSelectorArray(ids))
                 self._ids = None
             self.person_of[ids] = 0
+            if not self.graph:
+                self._place_rows()  # the flat storage was compacted
+            self.position_of[ids] = -1
         return len(ids)
 
     def all_rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +295,7 @@ class VectorIndex:
         ids = np.asarray(ids, np.int64).ravel()
         if not len(ids):
             return np.empty((0, self.dim), np.float32)
-        return np.asarray(self.index.reconstruct_batch(ids), np.float32).reshape(len(ids), self.dim)
+        return self._storage()[self.position_of[ids]]
 
     def search(self, queries: np.ndarray, k: int, ef: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best live rows of each query: (scores float32, ids; -1 where fewer were found).
@@ -309,8 +374,10 @@ class VectorIndex:
         loaded = cls(int(header["dim"]), int(header["exact_rows"]))
         loaded.index = index
         loaded.person_of = np.concatenate([people, np.zeros(1024, np.int64)])
+        loaded.position_of = np.full(len(loaded.person_of), -1, np.int64)
         loaded.uid, loaded.version = str(header["uid"]), int(header["version"])
         loaded.graph, loaded.dead = bool(header["graph"]), int(header["dead"])
         if index.ntotal - loaded.dead != int(np.count_nonzero(loaded.person_of)) or index.d != loaded.dim:
             return None
+        loaded._place_rows()
         return loaded
