@@ -214,6 +214,35 @@ def test_the_index_holds_each_persons_rows_as_the_store_does(tmp_path: Path, exa
         agree(gallery)
 
 
+def test_rows_added_to_a_graph_wait_beside_it_and_join_it_in_bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New rows of a graph gallery go to an exact side index (no copy of the graph), searched and saved with it."""
+    from facetorch.recognition import vector_index
+
+    path, first, later = tmp_path / "g.db", people_rows(300, 2), people_rows(6, 2, start=300)
+    old = legacy(first[0] + later[0], np.concatenate([first[1], later[1]]), first[2] + later[2])
+    probes = np.concatenate([FACES.images(np.arange(290, 306), 1, shot=1), FACES.images(np.arange(5000, 5008), 1)])
+    with new_gallery(path, people=300, exact_rows=100) as gallery:
+        graph_rows = int(gallery.refresh().index.ntotal)
+        gallery.add_many(*later)
+        index = gallery.refresh()
+        assert (index.describe()["recent_rows"], int(index.index.ntotal)) == (12, graph_rows)  # the graph untouched
+        ours, theirs = gallery.best_matches(probes), old.best_matches(probes)
+        assert ours[0] == theirs[0]
+        np.testing.assert_allclose(ours[1], theirs[1], rtol=0, atol=1e-12)
+        gallery.remove("person_00301")  # a waiting person leaves the side index at once
+        assert gallery.refresh().describe()["recent_rows"] == 10
+        gallery.save_index()
+    with open_gallery(path, exact_rows=100) as gallery:  # saved and read back beside the graph
+        assert gallery.refresh().describe()["recent_rows"] == 10
+        assert "person_00301" not in {name for name, _ in gallery.identify(probes, 0.0)}
+        monkeypatch.setattr(vector_index, "RECENT_ROWS", 12)
+        gallery.add("person_00400", FACES.images(np.array([400]), 2), ["p400/0.jpg", "p400/1.jpg"])
+        index = gallery.refresh()
+        assert (index.describe()["recent_rows"], int(index.index.ntotal)) == (0, graph_rows + 12)  # joined the graph
+        assert gallery.identify(FACES.images(np.array([400, 305]), 1, shot=1), 0.0)[0][0] == "person_00400"
+        assert [n for n, _ in gallery.identify(FACES.images(np.array([305]), 1, shot=1), 0.0)] == ["person_00305"]
+
+
 # ---------------------------------------------------------------------------------------------- .npz, migration
 
 

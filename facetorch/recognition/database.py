@@ -260,7 +260,7 @@ class FaceGallery:
         if rows >= self.exact_rows:
             index.start_graph()
         for part in self.store.all_rows():
-            index.add(part)
+            index.add(part, into_graph=True)
         self._built, self._changed_rows = True, 0
         if rows >= self.exact_rows:
             self.save_index(index)  # minutes of work at millions of rows: keep it at once
