@@ -119,6 +119,7 @@ class FaceGallery:
         self._lock = threading.RLock()
         self._built = False  # the index was built (or reshaped) here: worth saving
         self._changed_rows = 0  # rows the index caught up with since it was loaded or saved
+        self.ef_search: Optional[int] = None  # HNSW candidates for identify (None: search_ef's for the size)
 
     # ------------------------------------------------------------------ what it holds
     @property
@@ -330,9 +331,8 @@ class FaceGallery:
         with self._lock:
             return self._nearest(self.refresh(), queries)
 
-    @staticmethod
-    def _nearest(index: VectorIndex, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return index.search(queries, EXACT_CANDIDATES if index.exact else RERANK_ROWS)
+    def _nearest(self, index: VectorIndex, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return index.search(queries, EXACT_CANDIDATES if index.exact else RERANK_ROWS, ef=self.ef_search)
 
     def default_threshold(self) -> float:
         """The open-set threshold when calibrated, else the model's pair threshold."""
