@@ -243,6 +243,28 @@ def test_rows_added_to_a_graph_wait_beside_it_and_join_it_in_bulk(tmp_path: Path
         assert [n for n, _ in gallery.identify(FACES.images(np.array([305]), 1, shot=1), 0.0)] == ["person_00305"]
 
 
+def test_with_a_gpu_a_graph_is_searched_as_an_exact_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """faiss-gpu's flat index stands in for the graph's walk (here a CPU flat index plays the GPU): exact answers."""
+    import faiss
+
+    from facetorch.recognition import index_mirror, vector_index
+
+    made = []
+    monkeypatch.setattr(index_mirror, "gpu_flat_factory", lambda: lambda dim: made.append(dim) or faiss.IndexFlatIP(dim))
+    monkeypatch.setattr(vector_index, "RECENT_ROWS", 6)
+    first, later = people_rows(300, 2), people_rows(4, 2, start=300)
+    old = legacy(first[0] + later[0], np.concatenate([first[1], later[1]]), first[2] + later[2])
+    probes = np.concatenate([FACES.images(np.arange(0, 304, 3), 1, shot=1), FACES.images(np.arange(5000, 5010), 1)])
+    with new_gallery(tmp_path / "g.db", people=300, exact_rows=100) as gallery:
+        assert gallery.index_info()["search"] == "exact, on the GPU"
+        gallery.add_many(*later)  # 8 rows: past RECENT_ROWS, they join the graph and the mirror copies them
+        ours, theirs = gallery.best_matches(probes), old.best_matches(probes)
+        assert ours[0] == theirs[0] and made == [128]
+        np.testing.assert_allclose(ours[1], theirs[1], rtol=0, atol=1e-12)
+        gallery.remove("person_00003")  # marked in the graph: passed over in the mirror's answers too
+        assert "person_00003" not in {name for name, _ in gallery.identify(FACES.images(np.array([3]), 1, shot=1), 0.0)}
+
+
 # ---------------------------------------------------------------------------------------------- .npz, migration
 
 
