@@ -104,6 +104,9 @@ def _parser() -> Any:
     parser.add_argument("--people", type=positive_int_list, default="10000,100000",
                         help="--task gallery: comma-separated gallery sizes in people (2 images each), e.g. 10000,100000,1000000")
     parser.add_argument("--no_legacy", action="store_true", help="--task gallery: leave out the .npz gallery of facetorch 0.1")
+    parser.add_argument("--ef_search", type=positive_int_list, default=None,
+                        help="--task gallery: HNSW candidate counts at which identify is also timed and its recall@1 "
+                             "taken (e.g. 384,512,640,768), beside the default for the size")  # fmt: skip
     add_output(parser, "also write the JSON here", required=False)
     return parser
 
@@ -119,7 +122,7 @@ def measure(args: Any) -> dict[str, Any]:
 
         if min(args.people) < 10:
             raise ValueError(f"--people must be gallery sizes of 10 people or more, e.g. 10000,100000; got {args.people}")
-        return run_gallery_benchmark(args.people, legacy=not args.no_legacy)
+        return run_gallery_benchmark(args.people, legacy=not args.no_legacy, ef_values=tuple(args.ef_search or ()))
     if args.task == "face_boxes":
         return _face_boxes_benchmark(args)
     if args.task == "video":
