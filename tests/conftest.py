@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np  # noqa: F401 (test modules import it from here)
 import pytest
@@ -88,6 +90,23 @@ def no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+
+
+@contextlib.contextmanager
+def notices() -> Iterator[SimpleNamespace]:
+    """The lines :func:`facetorch.io.notice` said in the block: ``said.lines`` and ``said.text``, filled at its end."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("facetorch")
+    logger.addHandler(handler)
+    said = SimpleNamespace(lines=[], text="")
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        said.lines = [record.getMessage() for record in records]
+        said.text = "\n".join(said.lines)
 
 
 @contextlib.contextmanager

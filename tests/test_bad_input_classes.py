@@ -14,6 +14,7 @@ docs page ``docs/bad_input.md`` lists each case with the test that checks it.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from facetorch.cli import baselines, benchmark, detect, explain, export, gallery
 from facetorch.cli.lightning import evaluate_main, train_main
 from facetorch.inference.embedder import Embedder
 from facetorch.recognition.enrollment import enroll, split_open_set
-from tests.conftest import REPO, expect_warning
+from tests.conftest import REPO, notices
 
 TINY = REPO / "tests" / "configs"
 
@@ -294,9 +295,10 @@ def test_evaluate_names_a_loose_image_beside_the_identity_folders(world: SimpleN
     people = tmp_path / "people"
     shutil.copytree(world.people, people)
     shutil.copy(next((people / "person_00").iterdir()), people / "loose.png")
-    with expect_warning(UserWarning, r"entr(y|ies) not read .*loose\.png"):
+    with notices() as said:
         report = cli.evaluate(["--config", str(world.identity_config), "--ckpt_path", str(world.identity), "--data.root",
                                str(people), "--trainer.enable_progress_bar=false", "--output", str(tmp_path / "m.json")])
+    assert re.search(r"entr(y|ies) not read .*loose\.png", said.text)
     assert report["num_samples"] == sum(1 for p in people.rglob("*") if p.parent != people and p.is_file())
 
 

@@ -77,3 +77,30 @@ def test_the_gpu_suite_measures_every_task_on_generated_data_and_keeps_going_aft
     for task in ("identity", "embedding", "detector"):  # generated folders, since there is no shared data
         assert calls[task]["files"] > 50, calls[task]
     assert calls["face_vgg"]["data_root"] is None and result["gradcam"]["img_s"] == 2.0
+
+
+def test_the_gallery_benchmark_reports_every_size_against_exact_search_and_the_npz_gallery(tmp_path: Path) -> None:
+    from facetorch.cli.gallery_bench import run_gallery_benchmark
+
+    row = run_gallery_benchmark([300], legacy=True, work_root=str(tmp_path))["sizes"][0]
+    ours = row["ours"]
+    assert ours["index"]["kind"] == "flat" and ours["recall_at_1_known"] == ours["recall_at_1_strangers"] == 1.0
+    assert ours["newcomer_found"] and ours["peak_mb_reopened"] > 0 and ours["file_mb"] > 0
+    assert set(row["identify_batch_64_ms"]) == {"ours", "numpy_matmul", "faiss_index_flat_ip", "ours_index_search_only"}
+    assert row["npz_gallery"]["people"] == 300 and row["identify_batch_64_ratio_vs_npz_gallery"] > 0
+
+
+def test_the_gallery_comparison_sweeps_graph_candidates(tmp_path: Path) -> None:
+    from facetorch.bench.gallery import Population, compare
+    from facetorch.recognition import open_gallery
+
+    population = Population(300)
+    probes, _ = population.probes(100, 20)
+    with open_gallery(tmp_path / "g.db", create=True, dim=128, fingerprint="synthetic", exact_rows=100) as gallery:
+        for names, rows, files in population.blocks():
+            gallery.add_many(names, rows, files)
+        compared = compare(gallery, population, probes, repeats=1, ef_values=(4, 64))
+        assert gallery.ef_search is None  # put back
+    few, many = compared["ef_sweep"]
+    assert (few["ef_search"], many["ef_search"]) == (4, 64) and len(few["hits"]) == len(probes)
+    assert sum(many["hits"]) >= sum(few["hits"]) and many["identify_batch_64_ms"] > 0

@@ -183,6 +183,20 @@ def test_help_shows_no_restructuredtext_markup(name: str, capsys: pytest.Capture
     assert text and not MARKUP.search(text), MARKUP.search(text)
 
 
+def test_a_facetorch_command_calls_itself_by_that_name(capsys: pytest.CaptureFixture) -> None:
+    from facetorch.cli.commands import main
+
+    with pytest.raises(SystemExit):
+        main(["recognize", "--help"])
+    assert capsys.readouterr().out.startswith("usage: facetorch gallery recognize")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gallery", "list", "--gallery", "no_such_gallery.db"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("facetorch gallery: error: --gallery")
+    with pytest.raises(SystemExit):
+        _main_of("gallery")[0](["--help"])  # the tool itself (tools/gallery.py) keeps its script's name
+    assert capsys.readouterr().out.startswith("usage: gallery.py")
+
+
 OLD_SPELLINGS = [  # (command, arguments with an old or abbreviated flag, the flag meant)
     ("explain", ["--config", "c.yaml", "--ckpt", "m.ckpt", "--images", "i", "--output", "o"], "--ckpt_path"),
     ("evaluate", ["--config", "c.yaml", "--ckpt_pat", "m.ckpt"], "--ckpt_path"),

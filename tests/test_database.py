@@ -184,6 +184,87 @@ def test_a_graph_index_marks_removed_rows_and_is_rebuilt_when_many_go(tmp_path: 
         assert len(gallery.refresh()) == 140
 
 
+@pytest.mark.parametrize("exact_rows", [65_536, 50])
+def test_the_index_holds_each_persons_rows_as_the_store_does(tmp_path: Path, exact_rows: int) -> None:
+    """Identify re-ranks from the index's memory: every person's rows there are the store's, through every change."""
+
+    def agree(gallery: FaceGallery) -> None:
+        index = gallery.refresh()
+        people = np.unique(index.person_of[index.person_of > 0])
+        ours, theirs = index.rows_of_people(people), gallery.store.rows_of_people(people)
+        assert sorted(zip(ours.ids.tolist(), ours.people.tolist())) == sorted(zip(theirs.ids.tolist(), theirs.people.tolist()))
+        order_ours, order_theirs = np.argsort(ours.ids), np.argsort(theirs.ids)
+        assert np.array_equal(ours.embeddings[order_ours], theirs.embeddings[order_theirs])
+
+    path = tmp_path / "g.db"
+    with new_gallery(path, people=40, exact_rows=exact_rows) as gallery:
+        agree(gallery)  # the person sort made here
+        names, rows, files = people_rows(3, 2, start=40)
+        gallery.add_many(names, rows, files)
+        gallery.add("person_00001", FACES.images(np.array([1]), 1, shot=3), ["person_00001/late.jpg"])  # a later image
+        agree(gallery)  # rows added since the sort
+        gone = gallery.store.person_ids(["person_00002"])["person_00002"]
+        gallery.remove("person_00002")
+        gallery.remove_file("person_00003/0.jpg")
+        agree(gallery)
+        assert len(gallery.refresh().rows_of_people(np.array([gone]))) == 0
+        gallery.index_info()
+        gallery.save_index()
+    with open_gallery(path, exact_rows=exact_rows) as gallery:  # positions read again from the saved index
+        agree(gallery)
+
+
+def test_rows_added_to_a_graph_wait_beside_it_and_join_it_in_bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New rows of a graph gallery go to an exact side index (no copy of the graph), searched and saved with it."""
+    from facetorch.recognition import vector_index
+
+    path, first, later = tmp_path / "g.db", people_rows(300, 2), people_rows(6, 2, start=300)
+    old = legacy(first[0] + later[0], np.concatenate([first[1], later[1]]), first[2] + later[2])
+    probes = np.concatenate([FACES.images(np.arange(290, 306), 1, shot=1), FACES.images(np.arange(5000, 5008), 1)])
+    with new_gallery(path, people=300, exact_rows=100) as gallery:
+        graph_rows = int(gallery.refresh().index.ntotal)
+        gallery.add_many(*later)
+        index = gallery.refresh()
+        assert (index.describe()["recent_rows"], int(index.index.ntotal)) == (12, graph_rows)  # the graph untouched
+        ours, theirs = gallery.best_matches(probes), old.best_matches(probes)
+        assert ours[0] == theirs[0]
+        np.testing.assert_allclose(ours[1], theirs[1], rtol=0, atol=1e-12)
+        gallery.remove("person_00301")  # a waiting person leaves the side index at once
+        assert gallery.refresh().describe()["recent_rows"] == 10
+        gallery.save_index()
+    with open_gallery(path, exact_rows=100) as gallery:  # saved and read back beside the graph
+        assert gallery.refresh().describe()["recent_rows"] == 10
+        assert "person_00301" not in {name for name, _ in gallery.identify(probes, 0.0)}
+        monkeypatch.setattr(vector_index, "RECENT_ROWS", 12)
+        gallery.add("person_00400", FACES.images(np.array([400]), 2), ["p400/0.jpg", "p400/1.jpg"])
+        index = gallery.refresh()
+        assert (index.describe()["recent_rows"], int(index.index.ntotal)) == (0, graph_rows + 12)  # joined the graph
+        assert gallery.identify(FACES.images(np.array([400, 305]), 1, shot=1), 0.0)[0][0] == "person_00400"
+        assert [n for n, _ in gallery.identify(FACES.images(np.array([305]), 1, shot=1), 0.0)] == ["person_00305"]
+
+
+def test_with_a_gpu_a_graph_is_searched_as_an_exact_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """faiss-gpu's flat index stands in for the graph's walk (here a CPU flat index plays the GPU): exact answers."""
+    import faiss
+
+    from facetorch.recognition import index_mirror, vector_index
+
+    made = []
+    monkeypatch.setattr(index_mirror, "gpu_flat_factory", lambda: lambda dim: made.append(dim) or faiss.IndexFlatIP(dim))
+    monkeypatch.setattr(vector_index, "RECENT_ROWS", 6)
+    first, later = people_rows(300, 2), people_rows(4, 2, start=300)
+    old = legacy(first[0] + later[0], np.concatenate([first[1], later[1]]), first[2] + later[2])
+    probes = np.concatenate([FACES.images(np.arange(0, 304, 3), 1, shot=1), FACES.images(np.arange(5000, 5010), 1)])
+    with new_gallery(tmp_path / "g.db", people=300, exact_rows=100) as gallery:
+        assert gallery.index_info()["search"] == "exact, on the GPU"
+        gallery.add_many(*later)  # 8 rows: past RECENT_ROWS, they join the graph and the mirror copies them
+        ours, theirs = gallery.best_matches(probes), old.best_matches(probes)
+        assert ours[0] == theirs[0] and made == [128]
+        np.testing.assert_allclose(ours[1], theirs[1], rtol=0, atol=1e-12)
+        gallery.remove("person_00003")  # marked in the graph: passed over in the mirror's answers too
+        assert "person_00003" not in {name for name, _ in gallery.identify(FACES.images(np.array([3]), 1, shot=1), 0.0)}
+
+
 # ---------------------------------------------------------------------------------------------- .npz, migration
 
 

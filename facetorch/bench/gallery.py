@@ -97,12 +97,14 @@ def _alternating(searches: dict[str, Callable[[np.ndarray], Any]], probes: np.nd
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
-def compare(gallery: Any, population: Population, probes: np.ndarray, repeats: int = 3) -> dict[str, Any]:
+def compare(gallery: Any, population: Population, probes: np.ndarray, repeats: int = 3,
+            ef_values: tuple[int, ...] = ()) -> dict[str, Any]:  # fmt: skip
     """The gallery's identify against the plain NumPy product and a bare ``faiss.IndexFlatIP`` over every row.
 
     All three are timed in turns in this process, at batch 64 and batch 1 (FAISS's flat index at batch
     1 also on one thread, as the gallery searches one probe); recall@1 is the share of probes whose
-    gallery answer is the person of the NumPy product's best row.
+    gallery answer is the person of the NumPy product's best row. ``ef_values``: HNSW candidate
+    counts to time identify and take its hits at as well (``ef_sweep``).
     """
     import faiss
 
@@ -120,12 +122,26 @@ def compare(gallery: Any, population: Population, probes: np.ndarray, repeats: i
 
     searches = {"ours": lambda q: gallery.identify(q, 0.0), "numpy_matmul": lambda q: (q @ rows.T).argmax(axis=1),
                 "faiss_index_flat_ip": lambda q: flat.search(q, 1)}  # fmt: skip
-    batch_64 = _alternating(searches, probes, 64, 320, repeats)
+    walk = {"ours_index_search_only": gallery.nearest_rows}  # identify's walk (or scan) alone, without the re-ranking
+    batch_64 = _alternating({**searches, **walk}, probes, 64, 320, repeats)
     batch_1 = _alternating({**searches, "faiss_index_flat_ip_one_thread": flat_one_thread}, probes, 1, 20, repeats)
     exact, _ = exact_answers(rows, population.per_person, probes)
+
+    def hits() -> list[bool]:
+        return [name == population.name(person) for (name, _), person in zip(gallery.identify(probes, 0.0), exact)]
+
     answers = [name for name, _ in gallery.identify(probes, 0.0)]
-    hits = np.array([answer == population.name(person) for answer, person in zip(answers, exact)])
-    return {"identify_batch_64_ms": batch_64, "identify_batch_1_ms": batch_1, "answers": answers, "hits": hits.tolist()}
+    out = {"identify_batch_64_ms": batch_64, "identify_batch_1_ms": batch_1, "answers": answers, "hits": hits()}
+    sweep = []
+    for ef in ef_values:  # the same gallery searched with other candidate counts (HNSW only)
+        gallery.ef_search = int(ef)
+        sweep.append({"ef_search": int(ef), "hits": hits(),
+                      "identify_batch_64_ms": per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 64, 640),
+                      "identify_batch_1_ms": per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 1, 100)})  # fmt: skip
+    gallery.ef_search = None
+    if sweep:
+        out["ef_sweep"] = sweep
+    return out
 
 
 def _peak_mb() -> float:
@@ -140,7 +156,8 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_database(open_gallery: Callable[..., Any], people: int, work: Path, probes_file: Path) -> dict[str, Any]:
+def measure_database(open_gallery: Callable[..., Any], people: int, work: Path, probes_file: Path,
+                     ef_values: tuple[int, ...] = ()) -> dict[str, Any]:  # fmt: skip
     """A new SQLite gallery of ``people`` people, measured: enrolment, identify, one more person, calibration, files, memory.
 
     ``open_gallery`` is :func:`facetorch.recognition.open_gallery` (passed in: this room sits below recognition).
@@ -179,7 +196,7 @@ def measure_database(open_gallery: Callable[..., Any], people: int, work: Path, 
         out["open_set_threshold"] = gallery.calibrate_open_set()
         out["calibration_s"] = time.perf_counter() - start
         out["peak_mb"] = _peak_mb()  # the gallery's: before the comparison below holds every row twice more
-        out["compared"] = compare(gallery, population, probes)
+        out["compared"] = compare(gallery, population, probes, ef_values=ef_values if out["index"]["kind"] == "hnsw" else ())
     out["file_mb"] = os.path.getsize(path) / 2**20
     out["index_file_mb"] = os.path.getsize(str(path) + ".faiss") / 2**20 if os.path.exists(str(path) + ".faiss") else 0.0
     return out

@@ -19,7 +19,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from facetorch import io
 from facetorch.baselines.runs import METHODS_BY_LAYOUT, VERIFICATION_METHODS, run_baseline, run_verification_baseline
-from facetorch.cli.common import FacetorchParsing, add_output, check_config_files, run_tool
+from facetorch.cli.common import FacetorchParsing, add_output, check_config_files, run_tool, shown_prog
 from facetorch.data.datamodule import FaceDataModule
 
 
@@ -29,7 +29,7 @@ class BaselinesParser(FacetorchParsing, ArgumentParser):
 
 def baselines(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     """Parse ``argv``, fit and score each baseline; print one JSON line per method."""
-    parser = BaselinesParser(prog="baselines.py", description=__doc__)
+    parser = BaselinesParser(prog=shown_prog("baselines.py"), description=__doc__)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(FaceDataModule, "data")
     for ignored in ("trainer", "model"):  # the task's config also holds these; baselines ignore them

@@ -91,6 +91,8 @@ def _parser() -> Any:
                         help="--task recognition: a gallery enrolled with dlib_cnn from DATA_ROOT/enrol (default: enrol now)")
     parser.add_argument("--detector", default="dlib_cnn", help="--task video and serve: face detector (haar, dlib_cnn)")
     parser.add_argument("--detect_every", type=positive_int, default=None, help="--task video: the tracked run's --detect_every")
+    parser.add_argument("--decision_delay", type=nonnegative_int, default=None,
+                        help="--task video: the tracked run's --decision_delay (default: a video file's)")
     parser.add_argument("--clients", type=positive_int, default=4, help="--task serve: concurrent clients")
     parser.add_argument("--seconds", type=positive_float, default=30.0, help="--task serve: length of each load phase")
     parser.add_argument("--bad_every", type=nonnegative_int, default=0,
@@ -102,6 +104,9 @@ def _parser() -> Any:
     parser.add_argument("--people", type=positive_int_list, default="10000,100000",
                         help="--task gallery: comma-separated gallery sizes in people (2 images each), e.g. 10000,100000,1000000")
     parser.add_argument("--no_legacy", action="store_true", help="--task gallery: leave out the .npz gallery of facetorch 0.1")
+    parser.add_argument("--ef_search", type=positive_int_list, default=None,
+                        help="--task gallery: HNSW candidate counts at which identify is also timed and its recall@1 "
+                             "taken (e.g. 384,512,640,768), beside the default for the size")  # fmt: skip
     add_output(parser, "also write the JSON here", required=False)
     return parser
 
@@ -117,7 +122,7 @@ def measure(args: Any) -> dict[str, Any]:
 
         if min(args.people) < 10:
             raise ValueError(f"--people must be gallery sizes of 10 people or more, e.g. 10000,100000; got {args.people}")
-        return run_gallery_benchmark(args.people, legacy=not args.no_legacy)
+        return run_gallery_benchmark(args.people, legacy=not args.no_legacy, ef_values=tuple(args.ef_search or ()))
     if args.task == "face_boxes":
         return _face_boxes_benchmark(args)
     if args.task == "video":
@@ -249,7 +254,8 @@ def _video_benchmark(args: Any) -> dict[str, Any]:
     if args.data_root is None or not (root / "video.avi").is_file() or not (root / "video_truth.csv").is_file():
         raise ValueError(f"--task video needs --data_root SET, a folder of `gallery.py compose --video` (video.avi, "
                          f"video_truth.csv, enrol/), got {args.data_root!r}")  # fmt: skip
-    options = TrackOptions() if args.detect_every is None else TrackOptions(detect_every=args.detect_every)
+    defaults = TrackOptions()
+    options = TrackOptions(detect_every=args.detect_every or defaults.detect_every, decision_delay=args.decision_delay)
     options.check()
     config = str(config_path(args.config or "embedding_dlib.yaml"))
     embedder = Embedder(config=config, progress=False)

@@ -81,10 +81,15 @@ def _usage() -> str:
 
 def run_command(name: str, argv: list[str]) -> None:
     """Run ``facetorch <name> argv...`` (ends the process like the tool does)."""
+    from facetorch.cli.common import running_as
+
     command = COMMANDS[name]
     module_name, function = command.target.split(":")
     entry = getattr(importlib.import_module(module_name), function)
-    entry([*command.prefix, *argv])
+    # `facetorch recognize` is `facetorch gallery recognize`: the tool's own command names it
+    owner = next((other for other, c in COMMANDS.items() if c.target == command.target and not c.prefix), name)
+    with running_as(f"facetorch {owner}"):
+        entry([*command.prefix, *argv])
 
 
 def main(argv: Optional[list[str]] = None) -> None:

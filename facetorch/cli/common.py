@@ -166,9 +166,27 @@ class ToolParser(FacetorchParsing, argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
+_COMMAND: list[str] = []  # "facetorch gallery" while `facetorch gallery` runs: the name usage and messages give
+
+
+@contextmanager
+def running_as(command: str) -> Iterator[None]:
+    """Inside the block, tools call themselves ``command`` (``facetorch gallery``) instead of their script's name."""
+    _COMMAND.append(command)
+    try:
+        yield
+    finally:
+        _COMMAND.pop()
+
+
+def shown_prog(prog: str) -> str:
+    """The name a tool gives itself: ``prog`` (``gallery.py``), or the ``facetorch`` command that runs it."""
+    return _COMMAND[-1] if _COMMAND else prog
+
+
 def tool_parser(prog: str, doc: Optional[str]) -> ToolParser:
     """A :class:`ToolParser` whose help shows the module docstring (its examples) as written."""
-    return ToolParser(prog=prog, description=doc)
+    return ToolParser(prog=shown_prog(prog), description=doc)
 
 
 def config_files(argv: Sequence[str]) -> list[str]:
@@ -333,6 +351,7 @@ def run_tool(prog: str, main: Callable[[Optional[list[str]]], Any], argv: Option
         The exit code: 0 on success, 2 on an input error, 130 on Ctrl-C.
     """
     quiet_third_party()
+    prog = shown_prog(prog)
     try:
         with _notices_on_stderr(prog):
             main(argv)

@@ -39,7 +39,8 @@ detector (or ``--detector``), and names it or answers ``unknown``; it writes ann
 an annotated video and recognitions.csv (source,frame,x1,y1,x2,y2,name,score), and prints a
 JSON summary with frames/s and faces/s as the last line. A video or a camera is tracked (unless
 ``--no_track``): the detector runs every ``--detect_every`` frames, each track is named from all
-its faces so far, and the CSV adds ``track`` and ``quality`` (docs/video.md). Without ``--config`` / ``--ckpt_path``
+its faces so far, a video file's rows wait ``--decision_delay`` frames for their tracks' names, and
+the CSV adds ``track`` and ``quality`` (docs/video.md). Without ``--config`` / ``--ckpt_path``
 it uses the model the gallery records. ``verify`` uses the pair threshold calibrated at
 validation and stored in the checkpoint; ``identify``, ``evaluate`` and ``recognize`` use the
 gallery's open-set threshold, calibrated on the enrolled people at each enrolment (see
@@ -254,12 +255,15 @@ def _track_options(args: Any) -> Optional[TrackOptions]:
     if args.no_track:
         if args.detect_every is not None:
             raise ValueError("--detect_every moves boxes along face tracks; it cannot go with --no_track (use --every)")
+        if args.decision_delay is not None:
+            raise ValueError("--decision_delay waits for the names of face tracks; it cannot go with --no_track")
         return None
     if args.batch_size != 1:
         raise ValueError(f"--batch_size {args.batch_size} batches frames of per-frame recognition; tracking goes frame by "
                          "frame: add --no_track, or leave --batch_size out")  # fmt: skip
     detect_every = TRACK_DEFAULTS.detect_every if args.detect_every is None else args.detect_every
-    options = TrackOptions(detect_every=detect_every, embed_every=args.embed_every, max_gap=args.max_gap)
+    options = TrackOptions(detect_every=detect_every, embed_every=args.embed_every, max_gap=args.max_gap,
+                           decision_delay=args.decision_delay)  # fmt: skip
     options.check()
     return options
 

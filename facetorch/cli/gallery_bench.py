@@ -42,7 +42,8 @@ work = Path(sys.argv[2])
 if sys.argv[1] == "reopen":
     print(json.dumps(measure_reopen(open_gallery, work, work / "probes.npy")), flush=True)
 else:
-    print(json.dumps(measure_database(open_gallery, int(sys.argv[1]), work, work / "probes.npy")), flush=True)
+    efs = tuple(int(ef) for ef in sys.argv[3].split(",") if ef)
+    print(json.dumps(measure_database(open_gallery, int(sys.argv[1]), work, work / "probes.npy", efs)), flush=True)
 """
 
 
@@ -67,8 +68,12 @@ def _legacy(population: Population, probes: np.ndarray, calibrate: bool) -> dict
     return out
 
 
-def run_gallery_benchmark(sizes: list[int], legacy: bool = True, work_root: Optional[str] = None) -> dict[str, Any]:
-    """Every size's measurements, recall@1 and the baselines' ratios (ours / theirs < 1: ours is faster)."""
+def run_gallery_benchmark(sizes: list[int], legacy: bool = True, work_root: Optional[str] = None,
+                          ef_values: tuple[int, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """Every size's measurements, recall@1 and the baselines' ratios (ours / theirs < 1: ours is faster).
+
+    ``ef_values``: HNSW candidate counts at which identify is also timed and its recall taken (``ef_sweep``).
+    """
     results: dict[str, Any] = {"data": "synthetic 128-d face-like embeddings (facetorch.bench.face_vectors), 2 images a "
                                        "person; probes: another photo of 2,000 enrolled people and of 500 strangers",
                                "sizes": []}  # fmt: skip
@@ -79,7 +84,8 @@ def run_gallery_benchmark(sizes: list[int], legacy: bool = True, work_root: Opti
             np.save(Path(work) / "probes.npy", probes)
             ours = {}
             for step in (str(people), "reopen"):  # each a process of its own: its peak memory is its own
-                done = subprocess.run([sys.executable, "-c", CHILD, step, work], capture_output=True, text=True, check=False)
+                command = [sys.executable, "-c", CHILD, step, work, ",".join(map(str, ef_values))]
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     raise RuntimeError(f"the gallery benchmark at {people} people failed: {done.stderr[-2000:]}")
                 ours.update(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -90,6 +96,9 @@ def run_gallery_benchmark(sizes: list[int], legacy: bool = True, work_root: Opti
         ours["recall_at_1_known"] = float(hits[:known].mean())
         ours["recall_at_1_strangers"] = float(hits[known:].mean())
         ours["rank1_accuracy_known"] = float(np.mean([a == t for a, t in zip(answers[:known], truth[:known])]))
+        for point in compared.get("ef_sweep", []):
+            swept = np.array(point.pop("hits"))
+            point["recall_at_1_known"], point["recall_at_1_strangers"] = float(swept[:known].mean()), float(swept[known:].mean())
         row: dict[str, Any] = {"ours": ours, **compared}
         for batch in ("64", "1"):
             times = compared[f"identify_batch_{batch}_ms"]

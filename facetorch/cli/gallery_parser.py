@@ -19,6 +19,7 @@ from facetorch.cli.common import (
     tool_parser,
     upsample,
 )
+from facetorch.recognition.decision_delay import CAMERA_DELAY, FILE_DELAY
 from facetorch.recognition.tracked import TrackOptions
 
 __all__ = ["DEFAULT_DETECTOR", "GALLERY_HELP", "PROG", "TRACK_DEFAULTS", "build_parser"]
@@ -97,6 +98,9 @@ def build_parser(doc: Optional[str]) -> argparse.ArgumentParser:
                           help="embed a named track's face again after N frames (also when new, resized or undecided)")
     tracking.add_argument("--max_gap", type=nonnegative_int, default=TRACK_DEFAULTS.max_gap,
                           help="frames a track may go undetected before it ends")
+    tracking.add_argument("--decision_delay", type=nonnegative_int, default=None, metavar="FRAMES",
+                          help=f"frames the CSV rows and the annotated video wait for their tracks' names to settle "
+                               f"(default {FILE_DELAY} for a video file, {CAMERA_DELAY} for a camera)")  # fmt: skip
 
     ident = commands.add_parser("identify", parents=[common], help="name each face, or 'unknown'")
     ident.add_argument("--gallery", required=True, help=GALLERY_HELP)

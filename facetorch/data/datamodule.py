@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -25,6 +24,7 @@ from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSam
 from facetorch.data.shards import has_shards, join, read_meta, scan_shards
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
 from facetorch.data.transforms import Alignment, Augmentation, InputSpec, Normalization, check_alignment
+from facetorch.io import first_few, notice
 from facetorch.ranges import check_values
 
 LayoutName = Literal["face_crops", "identity_folders", "labelme"]
@@ -238,12 +238,9 @@ class FaceDataModule(pl.LightningDataModule):
             index = self.layout_spec.scan(Path(folder), self.min_images_per_class, class_names)
             if index.skipped:
                 count = len(index.skipped)
-                warnings.warn(
-                    f"{str(folder)!r}: {count} entr{'y' if count == 1 else 'ies'} not read (only image files directly "
-                    f"inside each class folder are; sub-folders, other files and images beside the class folders are "
-                    f"skipped): {', '.join(index.skipped[:5])}{', ...' if count > 5 else ''}",
-                    stacklevel=2,
-                )
+                notice(f"{str(folder)!r}: {count} entr{'y' if count == 1 else 'ies'} not read (only image files directly "
+                       f"inside each class folder are; sub-folders, other files and images beside the class folders "
+                       f"are skipped): {first_few(index.skipped)}")
             return index
         index = scan_shards(str(folder), self.min_images_per_class, class_names)
         stored = read_meta(str(folder))["layout"]

@@ -21,6 +21,7 @@ import numpy as np
 
 from facetorch import io
 from facetorch.evaluation.tracking import track_metrics
+from facetorch.recognition.decision_delay import DecisionDelay, HeldFrame, default_delay
 from facetorch.recognition.pipeline import Recognizer, embed_faces
 from facetorch.recognition.results import CSV_FIELDS, CSV_NAME, TRACKED_FIELDS, face_rows, read_rows, score_recognitions
 from facetorch.recognition.streams import FrameReader, open_source
@@ -39,7 +40,9 @@ def compare_tracking(recognizer: Recognizer, video: str | Path, truth: str | Pat
 
     Each frame is given to both ways, in alternating order, each timed alone, so a busy machine
     slows both alike; the annotated video is not drawn (the same cost for both ways in
-    ``gallery.py recognize``). The frames/s are those of the recognition itself.
+    ``gallery.py recognize``). The frames/s are those of the recognition itself. The tracked rows
+    wait for a video file's decision delay (``options.decision_delay``, else its default), as
+    ``gallery.py recognize``'s do, inside the tracked clock.
 
     Args:
         recognizer: The detector, embedder and matcher both ways use.
@@ -60,6 +63,8 @@ def compare_tracking(recognizer: Recognizer, video: str | Path, truth: str | Pat
     output = io.check_output_folder(output)
     ways = {"per_frame": _fresh(recognizer), "tracked": _fresh(recognizer)}
     stream = TrackedStream(ways["tracked"], options)
+    delay = DecisionDelay(default_delay("video", options.decision_delay), stream.name_of)  # a file: its rows may wait
+    stream.hold = delay.frames
     seconds = {"per_frame": 0.0, "tracked": 0.0}
     rows: dict[str, list[dict[str, Any]]] = {"per_frame": [], "tracked": []}
     source = open_source(str(video))
@@ -74,10 +79,16 @@ def compare_tracking(recognizer: Recognizer, video: str | Path, truth: str | Pat
                 start = time.perf_counter()
                 if way == "per_frame":
                     faces: Any = ways[way]([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)])[0]
+                    done = [HeldFrame(index, faces)]
                 else:
                     faces = stream.frame(index, frame)
+                    delay.add(stream.earlier_faces())
+                    done = delay.push(index, faces)
                 seconds[way] += time.perf_counter() - start
-                rows[way].extend(face_rows(source.label, index, faces))
+                for held in done:
+                    rows[way].extend(face_rows(source.label, held.index, held.faces))
+        for held in delay.drain():
+            rows["tracked"].extend(face_rows(source.label, held.index, held.faces))
     finally:
         source.release()
     for way, fields in (("per_frame", CSV_FIELDS), ("tracked", TRACKED_FIELDS)):
@@ -85,7 +96,8 @@ def compare_tracking(recognizer: Recognizer, video: str | Path, truth: str | Pat
         io.write_csv(output / way / CSV_NAME, fields, rows[way])
     io.write_csv(output / "tracked" / TRACKS_NAME, TRACK_FIELDS, stream.finish())
     result: dict[str, Any] = {"video": str(video), "frames": frames, "detector": recognizer.detector.name,
-                              "threshold": float(recognizer.matcher.threshold), "options": asdict(options)}  # fmt: skip
+                              "threshold": float(recognizer.matcher.threshold), "options": asdict(options),
+                              "decision_delay": delay.frames}  # fmt: skip
     for way in ways:
         score = score_recognitions(truth, output / way / CSV_NAME)
         result[way] = {**{k: score.get(k) for k in SCORE_KEYS}, "seconds": round(seconds[way], 3),

@@ -119,6 +119,7 @@ class FaceGallery:
         self._lock = threading.RLock()
         self._built = False  # the index was built (or reshaped) here: worth saving
         self._changed_rows = 0  # rows the index caught up with since it was loaded or saved
+        self.ef_search: Optional[int] = None  # HNSW candidates for identify (None: search_ef's for the size)
 
     # ------------------------------------------------------------------ what it holds
     @property
@@ -260,7 +261,7 @@ class FaceGallery:
         if rows >= self.exact_rows:
             index.start_graph()
         for part in self.store.all_rows():
-            index.add(part)
+            index.add(part, into_graph=True)
         self._built, self._changed_rows = True, 0
         if rows >= self.exact_rows:
             self.save_index(index)  # minutes of work at millions of rows: keep it at once
@@ -309,9 +310,9 @@ class FaceGallery:
                 raise GalleryError("The gallery is empty: enrol people first")
             if not len(queries):
                 return [], np.empty(0)
-            _, ids = index.search(queries, EXACT_CANDIDATES if index.exact else RERANK_ROWS)
+            _, ids = self._nearest(index, queries)
             found = np.where(ids >= 0, index.person_of[np.maximum(ids, 0)], 0)  # (probes, k) person ids, 0: none
-        rows = self.store.rows_of_people(np.unique(found[found > 0]))  # every image of each candidate
+            rows = index.rows_of_people(found[found > 0])  # every image of each candidate, from memory
         winners, scores = _rerank(queries, found, rows)
         if not (winners > 0).all():  # a probe's candidates were all removed meanwhile: look again
             if tries > 1:
@@ -323,6 +324,15 @@ class FaceGallery:
                 return self._best(queries, tries - 1)
             raise GalleryError(f"{self.target} changed under this search three times running: try again")
         return [named[int(p)] for p in winners], scores
+
+    def nearest_rows(self, embeddings: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The index's nearest rows of each probe, as identify asks for them: (scores, row ids; -1: none), before re-ranking."""
+        queries = self._probes(embeddings)
+        with self._lock:
+            return self._nearest(self.refresh(), queries)
+
+    def _nearest(self, index: VectorIndex, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return index.search(queries, EXACT_CANDIDATES if index.exact else RERANK_ROWS, ef=self.ef_search)
 
     def default_threshold(self) -> float:
         """The open-set threshold when calibrated, else the model's pair threshold."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from facetorch import io
 from facetorch.data.images import ImageReadError, read_image
+from facetorch.recognition.decision_delay import default_delay
 from facetorch.recognition.pipeline import Face, Recognizer, draw_faces
 from facetorch.recognition.results import CSV_FIELDS, CSV_NAME, face_rows
 from facetorch.recognition.streams import (
@@ -34,7 +35,8 @@ from facetorch.recognition.streams import (
     stop_on_signals,
     write_png_bgr,
 )
-from facetorch.recognition.tracked import TrackedStream, TrackOptions, run_tracked
+from facetorch.recognition.tracked import TrackedStream, TrackOptions
+from facetorch.recognition.tracked_run import run_tracked
 
 __all__ = ["RecognitionRun", "check_show", "recognize_source"]
 
@@ -66,6 +68,7 @@ class RecognitionRun:
     tracked: bool = False
     detect_every: Optional[int] = None
     embed_every: Optional[int] = None
+    decision_delay: Optional[int] = None
     tracks: Optional[int] = None
     tracks_csv: Optional[str] = None
     lost_frames: list[int] = field(default_factory=list)
@@ -250,10 +253,11 @@ def _track_stream(recognizer: Recognizer, source: Source, output: Path, options:
     counts = _Counts()
     stream = TrackedStream(recognizer, options, step=every)
     done = run_tracked(stream, source, output, counts, max_frames=max_frames, show=window.show, fourcc=fourcc,
-                       progress=progress)  # fmt: skip
+                       progress=progress, live=window.enabled)  # fmt: skip
     run = _summary(recognizer, counts, done.written, output / CSV_NAME, done.stopped, [])
     run.tracked, run.detect_every, run.embed_every = True, options.detect_every, options.embed_every
     run.tracks, run.tracks_csv = done.tracks, str(done.tracks_csv)
+    run.decision_delay = default_delay(source.kind, options.decision_delay)
     run.lost_frames, run.ended_early = done.lost_frames, done.ended_early
     return run
 

@@ -11,7 +11,11 @@
   ``embed_every`` frames; each embedding is weighted by the face's quality
   (:mod:`~facetorch.recognition.quality`) in the track's mean, which names the track
   (:mod:`~facetorch.recognition.evidence`);
-- each visible track gets a row: its box, name, score, track id and the face's quality.
+- each visible track gets a row: its box, name, score, track id and the face's quality;
+- a track that starts (or is found again) at a detection frame is followed back into the frames
+  since the last one that the caller still holds (:meth:`TrackedStream.earlier_faces`), and the
+  caller's decision delay (:mod:`~facetorch.recognition.decision_delay`) gives held rows the names
+  their tracks settle on.
 
 Frames that cannot be read keep their index (``frame`` counts every frame of the source) and
 are listed; the tracks go on across them.
@@ -19,28 +23,24 @@ are listed; the tracks go on across them.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import cv2
 import numpy as np
 
-from facetorch import io
+from facetorch.recognition.backfill import Backfill
 from facetorch.recognition.evidence import NameEvidence
 from facetorch.recognition.gallery import UNKNOWN
 from facetorch.recognition.pipeline import KNOWN_COLOUR, UNKNOWN_COLOUR, Recognizer, embed_faces
 from facetorch.recognition.quality import MAX_OFFSET, face_quality, pose_offset
-from facetorch.recognition.results import CSV_NAME, TRACKED_FIELDS, face_rows
-from facetorch.recognition.streams import FOURCC_SUFFIX, FrameReader, Source, VideoSink, atomic_csv, draw_label, stop_on_signals
+from facetorch.recognition.streams import draw_label
 from facetorch.recognition.track_threshold import track_rule
 from facetorch.recognition.tracking import FaceTracker, Track, flow_boxes
 
-__all__ = ["TRACKS_NAME", "TRACK_FIELDS", "TrackOptions", "TrackedFace", "TrackedRun", "TrackedStream", "draw_tracked",
-           "run_tracked"]  # fmt: skip
+__all__ = ["TRACKS_NAME", "TRACK_FIELDS", "TrackOptions", "TrackedFace", "TrackedStream", "draw_tracked"]
 
 TRACKS_NAME = "tracks.csv"
 SAME_PERSON_MARGIN = 0.05
@@ -65,15 +65,19 @@ class TrackOptions:
         sure: Margin above the threshold that names a track from its first face.
         same_person: Least cosine similarity of a face to its track's mean (None: from the matcher, see
             :func:`_same_person`); below it the track is split.
+        decision_delay: Frames a processed frame's rows wait for their tracks' names to settle
+            (:mod:`~facetorch.recognition.decision_delay`); None: the default of the source's kind
+            (video files wait, cameras do not).
     """
 
-    detect_every: int = 3
+    detect_every: int = 4
     embed_every: int = 15
     max_gap: int = 15
     resize: float = 1.3
     confirm: int = 2
     sure: float = 0.0
     same_person: Optional[float] = None
+    decision_delay: Optional[int] = None
 
     def check(self) -> None:
         """Refuse options out of range, with the flag's name.
@@ -82,7 +86,8 @@ class TrackOptions:
             ValueError: a value out of range.
         """
         for flag, value, least in (("--detect_every", self.detect_every, 1), ("--embed_every", self.embed_every, 1),
-                                   ("--max_gap", self.max_gap, 0), ("--confirm", self.confirm, 1)):  # fmt: skip
+                                   ("--max_gap", self.max_gap, 0), ("--confirm", self.confirm, 1),
+                                   ("--decision_delay", self.decision_delay or 0, 0)):  # fmt: skip
             if value < least:
                 raise ValueError(f"{flag} must be {least} or more, got {value}")
         if self.resize <= 1.0:
@@ -130,11 +135,14 @@ class TrackedStream:
         recognizer: Its detector, embedder and matcher are used one by one.
         options: The tracking options.
         step: Frames of the source from one processed frame to the next (``--every``).
+        hold: Frames of the source the caller holds rows before writing them (its decision delay):
+            a new track's face is followed back only into frames still held (:meth:`earlier_faces`).
     """
 
     recognizer: Recognizer
     options: TrackOptions = field(default_factory=TrackOptions)
     step: int = 1
+    hold: int = 0
 
     def __post_init__(self) -> None:
         self.options.check()
@@ -153,6 +161,9 @@ class TrackedStream:
         self._landmarks = _landmark_finder(self.recognizer.embedder)
         self._points: dict[int, np.ndarray] = {}
         self._overview: Optional[np.ndarray] = None  # the last frame at 32x32 grey: a cut changes it at once
+        self._cut = False  # the current frame is a cut
+        self._backfill = Backfill(self.options.detect_every - 1)
+        self._earlier: list[tuple[int, TrackedFace]] = []
 
     def frame(self, index: int, frame_bgr: np.ndarray) -> list[TrackedFace]:
         """The faces of frame ``index`` (BGR), from the tracks."""
@@ -164,27 +175,50 @@ class TrackedStream:
         overview = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
         cut = self._overview is not None and float(np.abs(overview - self._overview).mean()) > CHANGED  # a new scene
         self._overview = overview
+        self._cut = cut
         detect = after_gap or cut or self._processed % self.options.detect_every == 0
         self._processed += 1
         embedded: dict[int, np.ndarray] = {}
         self._points = {}  # this frame's landmarks by detection, from the embedder's alignment
         self._grey = grey
         self.seconds["track"] += time.perf_counter() - start
+        self._earlier = []
+        if after_gap or cut:
+            self._backfill.forget()
         if detect:
             boxes, scores = self._detect(rgb)
             embed = self._embedder(rgb, boxes, embedded)
             start, embedding = time.perf_counter(), self.seconds["embed"]
+            followed = {t.id for t in self.tracker.visible}
             seen = self.tracker.update(index, boxes, scores, embed)
+            # new tracks and lost ones found again (before _learn: a split piece was on screen as its old track)
+            new = [t.id for t in seen if t.id not in followed]
             self.seconds["track"] += time.perf_counter() - start - (self.seconds["embed"] - embedding)  # embed: own stage
             self._learn(index, rgb, grey, boxes, seen, embed, embedded)
+            start = time.perf_counter()
+            self._trace_back(index, grey, [t for t in self.tracker.visible if t.id in new])
+            self.seconds["track"] += time.perf_counter() - start
         else:
             start = time.perf_counter()
             visible = self.tracker.visible
-            moved = flow_boxes(self._previous, grey, [t.box for t in visible]) if visible else []  # type: ignore[arg-type]
+            # the points start where the face was in the previous frame, not where the filter predicts it now
+            starts = [t.box if t.previous_box is None else t.previous_box for t in visible]
+            moved = flow_boxes(self._previous, grey, starts) if visible else []  # type: ignore[arg-type]
             self.tracker.follow({t.id: box for t, box in zip(visible, moved)})
             self.seconds["track"] += time.perf_counter() - start
         self._previous, self._previous_index = grey, index
-        return self._faces(index, grey)
+        faces = self._faces(index, grey)
+        if not detect:
+            self._backfill.remember(index, grey, [face.box for face in faces])
+        return faces
+
+    def earlier_faces(self) -> list[tuple[int, TrackedFace]]:
+        """Faces of earlier frames found by the last :meth:`frame`: ``(index, face)`` of new or found-again tracks.
+
+        Their boxes are followed back (:mod:`~facetorch.recognition.backfill`) only into the frames
+        the caller still holds (``hold``); the tracks' frame counts include them.
+        """
+        return self._earlier
 
     def finish(self) -> list[dict[str, Any]]:
         """End every track; the rows of ``tracks.csv`` (see :data:`TRACK_FIELDS`), in order of the track ids."""
@@ -201,6 +235,11 @@ class TrackedStream:
                          "mean_quality": f"{history.quality_sum / history.frames:.3f}",
                          "changes": " ".join(f"{frame}:{name}" for frame, name in evidence.changes)})  # fmt: skip
         return rows
+
+    def name_of(self, track: int) -> tuple[str, float]:
+        """The current name and score of track ``track`` (ended tracks keep their last ones)."""
+        evidence = self.history[track].evidence
+        return evidence.name, float(evidence.score)
 
     # ------------------------------------------------------------------ steps
     def _detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,7 +286,8 @@ class TrackedStream:
         for k, track in enumerate(wanted):
             history = self.history[track.id]
             if history.evidence.embeddings and float(faces[k] @ history.evidence.mean) < self.same_person:
-                abrupt = _thumbnail_change(history.thumbnail, self._thumbnail(track)) > CUT
+                # a cut of the whole frame, or of this face alone: not a bad frame of the same face
+                abrupt = self._cut or _thumbnail_change(history.thumbnail, self._thumbnail(track)) > CUT
                 if not (history.suspect or abrupt):  # one unlike face may be a bad frame (blur, a turn): the next decides
                     history.suspect = True
                     continue
@@ -279,7 +319,7 @@ class TrackedStream:
                         first=index)  # fmt: skip
 
     def _wants_embedding(self, index: int, track: Track, embedded: dict[int, np.ndarray]) -> bool:
-        """New, unknown but near the threshold, in question, resized, changed, due, or embedded already (by the tracker: free)."""
+        """New, unknown but near the threshold, in question, at a cut, resized, changed, due, or embedded already (free)."""
         history = self.history.get(track.id)
         if history is None:
             history = self.history[track.id] = self._new_history(index)
@@ -287,7 +327,7 @@ class TrackedStream:
             return False
         evidence = history.evidence
         near = evidence.name == UNKNOWN and evidence.score >= evidence.threshold - NEAR  # might become a person soon
-        if evidence.embeddings < 2 or near or evidence.deciding or history.suspect or track.detection in embedded:
+        if evidence.embeddings < 2 or near or evidence.deciding or history.suspect or track.detection in embedded or self._cut:
             return True
         side = min(track.box[2] - track.box[0], track.box[3] - track.box[1])
         resized = not 1 / self.options.resize < side / max(history.embedded_side, 1e-9) < self.options.resize
@@ -303,6 +343,19 @@ class TrackedStream:
         if x2 - x1 < 2 or y2 - y1 < 2:
             return None
         return cv2.resize(grey[y1:y2, x1:x2], (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    def _trace_back(self, index: int, grey: np.ndarray, new: list[Track]) -> None:
+        """Follow each new track's box back through the frames since the last detection still held; then forget them."""
+        for track in new:
+            history = self.history[track.id]
+            for earlier, box, picture in self._backfill.trace(grey, track.box, after=index - self.hold):
+                quality = face_quality(picture, box) * history.pose
+                history.first, history.frames = min(history.first, earlier), history.frames + 1
+                history.quality_sum += quality
+                self._earlier.append((earlier, TrackedFace(tuple(float(v) for v in box), track.detection_score,  # type: ignore[arg-type]
+                                                           history.evidence.name, float(history.evidence.score), track.id,
+                                                           quality)))  # fmt: skip
+        self._backfill.forget()
 
     def _faces(self, index: int, grey: np.ndarray) -> list[TrackedFace]:
         start = time.perf_counter()
@@ -370,74 +423,3 @@ def draw_tracked(frame_bgr: np.ndarray, faces: Sequence[TrackedFace]) -> np.ndar
     for face in faces:
         draw_label(out, face.box, f"#{face.track} {face.name} {face.score:.2f}", KNOWN_COLOUR if face.known else UNKNOWN_COLOUR)
     return out
-
-
-@dataclass
-class TrackedRun:
-    """What :func:`run_tracked` did: the file written, whether it stopped early, the frames lost, the tracks."""
-
-    written: Path
-    stopped: bool
-    lost_frames: list[int]
-    ended_early: bool
-    tracks: int
-    tracks_csv: Path
-
-
-def run_tracked(stream: TrackedStream, source: Source, output: Path, counts: Any, *, max_frames: Optional[int],
-                show: Callable[[np.ndarray], bool], fourcc: str, progress: bool) -> TrackedRun:  # fmt: skip
-    """Track the faces of a video or camera: ``recognitions.csv`` (with track and quality), ``tracks.csv``, the video.
-
-    ``counts`` gets ``read += 1`` per frame read and ``add(faces)`` per processed frame.
-    ``stream.step`` > 1 processes every N-th frame; the others are written with the last faces drawn.
-    """
-    csv_path, tracks_path = output / CSV_NAME, output / TRACKS_NAME
-    video_path = output / f"{source.name}_recognized{FOURCC_SUFFIX.get(fourcc, '.mp4')}"
-    reader = FrameReader(source, max_frames)
-    total = min(filter(None, (max_frames, source.frame_count)), default=None)
-    faces: list[TrackedFace] = []
-    stopped = False
-    seconds = stream.seconds
-    with stop_on_signals() as stop_asked, atomic_csv(csv_path, TRACKED_FIELDS) as rows, \
-            VideoSink(video_path, source.fps, fourcc) as video:  # fmt: skip
-        frames = iter(io.progress(reader, "recognize", total=total, enabled=progress))
-        while True:
-            start = time.perf_counter()
-            item = next(frames, None)
-            seconds["read"] += time.perf_counter() - start
-            if item is None:
-                break
-            if stop_asked():
-                stopped = True
-                break
-            index, frame = item
-            counts.read += 1
-            if index % stream.step == 0:
-                faces = stream.frame(index, frame)
-                rows.writerows(face_rows(source.label, index, faces))
-                counts.add(faces)
-            start = time.perf_counter()
-            annotated = draw_tracked(frame, faces)
-            video.write(annotated)
-            seconds["write"] += time.perf_counter() - start
-            if show(annotated):
-                stopped = True
-                break
-        track_rows = stream.finish()
-        io.write_csv(tracks_path, TRACK_FIELDS, track_rows)
-    if reader.lost:
-        print(f"gallery.py: {len(reader.lost)} frame(s) of {source.label} could not be read: {_ranges(reader.lost)}"
-              + (" (the stream ended early)" if reader.ended_early else ""), file=sys.stderr)  # fmt: skip
-    return TrackedRun(video_path if video.frames else output, stopped, reader.lost, reader.ended_early, len(track_rows),
-                      tracks_path)  # fmt: skip
-
-
-def _ranges(indices: Sequence[int]) -> str:
-    """``3, 7-9`` for [3, 7, 8, 9]."""
-    parts, start = [], None
-    for k, value in enumerate(indices):
-        start = value if start is None else start
-        if k + 1 == len(indices) or indices[k + 1] != value + 1:
-            parts.append(str(start) if start == value else f"{start}-{value}")
-            start = None
-    return ", ".join(parts)

@@ -108,6 +108,7 @@ class Track:
         feature: Its appearance (a unit embedding), set by the caller (None: not embedded yet).
         detected_now: Matched to a detection in the current frame.
         detection: The index of that detection in the current frame's list (-1 when none).
+        previous_box: Its box in the previous frame (where optical flow starts from; ``box`` is predicted by then).
     """
 
     id: int
@@ -120,6 +121,7 @@ class Track:
     feature: Optional[np.ndarray] = field(default=None, repr=False)
     detected_now: bool = True
     detection: int = -1
+    previous_box: Optional[Box] = None
 
 
 class FaceTracker:
@@ -156,6 +158,7 @@ class FaceTracker:
     def predict(self) -> None:
         """Advance every track's filter to the next frame (call once per frame, before update or follow)."""
         for track in self.tracks:
+            track.previous_box = track.box
             track.kalman.predict()
             track.box = track.kalman.box
             track.detected_now, track.detection = False, -1

@@ -11,6 +11,10 @@ needed a quarter of its lists probed (a quarter of the rows scanned) for recall@
 IVF-PQ fast scan with exact re-ranking stayed below 0.99; HNSW reached it at 28x the speed of
 exact search (docs/database.md). An HNSW graph cannot drop a row: a removed row is marked (its
 person set to 0) and passed over in results, and the graph is rebuilt once a tenth is removed.
+Rows added to a graph after it was built or loaded wait in a small exact index beside it (searched
+with it, saved with it) and join the graph :data:`RECENT_ROWS` at a time: growing the graph's
+arrays copies them whole, and a process that had loaded 2 x 10^6 rows and caught up one new person
+peaked 0.9 GB higher for it.
 
 The index is persisted in one file (``<gallery>.faiss`` beside an SQLite gallery), written
 atomically and tagged with the store's uid and version; a reader that loads it catches up through
@@ -32,6 +36,7 @@ from typing import Any, Optional
 import numpy as np
 
 from facetorch import io
+from facetorch.recognition import index_mirror
 from facetorch.recognition.stores.base import Rows
 
 __all__ = ["EXACT_ROWS", "VectorIndex", "faiss_threads", "search_ef"]
@@ -42,6 +47,8 @@ BUILD_EF = 40  # HNSW candidates while inserting
 DEAD_SHARE = 0.1  # rebuild the graph once this share of its rows is removed
 MAGIC = b"FTGIDX02"
 SMALL_BATCH = 16  # fewer queries than this are searched on one thread
+RESORT_ROWS = 65_536  # rows added since the person sort after which it is made again
+RECENT_ROWS = 16_384  # rows a graph keeps in its exact side index before they join the graph
 
 
 def _faiss() -> Any:
@@ -85,10 +92,10 @@ def search_ef(rows: int) -> tuple[int, int]:
 
     Recall@1 against exact search on face-like embeddings (M=32, efConstruction=40, the people of
     the 32 rows found re-ranked over all their rows): at 2 x 10^5 rows 0.990 at 128 candidates; at
-    2 x 10^6 rows 0.990 at 512 and 0.9935 at 768 (docs/database.md). So: 160 up to 250,000 rows,
-    512 up to 10^6, 768 above. Calibration asks half as many.
+    2 x 10^6 rows 0.9895 / 0.991 / 0.993 / 0.994 at 512 / 576 / 640 / 768 (docs/database.md). So:
+    160 up to 250,000 rows, 512 up to 10^6, 640 up to 2.5 x 10^6, 768 above. Calibration asks half as many.
     """
-    ef = 160 if rows <= 250_000 else 512 if rows <= 1_000_000 else 768
+    ef = 160 if rows <= 250_000 else 512 if rows <= 1_000_000 else 640 if rows <= 2_500_000 else 768
     return ef, max(64, ef // 2)
 
 
@@ -104,24 +111,33 @@ class VectorIndex:
         self.dim = int(dim)
         self.exact_rows = int(exact_rows)
         self.person_of = np.zeros(1024, np.int64)
+        self.position_of = np.full(1024, -1, np.int64)  # id -> the row's place in the index's storage, -1: none
+        self._by_person: Optional[tuple[np.ndarray, np.ndarray]] = None  # (people sorted, their ids), made on demand
+        self._added_since_sort: dict[int, list[int]] = {}  # person -> ids added since _by_person was made
         self.version = -1  # the store version the rows reflect
         self.uid = ""
         self.dead = 0  # removed rows the graph still holds
         self.graph = False
         self._ids: Optional[np.ndarray] = None  # the flat index's ids, by position (read again after any change)
         self.index = self._flat()
+        # A graph's rows added after it was built or loaded wait in a small exact index (place -2 - i):
+        # adding to the graph grows its arrays, and a grown std::vector is copied whole (a reader that
+        # caught up two new rows at 2 x 10^6 peaked 0.9 GB higher). They join the graph in bulk.
+        self.recent: Optional[Any] = None
+        self.mirror_factory = index_mirror.gpu_flat_factory()  # with a GPU, a graph is searched as an exact copy there
+        self._mirror: Optional[index_mirror.ExactMirror] = None
 
     # ------------------------------------------------------------------ shape
     def _flat(self) -> Any:
         faiss = _faiss()
-        self.graph = False
+        self.graph, self.recent, self._mirror = False, None, None
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
 
     def _hnsw(self) -> Any:
         faiss = _faiss()
         graph = faiss.IndexHNSWFlat(self.dim, GRAPH_M, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = BUILD_EF
-        self.graph = True
+        self.graph, self.recent, self._mirror = True, None, None
         return faiss.IndexIDMap2(graph)  # keeps the graph alive
 
     @property
@@ -130,7 +146,12 @@ class VectorIndex:
         return not self.graph
 
     def __len__(self) -> int:
-        return int(self.index.ntotal) - self.dead
+        return int(self.index.ntotal) - self.dead + self.recent_rows
+
+    @property
+    def recent_rows(self) -> int:
+        """Rows waiting in the graph's exact side index."""
+        return int(self.recent.ntotal) if self.recent is not None else 0
 
     def efs(self) -> tuple[int, int]:
         """(identify, calibration) HNSW candidates at this size."""
@@ -141,8 +162,10 @@ class VectorIndex:
         if self.exact:
             return {"kind": "flat", "rows": len(self)}
         ef, calibration = self.efs()
+        if self.mirror_factory is not None:
+            return {"kind": "hnsw", "rows": len(self), "search": "exact, on the GPU", "recent_rows": self.recent_rows}
         return {"kind": "hnsw", "rows": len(self), "m": GRAPH_M, "ef_construction": BUILD_EF, "ef_search": ef,
-                "calibration_ef": calibration, "removed_rows_held": self.dead}  # fmt: skip
+                "calibration_ef": calibration, "removed_rows_held": self.dead, "recent_rows": self.recent_rows}  # fmt: skip
 
     def needs_reshape(self, rows: Optional[int] = None) -> bool:
         """Whether ``rows`` live rows (default: the index's) call for the other kind, or the graph holds too many dead."""
@@ -158,28 +181,136 @@ class VectorIndex:
         self.dead, self._ids = 0, None
         for ids, vectors in parts:
             self.index.add_with_ids(vectors, ids)
+        self._place_rows()
 
     def start_graph(self) -> None:
         """Start empty as a graph (a bulk build of many rows from a store)."""
         self.index, self.dead = self._hnsw(), 0
 
     # ------------------------------------------------------------------ rows
-    def add(self, rows: Rows) -> int:
-        """Add rows whose ids are not there yet; returns how many."""
+    def add(self, rows: Rows, into_graph: bool = False) -> int:
+        """Add rows whose ids are not there yet; returns how many.
+
+        On a graph they wait in the exact side index (``recent``) unless ``into_graph`` (a bulk build),
+        and join the graph once :data:`RECENT_ROWS` wait.
+        """
         if not len(rows):
             return 0
-        top = int(rows.ids.max())
-        if top >= len(self.person_of):
-            grown = np.zeros(max(top + 1, 2 * len(self.person_of)), np.int64)
-            grown[: len(self.person_of)] = self.person_of
-            self.person_of = grown
+        self._grow(int(rows.ids.max()))
         new = self.person_of[rows.ids] == 0
         if not new.any():
             return 0
-        self.index.add_with_ids(np.ascontiguousarray(rows.embeddings[new], np.float32), rows.ids[new].astype(np.int64))
+        ids, people = rows.ids[new].astype(np.int64), rows.people[new].astype(np.int64)
+        vectors = np.ascontiguousarray(rows.embeddings[new], np.float32)
+        if self.graph and not into_graph:
+            if self.recent is None:
+                self.recent = _faiss().IndexIDMap2(_faiss().IndexFlatIP(self.dim))
+            start = self.recent_rows
+            self.recent.add_with_ids(vectors, ids)
+            self.position_of[ids] = -2 - np.arange(start, start + len(ids))
+        else:
+            start = int(self.index.ntotal)
+            self.index.add_with_ids(vectors, ids)
+            self.position_of[ids] = np.arange(start, start + len(ids))
         self._ids = None
-        self.person_of[rows.ids[new]] = rows.people[new]
+        self.person_of[ids] = people
+        if self.recent_rows >= RECENT_ROWS:
+            self._join_recent()
+        if self._by_person is not None:
+            for person, row in zip(people.tolist(), ids.tolist()):
+                self._added_since_sort.setdefault(person, []).append(row)
+            if sum(map(len, self._added_since_sort.values())) > max(RESORT_ROWS, len(self) // 20):
+                self._by_person, self._added_since_sort = None, {}  # sorted again at the next search
         return int(new.sum())
+
+    def _grow(self, top: int) -> None:
+        """Room in the id-indexed maps for ids up to ``top``."""
+        if top < len(self.person_of):
+            return
+        size = max(top + 1, 2 * len(self.person_of))
+        self.person_of = np.concatenate([self.person_of, np.zeros(size - len(self.person_of), np.int64)])
+        self.position_of = np.concatenate([self.position_of, np.full(size - len(self.position_of), -1, np.int64)])
+
+    def _join_recent(self) -> None:
+        """Move the side index's rows into the graph (the graph's arrays grow here, once for many rows)."""
+        ids, vectors = self._ids_of(self.recent), self._storage(self.recent)  # a view: the side index must live on
+        live = self.person_of[ids] != 0
+        start = int(self.index.ntotal)
+        self.index.add_with_ids(np.ascontiguousarray(vectors[live]), ids[live])
+        self.position_of[ids[live]] = np.arange(start, start + int(live.sum()))
+        self.recent = None
+
+    def _main_ids(self) -> np.ndarray:
+        """The main index's ids by place (kept until it changes)."""
+        if self._ids is None or len(self._ids) != int(self.index.ntotal):
+            self._ids = self._ids_of(self.index)
+        return self._ids
+
+    @staticmethod
+    def _ids_of(index: Any) -> np.ndarray:
+        return _faiss().vector_to_array(index.id_map).astype(np.int64)
+
+    def _place_rows(self) -> None:
+        """Read each id's place in the storages again (after a storage was compacted or rebuilt)."""
+        ids = self._ids_of(self.index)
+        recent = self._ids_of(self.recent) if self.recent is not None else np.empty(0, np.int64)
+        self._grow(int(max(ids.max(initial=0), recent.max(initial=0))))
+        self.position_of[:] = -1
+        self.position_of[ids] = np.arange(len(ids))
+        self.position_of[recent] = -2 - np.arange(len(recent))
+
+    def _storage(self, index: Any = None) -> np.ndarray:
+        """The vectors of ``index`` (default: the graph or flat one) by place, (ntotal, dim) float32.
+
+        A view, valid until that index changes.
+        """
+        faiss = _faiss()
+        index = self.index if index is None else index
+        inner = faiss.downcast_index(index.index)
+        storage = faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
+        total = int(index.ntotal)
+        if not total:
+            return np.empty((0, self.dim), np.float32)
+        return np.asarray(faiss.rev_swig_ptr(storage.get_xb(), total * self.dim)).reshape(total, self.dim)
+
+    def _vectors_at(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of live ``ids`` (copies), from the main storage or the side index."""
+        places = self.position_of[ids]
+        if self.recent is None or (places >= 0).all():
+            return self._storage()[places]
+        out = np.empty((len(ids), self.dim), np.float32)
+        main = places >= 0
+        out[main] = self._storage()[places[main]]
+        out[~main] = self._storage(self.recent)[-2 - places[~main]]
+        return out
+
+    def rows_of_people(self, people: np.ndarray) -> Rows:
+        """Every live row of these people, from memory (ids, people, vectors as copies).
+
+        The people's ids are found in a sort of the person map (made once, then kept up to date
+        by the rows added since), their vectors in the index's own storage: no read of the store.
+        """
+        people = np.unique(np.asarray(people, np.int64).ravel())
+        people = people[people > 0]
+        if not len(people):
+            return Rows.empty(self.dim)
+        if self._by_person is None:
+            live = np.flatnonzero(self.person_of)
+            order = np.argsort(self.person_of[live], kind="stable")
+            self._by_person, self._added_since_sort = (self.person_of[live][order], live[order]), {}
+        sorted_people, sorted_ids = self._by_person
+        low, high = np.searchsorted(sorted_people, people, "left"), np.searchsorted(sorted_people, people, "right")
+        counts = high - low
+        picks = np.repeat(low - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        ids, owners = sorted_ids[picks], np.repeat(people, counts)
+        if self._added_since_sort:
+            extra = [(row, person) for person in people.tolist() for row in self._added_since_sort.get(person, ())]
+            if extra:
+                ids = np.concatenate([ids, np.asarray([row for row, _ in extra], np.int64)])
+                owners = np.concatenate([owners, np.asarray([person for _, person in extra], np.int64)])
+        live = self.person_of[ids] == owners  # removed rows (person 0 now) are passed over
+        ids = ids[live]
+        return Rows(ids, self.person_of[ids], self._vectors_at(ids))
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove rows by id (ids not there are passed over); returns how many."""
@@ -187,12 +318,18 @@ class VectorIndex:
         ids = ids[(ids >= 0) & (ids < len(self.person_of))]
         ids = ids[self.person_of[ids] != 0]
         if len(ids):
+            waiting = self.position_of[ids] <= -2
+            if waiting.any():
+                self.recent.remove_ids(_faiss().IDSelectorArray(ids[waiting]))
             if self.graph:
-                self.dead += len(ids)  # an HNSW graph cannot drop a node: marked, passed over, rebuilt later
+                self.dead += int((~waiting).sum())  # an HNSW graph cannot drop a node: marked, passed over, rebuilt later
             else:
                 self.index.remove_ids(_faiss().IDSelectorArray(ids))
                 self._ids = None
             self.person_of[ids] = 0
+            if waiting.any() or not self.graph:
+                self._place_rows()  # a flat storage was compacted
+            self.position_of[ids] = -1
         return len(ids)
 
     def all_rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -202,35 +339,33 @@ class VectorIndex:
             return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
+    def _indexes(self) -> list[Any]:
+        return [self.index] + ([self.recent] if self.recent is not None else [])
+
     def iter_rows(self, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) of the live rows, ``chunk`` at a time, as copies."""
-        faiss = _faiss()
-        total = int(self.index.ntotal)
-        if not total:
-            return
-        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
-        inner = faiss.downcast_index(self.index.index)
-        storage = faiss.downcast_index(inner.storage) if self.graph else inner
-        vectors = np.asarray(faiss.rev_swig_ptr(storage.get_xb(), total * self.dim)).reshape(total, self.dim)
-        for start in range(0, total, chunk):
-            part = ids[start : start + chunk]
-            live = self.person_of[part] != 0
-            if live.any():
-                yield part[live].copy(), vectors[start : start + chunk][live].copy()
+        for index in self._indexes():
+            ids, vectors = self._ids_of(index), self._storage(index)
+            for start in range(0, len(ids), chunk):
+                part = ids[start : start + chunk]
+                live = self.person_of[part] != 0
+                if live.any():
+                    yield part[live].copy(), vectors[start : start + chunk][live].copy()
 
     def iter_ids(self, chunk: int = 1 << 20) -> Iterator[tuple[np.ndarray, None]]:
         """The live ids, ``chunk`` at a time (no vectors copied)."""
-        ids = _faiss().vector_to_array(self.index.id_map).astype(np.int64)
-        for start in range(0, len(ids), chunk):
-            part = ids[start : start + chunk]
-            yield part[self.person_of[part] != 0], None
+        for index in self._indexes():
+            ids = self._ids_of(index)
+            for start in range(0, len(ids), chunk):
+                part = ids[start : start + chunk]
+                yield part[self.person_of[part] != 0], None
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of these ids (all must be there)."""
         ids = np.asarray(ids, np.int64).ravel()
         if not len(ids):
             return np.empty((0, self.dim), np.float32)
-        return np.asarray(self.index.reconstruct_batch(ids), np.float32).reshape(len(ids), self.dim)
+        return self._vectors_at(ids)
 
     def search(self, queries: np.ndarray, k: int, ef: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best live rows of each query: (scores float32, ids; -1 where fewer were found).
@@ -247,9 +382,18 @@ class VectorIndex:
                 return self.index.search(queries, max(1, min(int(k), len(self))))
             faiss = _faiss()
             wanted = max(1, min(int(k) + min(self.dead, 2 * int(k)), int(self.index.ntotal)))  # room for marked rows
-            params = faiss.SearchParametersHNSW(efSearch=max(int(ef or self.efs()[0]), wanted))
-            scores, ids = self.index.search(queries, wanted, params=params)
-        if self.dead:
+            if self.mirror_factory is not None:
+                if self._mirror is None:
+                    self._mirror = index_mirror.ExactMirror(self.dim, self.mirror_factory)
+                scores, places = self._mirror.search(self._storage(), queries, wanted)
+                ids = np.where(places >= 0, self._main_ids()[np.maximum(places, 0)], -1)
+            else:
+                params = faiss.SearchParametersHNSW(efSearch=max(int(ef or self.efs()[0]), wanted))
+                scores, ids = self.index.search(queries, wanted, params=params)
+            if self.recent_rows:  # the rows waiting beside the graph, searched exactly
+                near_scores, near_ids = self.recent.search(queries, min(int(k), self.recent_rows))
+                scores, ids = np.concatenate([scores, near_scores], 1), np.concatenate([ids, near_ids], 1)
+        if self.dead or self.recent_rows:
             gone = (ids >= 0) & (self.person_of[np.maximum(ids, 0)] == 0)
             scores, ids = np.where(gone, -np.inf, scores), np.where(gone, -1, ids)
             order = np.argsort(-scores, axis=1, kind="stable")
@@ -262,12 +406,8 @@ class VectorIndex:
         The same answer as FAISS's flat search, 2.5x faster on this machine for a batch of probes
         (NumPy's BLAS product and a partial sort, against FAISS's blocked product and heaps).
         """
-        faiss = _faiss()
-        total = int(self.index.ntotal)
-        storage = faiss.downcast_index(self.index.index)
-        rows = np.asarray(faiss.rev_swig_ptr(storage.get_xb(), total * self.dim)).reshape(total, self.dim)
-        if self._ids is None or len(self._ids) != total:
-            self._ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        rows = self._storage()
+        total = len(rows)
         scores, ids = np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
         for start in range(0, len(queries), block):
             similarity = queries[start : start + block] @ rows.T
@@ -275,7 +415,7 @@ class VectorIndex:
             best = np.take_along_axis(similarity, top, 1)
             order = np.argsort(-best, axis=1, kind="stable")
             scores[start : start + block] = np.take_along_axis(best, order, 1)
-            ids[start : start + block] = self._ids[np.take_along_axis(top, order, 1)]
+            ids[start : start + block] = self._main_ids()[np.take_along_axis(top, order, 1)]
         return scores, ids
 
     # ------------------------------------------------------------------ file
@@ -283,12 +423,14 @@ class VectorIndex:
         """Write the index, its person map, uid and version atomically to ``path``."""
         faiss = _faiss()
         top = int(np.flatnonzero(self.person_of).max()) + 1 if self.person_of.any() else 0
-        header = json.dumps({"uid": self.uid, "version": self.version, "dim": self.dim, "graph": self.graph, "dead": self.dead,
-                             "exact_rows": self.exact_rows, "map_rows": top}).encode()  # fmt: skip
+        header = json.dumps({"uid": self.uid, "version": self.version, "dim": self.dim, "graph": self.graph,
+                             "dead": self.dead, "exact_rows": self.exact_rows, "map_rows": top,
+                             "recent_rows": self.recent_rows}).encode()  # fmt: skip
         with io.atomic_open(path, "wb") as handle:
             handle.write(MAGIC + struct.pack("<Q", len(header)) + header)
             handle.write(self.person_of[:top].astype("<i8").tobytes())
-            faiss.write_index(self.index, faiss.PyCallbackIOWriter(handle.write))
+            for index in self._indexes() if self.recent_rows else [self.index]:
+                faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
 
     @classmethod
     def load(cls, path: str | Path) -> Optional[VectorIndex]:
@@ -304,13 +446,16 @@ class VectorIndex:
                 header = json.loads(handle.read(size))
                 people = np.frombuffer(handle.read(8 * int(header["map_rows"])), "<i8").astype(np.int64)
                 index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
+                recent = faiss.read_index(faiss.PyCallbackIOReader(handle.read)) if header.get("recent_rows") else None
         except (OSError, ValueError, KeyError, RuntimeError, struct.error):
             return None
         loaded = cls(int(header["dim"]), int(header["exact_rows"]))
         loaded.index = index
         loaded.person_of = np.concatenate([people, np.zeros(1024, np.int64)])
+        loaded.position_of = np.full(len(loaded.person_of), -1, np.int64)
         loaded.uid, loaded.version = str(header["uid"]), int(header["version"])
-        loaded.graph, loaded.dead = bool(header["graph"]), int(header["dead"])
-        if index.ntotal - loaded.dead != int(np.count_nonzero(loaded.person_of)) or index.d != loaded.dim:
+        loaded.graph, loaded.dead, loaded.recent = bool(header["graph"]), int(header["dead"]), recent
+        if len(loaded) != int(np.count_nonzero(loaded.person_of)) or index.d != loaded.dim:
             return None
+        loaded._place_rows()
         return loaded
