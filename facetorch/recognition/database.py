@@ -259,7 +259,7 @@ class FaceGallery:
         index.uid, index.version = self.store.uid, self.store.version()  # before reading: later changes are caught up
         rows = self.store.num_rows()
         if rows >= self.exact_rows:
-            index.start_graph()
+            index.start_graph(rows)
         for part in self.store.all_rows():
             index.add(part, into_graph=True)
         self._built, self._changed_rows = True, 0

@@ -133,10 +133,23 @@ class VectorIndex:
         self.graph, self.recent, self._mirror = False, None, None
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
 
-    def _hnsw(self) -> Any:
+    def _hnsw(self, rows: int = 0) -> Any:
+        """An empty HNSW graph, its arrays made ready for ``rows`` rows.
+
+        A std::vector that outgrows its capacity is copied whole to a new one twice the size: at
+        2 x 10^6 rows a bulk build held the old and new copies of its 1 GB of vectors at once.
+        Resizing to the final size and back to 0 keeps the capacity (FAISS's vectors have no
+        ``reserve``), so the build fills them in place.
+        """
         faiss = _faiss()
         graph = faiss.IndexHNSWFlat(self.dim, GRAPH_M, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = BUILD_EF
+        if rows:
+            vectors, links = faiss.downcast_index(graph.storage).codes, graph.hnsw.neighbors
+            vectors.resize(rows * self.dim * 4)
+            vectors.resize(0)
+            links.resize(rows * (2 * GRAPH_M + 2))  # the ground layer's 2M links, and ~M/(M-1) above it
+            links.resize(0)
         self.graph, self.recent, self._mirror = True, None, None
         return faiss.IndexIDMap2(graph)  # keeps the graph alive
 
@@ -177,15 +190,15 @@ class VectorIndex:
     def reshape(self) -> None:
         """Rebuild as the size asks: flat, or a graph of the live rows."""
         parts = list(self.iter_rows())
-        self.index = self._hnsw() if len(self) >= self.exact_rows else self._flat()
+        self.index = self._hnsw(len(self)) if len(self) >= self.exact_rows else self._flat()
         self.dead, self._ids = 0, None
         for ids, vectors in parts:
             self.index.add_with_ids(vectors, ids)
         self._place_rows()
 
-    def start_graph(self) -> None:
-        """Start empty as a graph (a bulk build of many rows from a store)."""
-        self.index, self.dead = self._hnsw(), 0
+    def start_graph(self, rows: int = 0) -> None:
+        """Start empty as a graph (a bulk build of about ``rows`` rows from a store)."""
+        self.index, self.dead = self._hnsw(rows), 0
 
     # ------------------------------------------------------------------ rows
     def add(self, rows: Rows, into_graph: bool = False) -> int:
