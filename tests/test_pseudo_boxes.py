@@ -21,6 +21,7 @@ from facetorch.losses import DetectionLoss, diou_loss, giou_loss, original_local
 from facetorch.models import dlib_files
 from facetorch.tasks import FaceDetectorTask
 from tests.conftest import REPO, write_labelme_folder
+from tests.test_recognition import error_line as recognition_error_line
 
 TINY = str(REPO / "tests" / "configs" / "detector_tiny.yaml")
 MODELS = dlib_files.installed_models_dir()
@@ -29,13 +30,7 @@ needs_detector = pytest.mark.skipif(not HAS_DETECTOR, reason="face_recognition_m
 
 
 def error_line(argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        prepare_boxes.main(argv)
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if ": error:" in line]
-    assert len(errors) == 1, errors
-    return errors[0]
+    return recognition_error_line(argv, capsys, prepare_boxes.main)
 
 
 # ------------------------------------------------------------------------------ the box mapping

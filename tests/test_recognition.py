@@ -14,9 +14,9 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -257,10 +257,11 @@ def toy_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gallery_cli, "_detector", lambda args, recorded: SquareDetector())
 
 
-def error_line(args: list[str], capsys: pytest.CaptureFixture) -> str:
+def error_line(args: list[str], capsys: pytest.CaptureFixture, main: Optional[Callable[[list[str]], Any]] = None) -> str:
+    """The one error line a tool (default: gallery.py) prints for ``args``, after checking it exits with 2."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        gallery_cli.main(args)
+        (main or gallery_cli.main)(args)
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if ": error:" in line]
     assert len(errors) == 1, errors
