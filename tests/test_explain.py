@@ -30,7 +30,7 @@ from facetorch.explain.render import (
 )
 from facetorch.inference.checkpoint import CheckpointError
 from facetorch.tasks import FaceClassifierTask, FaceTask
-from tests.conftest import REPO, image_size_and_mode, write_face_crops
+from tests.conftest import REPO, image_size_and_mode
 
 TINY_FACE_VGG = str(REPO / "tests" / "configs" / "face_vgg.yaml")
 SUFFIXES = {"gradcam": "_gradcam_overlay.png", "guided": "_guided.png", "guided_gradcam": "_guided_gradcam.png"}
@@ -38,15 +38,9 @@ IMAGE_SIZE = (24, 16)  # (H, W) of the tiny config
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A FaceVGG checkpoint trained for one epoch on generated crops (shared by the tool tests)."""
-    work = tmp_path_factory.mktemp("train")
-    crops = write_face_crops(work / "crops")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(work)
-        cli.train(["--config", TINY_FACE_VGG, "--data.root", str(crops), "--trainer.max_epochs=1",
-                   "--trainer.enable_progress_bar=false"])  # fmt: skip
-    return work / "runs" / "face_vgg_tiny" / "version_0" / "checkpoints" / "best.ckpt"
+def checkpoint(tiny_checkpoints: dict[str, tuple[Path, Path]]) -> Path:
+    """A FaceVGG checkpoint trained for one epoch on generated crops (the session's, shared by the tool tests)."""
+    return tiny_checkpoints["face_vgg.yaml"][0]
 
 
 def explain(checkpoint: Path, *args: str) -> list[Path]:

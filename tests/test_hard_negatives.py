@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from facetorch import cli
 from facetorch.cli.common import run_tool
 from facetorch.cli.prepare_crops import prepare_crops
 from facetorch.data.annotations import FaceAnnotation
 from facetorch.data.crops import fold_by_image, write_crops
 from facetorch.data.face_variants import draw_mask, jittered_boxes
 from facetorch.data.haar import HAND_BOX, haar_to_hand_box
-from facetorch.data.synthetic import write_face_crops, write_labelme_folder
+from facetorch.data.synthetic import write_labelme_folder
 from facetorch.data.transforms import Augmentation, InputSpec
 from facetorch.evaluation import box_iou
 from facetorch.inference.checkpoint import CheckpointError
@@ -26,15 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def face_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny face / non-face checkpoint (one epoch of tests/configs/face_vgg.yaml on generated crops)."""
-    work = tmp_path_factory.mktemp("face_ckpt")
-    data = write_face_crops(work / "crops")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(work)
-        cli.train(["--config", str(REPO / "tests" / "configs" / "face_vgg.yaml"), "--data.root", str(data),
-                   "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])  # fmt: skip
-    return work / "runs" / "face_vgg_tiny" / "version_0" / "checkpoints" / "best.ckpt"
+def face_ckpt(tiny_checkpoints: dict[str, tuple[Path, Path]]) -> Path:
+    """A tiny face / non-face checkpoint (the session's one epoch of tests/configs/face_vgg.yaml on generated crops)."""
+    return tiny_checkpoints["face_vgg.yaml"][0]
 
 
 @pytest.fixture
