@@ -127,15 +127,16 @@ def compare(gallery: Any, population: Population, probes: np.ndarray, repeats: i
     batch_1 = _alternating({**searches, "faiss_index_flat_ip_one_thread": flat_one_thread}, probes, 1, 20, repeats)
     exact, _ = exact_answers(rows, population.per_person, probes)
 
-    def hits() -> list[bool]:
-        return [name == population.name(person) for (name, _), person in zip(gallery.identify(probes, 0.0), exact)]
+    def answers_and_hits() -> tuple[list[str], list[bool]]:
+        answers = [name for name, _ in gallery.identify(probes, 0.0)]
+        return answers, [answer == population.name(person) for answer, person in zip(answers, exact)]
 
-    answers = [name for name, _ in gallery.identify(probes, 0.0)]
-    out = {"identify_batch_64_ms": batch_64, "identify_batch_1_ms": batch_1, "answers": answers, "hits": hits()}
+    answers, hits = answers_and_hits()
+    out = {"identify_batch_64_ms": batch_64, "identify_batch_1_ms": batch_1, "answers": answers, "hits": hits}
     sweep = []
     for ef in ef_values:  # the same gallery searched with other candidate counts (HNSW only)
         gallery.ef_search = int(ef)
-        sweep.append({"ef_search": int(ef), "hits": hits(),
+        sweep.append({"ef_search": int(ef), "hits": answers_and_hits()[1],
                       "identify_batch_64_ms": per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 64, 640),
                       "identify_batch_1_ms": per_probe_ms(lambda q: gallery.identify(q, 0.0), probes, 1, 100)})  # fmt: skip
     gallery.ef_search = None

@@ -114,6 +114,7 @@ class VectorIndex:
         self.position_of = np.full(1024, -1, np.int64)  # id -> the row's place in the index's storage, -1: none
         self._by_person: Optional[tuple[np.ndarray, np.ndarray]] = None  # (people sorted, their ids), made on demand
         self._added_since_sort: dict[int, list[int]] = {}  # person -> ids added since _by_person was made
+        self._added_count = 0  # how many ids _added_since_sort holds
         self.version = -1  # the store version the rows reflect
         self.uid = ""
         self.dead = 0  # removed rows the graph still holds
@@ -232,8 +233,9 @@ class VectorIndex:
         if self._by_person is not None:
             for person, row in zip(people.tolist(), ids.tolist()):
                 self._added_since_sort.setdefault(person, []).append(row)
-            if sum(map(len, self._added_since_sort.values())) > max(RESORT_ROWS, len(self) // 20):
-                self._by_person, self._added_since_sort = None, {}  # sorted again at the next search
+            self._added_count += len(ids)
+            if self._added_count > max(RESORT_ROWS, len(self) // 20):
+                self._by_person = None  # sorted again at the next search
         return int(new.sum())
 
     def _grow(self, top: int) -> None:
@@ -264,13 +266,17 @@ class VectorIndex:
         return _faiss().vector_to_array(index.id_map).astype(np.int64)
 
     def _place_rows(self) -> None:
-        """Read each id's place in the storages again (after a storage was compacted or rebuilt)."""
-        ids = self._ids_of(self.index)
-        recent = self._ids_of(self.recent) if self.recent is not None else np.empty(0, np.int64)
-        self._grow(int(max(ids.max(initial=0), recent.max(initial=0))))
+        """Read every id's place again (after the index was rebuilt or loaded)."""
         self.position_of[:] = -1
-        self.position_of[ids] = np.arange(len(ids))
-        self.position_of[recent] = -2 - np.arange(len(recent))
+        for index in self._indexes():
+            self._place(index)
+
+    def _place(self, index: Any) -> None:
+        """Read the places of ``index``'s ids again (the main index's, or the side index's as -2 - i)."""
+        ids = self._ids_of(index)
+        self._grow(int(ids.max(initial=0)))
+        places = np.arange(len(ids))
+        self.position_of[ids] = places if index is self.index else -2 - places
 
     def _storage(self, index: Any = None) -> np.ndarray:
         """The vectors of ``index`` (default: the graph or flat one) by place, (ntotal, dim) float32.
@@ -310,7 +316,7 @@ class VectorIndex:
         if self._by_person is None:
             live = np.flatnonzero(self.person_of)
             order = np.argsort(self.person_of[live], kind="stable")
-            self._by_person, self._added_since_sort = (self.person_of[live][order], live[order]), {}
+            self._by_person, self._added_since_sort, self._added_count = (self.person_of[live][order], live[order]), {}, 0
         sorted_people, sorted_ids = self._by_person
         low, high = np.searchsorted(sorted_people, people, "left"), np.searchsorted(sorted_people, people, "right")
         counts = high - low
@@ -340,8 +346,10 @@ class VectorIndex:
                 self.index.remove_ids(_faiss().IDSelectorArray(ids))
                 self._ids = None
             self.person_of[ids] = 0
-            if waiting.any() or not self.graph:
-                self._place_rows()  # a flat storage was compacted
+            if waiting.any():
+                self._place(self.recent)  # the side index was compacted; the graph's places stand
+            if not self.graph:
+                self._place(self.index)  # the flat storage was compacted
             self.position_of[ids] = -1
         return len(ids)
 
