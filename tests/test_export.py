@@ -180,6 +180,28 @@ def test_the_graph_embeds_as_the_task_does_with_and_without_the_test_time_flip()
         assert not torch.allclose(got, task.embed(images))  # the normalisation is inside the graph
 
 
+def test_the_detector_graph_detects_as_the_task_does_with_and_without_the_test_time_flip() -> None:
+    from facetorch.data.transforms import InputSpec
+    from facetorch.inference.export import export_graph, export_metadata
+    from facetorch.tasks import FaceDetectorTask
+
+    spec = InputSpec((32, 32), 3)
+    images = torch.randint(0, 256, (3, 3, 32, 32)).float()
+    answers = {}
+    for flip in (True, False):
+        torch.manual_seed(0)
+        task = FaceDetectorTask(backbone="tiny", hidden=16, pool_grid=2, tta_flip=flip).eval()
+        graph = export_graph(task, spec)
+        assert graph.flip_test is flip
+        with torch.no_grad():
+            answers[flip] = graph(images)
+            expected = task.detect((images / 255 - 0.5) / 0.5)
+        for got, want in zip(answers[flip], expected):
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+        assert ("mirror image" in export_metadata(task, spec, graph)["outputs"]["box"]["description"]) is flip
+    assert not torch.allclose(answers[True][1], answers[False][1])  # the flip changes the box: it is in the graph
+
+
 def test_a_fixed_batch_onnx_runs_any_number_of_images_in_chunks(trained: dict, exported: dict, work: Path) -> None:
     path = work / "fixed" / "face_vgg.onnx"
     summary = run_export("face_vgg.yaml", trained["face_vgg"][0], "onnx", path, "--fixed_batch")

@@ -41,10 +41,10 @@ from torch import nn
 
 import facetorch
 from facetorch import io
+from facetorch.boxes import mirrored_boxes, ordered_boxes
 from facetorch.data.transforms import InputSpec
 from facetorch.inference.checkpoint import model_fingerprint
 from facetorch.tasks import ClassificationTask, EmbeddingTask, FaceDetectorTask, FaceTask
-from facetorch.tasks.detector import ordered_boxes
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -91,7 +91,8 @@ class ExportGraph(nn.Module):
         kind: ``classification``, ``embedding`` or ``detector``.
         mean: Per-channel mean in [0, 1] units (:attr:`InputSpec.mean`).
         std: Per-channel std in [0, 1] units (:attr:`InputSpec.std`).
-        flip_test: Embeddings only: average the embeddings of each image and its mirror image.
+        flip_test: Average over each image and its mirror image: the embeddings (then normalised again)
+            or, for a detector, the face logit and the box (the flipped image's box mirrored back).
     """
 
     OUTPUTS = {"classification": ("logits", "probabilities"), "embedding": ("embedding",), "detector": ("score", "box")}
@@ -131,7 +132,12 @@ class ExportGraph(nn.Module):
                 embedding = F.normalize(embedding + self.model(torch.flip(x, dims=[3])).float(), dim=1)
             return (embedding,)
         logits, boxes = self.model(x)
-        return torch.sigmoid(logits.float().reshape(-1)), ordered_boxes(boxes.float())
+        boxes = ordered_boxes(boxes.float())
+        if self.flip_test:  # as FaceDetectorTask.predict_boxes with tta_flip
+            flipped_logits, flipped_boxes = self.model(torch.flip(x, dims=[3]))
+            logits = (logits.float() + flipped_logits.float()) / 2
+            boxes = (boxes + mirrored_boxes(ordered_boxes(flipped_boxes.float()))) / 2
+        return torch.sigmoid(logits.float().reshape(-1)), boxes
 
 
 def _kind(task: FaceTask) -> Literal["classification", "embedding", "detector"]:
@@ -154,7 +160,8 @@ def export_graph(task: FaceTask, spec: InputSpec) -> ExportGraph:
     model = copy.deepcopy(task.model).cpu().float().to(memory_format=torch.contiguous_format).eval()
     model.requires_grad_(False)
     kind = _kind(task)
-    flip = bool(getattr(task, "flip_test", False)) if kind == "embedding" else False
+    # The checkpoint's test-time flip goes into the graph, so an export answers as the task measured.
+    flip = bool(getattr(task, "flip_test" if kind == "embedding" else "tta_flip", False)) if kind != "classification" else False
     return ExportGraph(model, kind, spec.mean, spec.std, flip).eval()
 
 
@@ -177,10 +184,13 @@ def _output_table(task: FaceTask, kind: str, flip_test: bool) -> dict[str, dict[
             "description": f"unit-length face embedding {how if flip_test else '(no test-time flip)'}; compare two "
                            "with the dot product (cosine similarity)",
         }}  # fmt: skip
+    averaged = " (averaged with the mirror image's, inside the graph)" if flip_test else ""
     return {
-        "score": {"shape": ["batch"], "dtype": "float32", "description": "probability that the image holds a face"},
+        "score": {"shape": ["batch"], "dtype": "float32",
+                  "description": f"probability that the image holds a face{averaged}"},
         "box": {"shape": ["batch", 4], "dtype": "float32",
-                "description": "the face box x1, y1, x2, y2 as fractions of the input width / height (x1 <= x2, y1 <= y2)"},
+                "description": "the face box x1, y1, x2, y2 as fractions of the input width / height "
+                               f"(x1 <= x2, y1 <= y2){averaged}"},
     }  # fmt: skip
 
 
