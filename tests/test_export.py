@@ -202,6 +202,27 @@ def test_the_detector_graph_detects_as_the_task_does_with_and_without_the_test_t
     assert not torch.allclose(answers[True][1], answers[False][1])  # the flip changes the box: it is in the graph
 
 
+def test_tta_flip_on_puts_the_detectors_flip_in_the_file_and_a_classifier_refuses_it(trained: dict, work: Path) -> None:
+    ckpt = trained["detector"][0]
+    files = {flip: work / "flip" / f"detector_{flip}.onnx" for flip in ("off", "on")}
+    for flip, path in files.items():
+        assert run_export("detector_tiny.yaml", ckpt, "onnx", path, "--tta_flip", flip)["tta_flip"] is (flip == "on")
+    loaded = load_task(ckpt, FaceDetectorTask)
+    height, width = loaded.input.image_size
+    pixels = np.random.default_rng(3).integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+    normalised = torch.stack([loaded.input.finish()(image) for image in pixels])
+    nchw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).astype(np.float32)
+    for flip, path in files.items():
+        loaded.task.tta_flip = flip == "on"
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(["score", "box"], {"images": nchw})
+        for g, e in zip(got, reference_outputs(loaded.task, normalised)):
+            np.testing.assert_allclose(g, e, atol=PARITY_BOUND, rtol=0)
+    with pytest.raises(ValueError, match="--tta_flip on: a FaceClassifierTask has no test-time flip"):
+        run_export("face_vgg.yaml", trained["face_vgg"][0], "onnx", work / "flip" / "classifier.onnx", "--tta_flip", "on")
+    assert not (work / "flip" / "classifier.onnx").exists()
+
+
 def test_a_fixed_batch_onnx_runs_any_number_of_images_in_chunks(trained: dict, exported: dict, work: Path) -> None:
     path = work / "fixed" / "face_vgg.onnx"
     summary = run_export("face_vgg.yaml", trained["face_vgg"][0], "onnx", path, "--fixed_batch")

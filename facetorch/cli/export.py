@@ -1,7 +1,7 @@
 """``tools/export.py``: a trained task as an ONNX or TorchScript file that carries its preprocessing and threshold.
 
 ``python tools/export.py --config CONFIG [--ckpt_path CKPT] --format onnx|torchscript --output FILE
-[--opset N] [--fixed_batch] [--overwrite]``
+[--opset N] [--fixed_batch] [--tta_flip checkpoint|on|off] [--overwrite]``
 
 With ``--ckpt_path`` the task, its weights and its input (size, channels, normalisation, crop,
 alignment) come from the checkpoint, through :func:`facetorch.inference.load_task`; ``--config``
@@ -35,7 +35,7 @@ from facetorch.cli.lightning import FaceCLI, run_inputs
 from facetorch.data.transforms import InputSpec
 from facetorch.inference.checkpoint import CheckpointError, load_task
 from facetorch.inference.export import DEFAULT_OPSET, FORMATS, check_export, export_graph, export_task
-from facetorch.tasks import ClassificationTask, FaceTask
+from facetorch.tasks import ClassificationTask, EmbeddingTask, FaceDetectorTask, FaceTask
 
 PROG = "export.py"
 
@@ -56,6 +56,11 @@ class ExportCLI(FaceCLI):
         parser.add_argument("--overwrite", action="store_true", help="Replace an existing, non-empty --output (never an input).")
         parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset version ({MIN_OPSET} or later).")
         parser.add_argument(
+            "--tta_flip", type=str, default="checkpoint",
+            help="checkpoint|on|off: put the test-time flip (the image and its mirror image, averaged) in the graph "
+                 "of an embedding or a detector (default: as the task's flip_test / tta_flip).",
+        )  # fmt: skip
+        parser.add_argument(
             "--fixed_batch", action="store_true",
             help="ONNX: a fixed batch of 1 (default: any batch size). TorchScript traces take any batch size anyway.",
         )  # fmt: skip
@@ -66,6 +71,8 @@ class ExportCLI(FaceCLI):
         if self.config.format not in FORMATS:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.config.format!r}")
         OPSET.check(self.config.opset, "--opset")
+        if self.config.tta_flip not in FLIP_CHOICES:
+            raise ValueError(f"--tta_flip must be one of {', '.join(FLIP_CHOICES)}, got {self.config.tta_flip!r}")
         io.check_output_file(self.config.output, self.config.overwrite, inputs=run_inputs(self.config))
 
     def instantiate_classes(self) -> None:
@@ -82,6 +89,20 @@ class ExportCLI(FaceCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Optional[Trainer]:  # type: ignore[override]
         return None  # nothing is trained or run: no trainer, no run folder
+
+
+FLIP_CHOICES = ("checkpoint", "on", "off")
+
+
+def set_test_time_flip(task: FaceTask, choice: str) -> None:
+    """Apply ``--tta_flip``: ``on`` / ``off`` set an embedding's ``flip_test`` or a detector's ``tta_flip``."""
+    if choice == "checkpoint":
+        return
+    attribute = "flip_test" if isinstance(task, EmbeddingTask) else "tta_flip" if isinstance(task, FaceDetectorTask) else None
+    if attribute is None:
+        raise ValueError(f"--tta_flip {choice}: a {type(task).__name__} has no test-time flip; "
+                         "leave --tta_flip out (only embeddings and the detector have one)")  # fmt: skip
+    setattr(task, attribute, choice == "on")
 
 
 # torch.onnx's dynamo exporter writes opset 18 and converts down to about 7; below that nothing runs.
@@ -142,16 +163,18 @@ def export(args: Optional[list[str]] = None) -> dict[str, Any]:
         task, spec, source = loaded.task, loaded.input, str(config.ckpt_path)
     else:
         task, spec, source = cli.model.cpu().eval(), cli.input_spec, "--config (no checkpoint)"
+    set_test_time_flip(task, config.tta_flip)
     output = Path(config.output)
     dynamic = not config.fixed_batch or config.format == "torchscript"
     metadata = export_task(task, spec, output, config.format, config.opset, dynamic)
     batch = 2 if dynamic else 1
-    difference = check_export(export_graph(task, spec), spec, output, config.format, batch)
+    graph = export_graph(task, spec)
+    difference = check_export(graph, spec, output, config.format, batch)
     summary = {
         "output": str(output), "format": config.format, "source": source, "task": metadata["task"],
         "input_size": metadata["input_size"], "channels": metadata["channels"], "outputs": list(metadata["outputs"]),
         "threshold": metadata["threshold"], "fingerprint": metadata["fingerprint"],
-        "opset": config.opset if config.format == "onnx" else None,
+        "opset": config.opset if config.format == "onnx" else None, "tta_flip": graph.flip_test,
         "dynamic_batch": dynamic, "check_max_abs_diff": difference,
     }  # fmt: skip
     print(json.dumps(summary), flush=True)
