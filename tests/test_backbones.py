@@ -179,3 +179,24 @@ def test_weights_that_do_not_fit_are_a_clear_error(tmp_path: Path) -> None:
         build_backbone("tiny", weights_path=str(path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_backbone("tiny", weights_path=str(tmp_path / "missing.pt"))
+
+
+def test_face_vgg_input_norm_sees_a_darker_flatter_crop_as_the_same_crop(tmp_path: Path) -> None:
+    from facetorch.data.transforms import InputSpec
+    from facetorch.inference.export import check_export, export_graph, export_task
+    from facetorch.tasks import FaceClassifierTask
+
+    torch.manual_seed(0)
+    task = FaceClassifierTask(cfg=[8, "M", 8, "M"], hidden=8, input_norm=True).eval()
+    plain = FaceClassifierTask(cfg=[8, "M", 8, "M"], hidden=8).eval()
+    plain.load_state_dict(task.state_dict())  # no weights of its own: old checkpoints load either way
+    crop = torch.rand(3, 1, 24, 16) * 2 - 1  # normalised input in [-1, 1]
+    dark = 0.25 * crop - 0.7  # a quarter of the contrast, much darker
+    with torch.no_grad():
+        # equal up to eps (0.01 against the dark crop's std of about 0.14)
+        torch.testing.assert_close(task(dark), task(crop), atol=0.01, rtol=0)
+        assert not torch.allclose(plain(dark), plain(crop), atol=0.01)
+    # The standardisation is part of the network: an export carries it.
+    spec = InputSpec((24, 16), 1)
+    export_task(task, spec, tmp_path / "vgg.onnx", "onnx")
+    assert check_export(export_graph(task, spec), spec, tmp_path / "vgg.onnx", "onnx", 2) < 1e-5

@@ -39,6 +39,29 @@ def last_relu_name(features: nn.Sequential) -> str:
     return str(max(i for i, layer in enumerate(features) if isinstance(layer, nn.ReLU)))
 
 
+class ImageStandardization(nn.Module):
+    """Each image to zero mean and unit standard deviation over its own pixels, channel by channel.
+
+    The classical face detectors' variance normalisation: a dark or washed-out crop reaches the
+    first conv looking like a well-lit one. ``eps`` (in the input's units) keeps a flat crop from
+    turning its noise into contrast.
+    """
+
+    def __init__(self, eps: float = 0.01) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W), each (image, channel) plane standardised."""
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        centred = x - mean
+        std = centred.square().mean(dim=(2, 3), keepdim=True).sqrt()
+        return centred / (std + self.eps)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
 class FaceVGG(nn.Module):
     """VGG-style classifier: conv blocks, adaptive pooling to a fixed grid, dense, dropout, classes.
 
@@ -54,6 +77,8 @@ class FaceVGG(nn.Module):
         dropout: Dropout before the last layer.
         batch_norm: BatchNorm after every conv (the original had none).
         pool_size: Grid the features are pooled to before the dense layers.
+        input_norm: Standardise each image by its own mean and standard deviation first
+            (:class:`ImageStandardization`); off in the original.
     """
 
     def __init__(
@@ -65,8 +90,10 @@ class FaceVGG(nn.Module):
         dropout: float = 0.5,
         batch_norm: bool = True,
         pool_size: tuple[int, int] = (7, 5),
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.input_norm = ImageStandardization() if input_norm else nn.Identity()
         self.features = make_vgg_features(cfg, in_channels, batch_norm)
         widths = [c for c in cfg if c != "M"]
         if not widths:
@@ -85,7 +112,7 @@ class FaceVGG(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, F, h, w) feature map."""
-        return self.features(x)
+        return self.features(self.input_norm(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """(B, F, h, w) feature map -> (B, num_classes) logits."""

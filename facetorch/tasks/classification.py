@@ -202,6 +202,8 @@ class FaceClassifierTask(ClassificationTask):
         dropout: Dropout before the last layer.
         batch_norm: BatchNorm after every conv.
         label_smoothing: Label smoothing of the cross-entropy.
+        input_norm: Standardise each image by its own mean and standard deviation before the
+            first conv (dark and low-contrast crops look like well-lit ones).
         **optimization: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
             ``warmup_epochs``, ``plateau_factor``, ``plateau_patience``, ``channels_last``: see
             :class:`~facetorch.tasks.base.FaceTask` (flat config keys, e.g. ``--model.init_args.lr``).
@@ -217,6 +219,7 @@ class FaceClassifierTask(ClassificationTask):
         dropout: float = 0.5,
         batch_norm: bool = True,
         label_smoothing: float = 0.0,
+        input_norm: bool = False,
         **optimization: Any,
     ) -> None:
         check_values("model", locals(), MODEL_VALUES)  # every number against its meaning, before any is used
@@ -227,7 +230,9 @@ class FaceClassifierTask(ClassificationTask):
             **optimization,
         )
         self.save_hyperparameters()
-        self.model: nn.Module = FaceVGG(num_classes, in_channels, list(cfg), hidden, dropout, batch_norm)
+        self.model: nn.Module = FaceVGG(
+            num_classes, in_channels, list(cfg), hidden, dropout, batch_norm, input_norm=input_norm
+        )
 
     @property
     def cam_layer(self) -> str:
