@@ -15,7 +15,10 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where a tensor is handled: this module loads without it (an ONNX deployment)
     from torch import Tensor
 
-__all__ = ["Box", "as_boxes", "box_area", "box_iou", "crop_box", "expand_box", "mirrored_boxes", "ordered_boxes", "paired_iou"]
+__all__ = [
+    "Box", "as_boxes", "box_area", "box_iou", "crop_box", "expand_box", "largest_box", "mirrored_boxes", "ordered_boxes",
+    "paired_iou",
+]  # fmt: skip
 
 Box = tuple[float, float, float, float]
 
@@ -33,6 +36,11 @@ def as_boxes(x: Any, name: str) -> np.ndarray:
 def box_area(boxes: np.ndarray) -> np.ndarray:
     """Areas of (..., 4) xyxy boxes; 0 for an inverted box."""
     return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
+
+
+def largest_box(boxes: Any) -> int:
+    """Index of the largest of (N, 4) xyxy boxes (N >= 1): the face a single-face reference keeps."""
+    return int(np.argmax(box_area(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

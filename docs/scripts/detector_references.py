@@ -20,17 +20,12 @@ from typing import Any
 import numpy as np
 
 from facetorch import evaluation
+from facetorch.boxes import largest_box
 from facetorch.data.datamodule import FaceDataModule
 from facetorch.data.haar import HaarFaceDetector
 from facetorch.data.images import read_image
 from facetorch.data.pseudo_boxes import BoxMapping
 from facetorch.recognition.detectors import DlibCNNFaces
-
-
-def largest(boxes: Any) -> int:
-    """The index of the largest of (N, 4) xyxy boxes."""
-    boxes = np.asarray(boxes, float).reshape(-1, 4)
-    return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
 
 
 def main(root: str, summary: str) -> dict[str, Any]:
@@ -54,7 +49,7 @@ def main(root: str, summary: str) -> dict[str, Any]:
             for name, teacher in teachers.items():
                 boxes, scores = teacher.detect(image)
                 found = len(boxes) > 0
-                best = largest(boxes) if found else 0
+                best = largest_box(boxes) if found else 0
                 raw = np.asarray(boxes[best], float) if found else np.zeros(4)
                 mapped = mapping.apply(np.asarray(boxes[best : best + 1], float), width, height)[0] if found else raw
                 for kind, box in (("raw", raw), ("mapped", mapped)):
@@ -62,7 +57,7 @@ def main(root: str, summary: str) -> dict[str, Any]:
                     rows[f"{name}_{kind}"][1].append(1.0 + float(scores[best]) if found else 0.0)  # found: above 0.5
             found_haar = haar.detect(image)
             found_haar = np.asarray(found_haar[0] if isinstance(found_haar, tuple) else found_haar, float).reshape(-1, 4)
-            rows["haar"][0].append(found_haar[largest(found_haar)] / scale if len(found_haar) else np.zeros(4))
+            rows["haar"][0].append(found_haar[largest_box(found_haar)] / scale if len(found_haar) else np.zeros(4))
             rows["haar"][1].append(1.0 if len(found_haar) else 0.0)
         true = np.stack(truth)
         for key, (boxes, scores) in rows.items():

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from facetorch import evaluation
+from facetorch.boxes import largest_box
 
 __all__ = ["face_recognition_recognizer", "load_face_recognition", "run_box_accuracy", "run_recognition_speed"]
 
@@ -153,7 +154,7 @@ def run_box_accuracy(
                 ious.append(0.0)
                 missed += 1
                 continue
-            largest = boxes[np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))]
+            largest = boxes[largest_box(boxes)]
             ious.append(float(evaluation.box_iou(largest[None], np.asarray(box, dtype=np.float64)[None])[0, 0]))
         result[name] = {"mean_iou": round(float(np.mean(ious)), 4), "iou50_rate": round(float(np.mean(np.array(ious) >= 0.5)), 4),
                         "none_found_rate": round(missed / max(1, len(images)), 4),

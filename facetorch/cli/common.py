@@ -184,6 +184,14 @@ def shown_prog(prog: str) -> str:
     return _COMMAND[-1] if _COMMAND else prog
 
 
+TTA_FLIP_CHOICES = ("checkpoint", "on", "off")  # --tta_flip of the tools that run a detector or an embedding
+
+
+def tta_flip_choice(choice: str) -> Optional[bool]:
+    """``--tta_flip``: ``None`` to keep the checkpoint's setting (``checkpoint``), else ``on`` -> True, ``off`` -> False."""
+    return None if choice == "checkpoint" else choice == "on"
+
+
 def tool_parser(prog: str, doc: Optional[str]) -> ToolParser:
     """A :class:`ToolParser` whose help shows the module docstring (its examples) as written."""
     return ToolParser(prog=shown_prog(prog), description=doc)

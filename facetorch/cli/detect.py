@@ -16,6 +16,7 @@ from typing import Optional
 
 from facetorch import io
 from facetorch.cli.common import (
+    TTA_FLIP_CHOICES,
     ToolParser,
     add_ckpt_path,
     add_output,
@@ -24,6 +25,7 @@ from facetorch.cli.common import (
     probability,
     run_tool,
     tool_parser,
+    tta_flip_choice,
 )
 from facetorch.inference.detection import Detector
 from facetorch.recognition.detect import DetectionRun, detect_source
@@ -44,7 +46,7 @@ def build_parser() -> ToolParser:
     parser.add_argument("--fourcc", default="mp4v", choices=["mp4v", "MJPG"],
                         help="annotated video codec: mp4v (.mp4) or MJPG (.avi)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--tta_flip", default="checkpoint", choices=["checkpoint", "on", "off"],
+    parser.add_argument("--tta_flip", default="checkpoint", choices=TTA_FLIP_CHOICES,
                         help="average each frame with its mirror image (default: as the checkpoint's model.tta_flip)")
     add_quiet(parser)
     return parser
@@ -56,8 +58,7 @@ def detect(argv: Optional[list[str]] = None) -> DetectionRun:
     source = None if is_camera(args.source) else args.source
     inputs = {"--ckpt_path": args.ckpt_path, "--source": source}
     io.check_output_folder(args.output, args.overwrite, inputs=inputs)  # before loading the model
-    flip = None if args.tta_flip == "checkpoint" else args.tta_flip == "on"
-    detector = Detector(args.ckpt_path, args.threshold, args.device, tta_flip=flip)
+    detector = Detector(args.ckpt_path, args.threshold, args.device, tta_flip=tta_flip_choice(args.tta_flip))
     run = detect_source(detector, args.source, args.output, overwrite=args.overwrite, max_frames=args.max_frames,
                         fourcc=args.fourcc, progress=not args.quiet)  # fmt: skip
     if run.unreadable:

@@ -30,7 +30,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser
 
 from facetorch import io, ranges
-from facetorch.cli.common import run_tool
+from facetorch.cli.common import TTA_FLIP_CHOICES, run_tool, tta_flip_choice
 from facetorch.cli.lightning import FaceCLI, run_inputs
 from facetorch.data.transforms import InputSpec
 from facetorch.inference.checkpoint import CheckpointError, load_task
@@ -71,8 +71,8 @@ class ExportCLI(FaceCLI):
         if self.config.format not in FORMATS:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.config.format!r}")
         OPSET.check(self.config.opset, "--opset")
-        if self.config.tta_flip not in FLIP_CHOICES:
-            raise ValueError(f"--tta_flip must be one of {', '.join(FLIP_CHOICES)}, got {self.config.tta_flip!r}")
+        if self.config.tta_flip not in TTA_FLIP_CHOICES:
+            raise ValueError(f"--tta_flip must be one of {', '.join(TTA_FLIP_CHOICES)}, got {self.config.tta_flip!r}")
         io.check_output_file(self.config.output, self.config.overwrite, inputs=run_inputs(self.config))
 
     def instantiate_classes(self) -> None:
@@ -91,18 +91,16 @@ class ExportCLI(FaceCLI):
         return None  # nothing is trained or run: no trainer, no run folder
 
 
-FLIP_CHOICES = ("checkpoint", "on", "off")
-
-
 def set_test_time_flip(task: FaceTask, choice: str) -> None:
     """Apply ``--tta_flip``: ``on`` / ``off`` set an embedding's ``flip_test`` or a detector's ``tta_flip``."""
-    if choice == "checkpoint":
+    flip = tta_flip_choice(choice)
+    if flip is None:
         return
     attribute = "flip_test" if isinstance(task, EmbeddingTask) else "tta_flip" if isinstance(task, FaceDetectorTask) else None
     if attribute is None:
         raise ValueError(f"--tta_flip {choice}: a {type(task).__name__} has no test-time flip; "
                          "leave --tta_flip out (only embeddings and the detector have one)")  # fmt: skip
-    setattr(task, attribute, choice == "on")
+    setattr(task, attribute, flip)
 
 
 # torch.onnx's dynamo exporter writes opset 18 and converts down to about 7; below that nothing runs.

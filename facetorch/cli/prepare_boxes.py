@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from facetorch import io
-from facetorch.boxes import paired_iou
+from facetorch.boxes import largest_box, paired_iou
 from facetorch.cli.common import (
     add_output,
     add_quiet,
@@ -85,12 +85,6 @@ def photos_under(folder: Path) -> list[Path]:
     return photos
 
 
-def _largest(boxes: np.ndarray) -> Optional[np.ndarray]:
-    if len(boxes) == 0:
-        return None
-    return boxes[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
-
-
 def fit_mapping(teacher: DlibCNNFaces, args: argparse.Namespace) -> tuple[BoxMapping, dict[str, Any]]:
     """The mapping fitted on ``--fit_on``'s train split, and its IoU on the validation split before and after."""
     from facetorch.data.datamodule import FaceDataModule
@@ -105,7 +99,8 @@ def fit_mapping(teacher: DlibCNNFaces, args: argparse.Namespace) -> tuple[BoxMap
         for i in io.progress(range(len(index)), f"teacher on {split}", enabled=not args.quiet):
             if index.boxes[i] is None:
                 continue
-            box = _largest(teacher.detect(read_image(index.sources[i], 3))[0])
+            boxes = teacher.detect(read_image(index.sources[i], 3))[0]
+            box = boxes[largest_box(boxes)] if len(boxes) else None
             pairs.append((box, np.asarray(index.boxes[i], dtype=np.float64)))
         found[split] = [(b, t) for b, t in pairs if b is not None]
         counts[split] = len(pairs)

@@ -391,8 +391,7 @@ class FaceDataModule(pl.LightningDataModule):
         index = self.splits[split]
         if len(index) == 0:
             names = self.class_names
-            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-            found = f"{len(names)} {'identities' if self.split_by == 'identity' else 'classes'} ({shown})"
+            found = f"{len(names)} {'identities' if self.split_by == 'identity' else 'classes'} ({first_few(names)})"
             more = ("data.split_by: identity needs enough people that each split gets one: give more person folders"
                     if self.split_by == "identity" else "give each class more images")  # fmt: skip
             hint = f"{more}, or raise the split's fraction"

@@ -41,10 +41,11 @@ from torch import nn
 
 import facetorch
 from facetorch import io
-from facetorch.boxes import mirrored_boxes, ordered_boxes
+from facetorch.boxes import ordered_boxes
 from facetorch.data.transforms import InputSpec
 from facetorch.inference.checkpoint import model_fingerprint
 from facetorch.tasks import ClassificationTask, EmbeddingTask, FaceDetectorTask, FaceTask
+from facetorch.tasks.detector import flip_averaged
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -132,12 +133,9 @@ class ExportGraph(nn.Module):
                 embedding = F.normalize(embedding + self.model(torch.flip(x, dims=[3])).float(), dim=1)
             return (embedding,)
         logits, boxes = self.model(x)
-        boxes = ordered_boxes(boxes.float())
         if self.flip_test:  # as FaceDetectorTask.predict_boxes with tta_flip
-            flipped_logits, flipped_boxes = self.model(torch.flip(x, dims=[3]))
-            logits = (logits.float() + flipped_logits.float()) / 2
-            boxes = (boxes + mirrored_boxes(ordered_boxes(flipped_boxes.float()))) / 2
-        return torch.sigmoid(logits.float().reshape(-1)), boxes
+            logits, boxes = flip_averaged(self.model, x, logits, boxes)
+        return torch.sigmoid(logits.float().reshape(-1)), ordered_boxes(boxes.float())
 
 
 def _kind(task: FaceTask) -> Literal["classification", "embedding", "detector"]:

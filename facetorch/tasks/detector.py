@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 import cv2
@@ -109,11 +109,7 @@ class FaceDetectorTask(FaceTask):
     def predict_boxes(self, images: Tensor, outputs: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
         """``forward`` (or its ``outputs``, already computed); with ``tta_flip``, averaged with the mirror image's."""
         logits, boxes = outputs if outputs is not None else self(images)
-        if not self.tta_flip:
-            return logits, boxes
-        flipped_logits, flipped_boxes = self(torch.flip(images, dims=[-1]))
-        boxes = (ordered_boxes(boxes.float()) + mirrored_boxes(ordered_boxes(flipped_boxes.float()))) / 2
-        return (logits.float() + flipped_logits.float()) / 2, boxes
+        return flip_averaged(self, images, logits, boxes) if self.tta_flip else (logits, boxes)
 
     @torch.no_grad()
     def detect(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -266,6 +262,19 @@ class FaceDetectorTask(FaceTask):
         path = self.artifact_path("predictions.csv")
         if path is not None:
             io.write_csv(path, ["file", "score", "face", "x1", "y1", "x2", "y2", "error"], self._predictions)
+
+
+def flip_averaged(
+    network: Callable[[Tensor], tuple[Tensor, Tensor]], images: Tensor, logits: Tensor, boxes: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Face logits and boxes averaged with those of the mirror images; float32, sorted corners.
+
+    ``logits`` and ``boxes`` are ``network``'s on ``images``, already computed; the flipped images'
+    boxes are mirrored back before the average.
+    """
+    flipped_logits, flipped_boxes = network(torch.flip(images, dims=[-1]))
+    boxes = (ordered_boxes(boxes.float()) + mirrored_boxes(ordered_boxes(flipped_boxes.float()))) / 2
+    return (logits.float() + flipped_logits.float()) / 2, boxes
 
 
 def check_train_scales(scales: Optional[Sequence[int]]) -> Optional[tuple[int, int]]:
