@@ -73,7 +73,12 @@ class PostgresStore(SqlStore):
             raise GalleryError(f"{self.target} does not answer: {reason} (is the server running, and the URL right?)") from error
 
     def _table_exists(self, cursor: Any, table: str) -> bool:
-        return cursor.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
+        # pg_class read through the statement's snapshot, not to_regclass: to_regclass answers from the
+        # backend's catalog cache, which still says "no such table" after waiting on the write lock while
+        # another process created the gallery (two first enrolments at once then both made it).
+        return cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                              "ON n.oid = c.relnamespace WHERE c.relname = %s AND n.nspname = ANY(current_schemas(false)))",
+                              (table,)).fetchone()[0]  # fmt: skip
 
     @contextmanager
     def _begin_write(self, cursor: Any) -> Iterator[None]:
