@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from facetorch import evaluation
+from facetorch.baselines.runs import largest_haar_boxes
 from facetorch.boxes import largest_box
 from facetorch.data.datamodule import FaceDataModule
-from facetorch.data.haar import HaarFaceDetector
 from facetorch.data.images import read_image
 from facetorch.data.pseudo_boxes import BoxMapping
 from facetorch.recognition.detectors import DlibCNNFaces
@@ -34,12 +34,11 @@ def main(root: str, summary: str) -> dict[str, Any]:
         mapping = BoxMapping(**json.load(handle)["mapping"])
     data = FaceDataModule(root, layout="labelme", val_fraction=0.15, test_fraction=0.2, seed=0)
     teachers = {"dlib": DlibCNNFaces(device="cpu"), "dlib_up1": DlibCNNFaces(device="cpu", upsample=1)}
-    haar = HaarFaceDetector()
     result = {}
     for split in ("val", "test"):
         index = data.splits[split]
         rows: dict[str, tuple[list, list]] = {key: ([], []) for key in
-                                              ("dlib_raw", "dlib_mapped", "dlib_up1_raw", "dlib_up1_mapped", "haar")}
+                                              ("dlib_raw", "dlib_mapped", "dlib_up1_raw", "dlib_up1_mapped")}
         truth = []
         for source, true_box in zip(index.sources, index.boxes):
             image = read_image(source, 3)
@@ -55,10 +54,8 @@ def main(root: str, summary: str) -> dict[str, Any]:
                 for kind, box in (("raw", raw), ("mapped", mapped)):
                     rows[f"{name}_{kind}"][0].append(box / scale)
                     rows[f"{name}_{kind}"][1].append(1.0 + float(scores[best]) if found else 0.0)  # found: above 0.5
-            found_haar = haar.detect(image)
-            found_haar = np.asarray(found_haar[0] if isinstance(found_haar, tuple) else found_haar, float).reshape(-1, 4)
-            rows["haar"][0].append(found_haar[largest_box(found_haar)] / scale if len(found_haar) else np.zeros(4))
-            rows["haar"][1].append(1.0 if len(found_haar) else 0.0)
+        haar_boxes, haar_found = largest_haar_boxes(index)  # as `facetorch baselines --method haar` scores it
+        rows["haar"] = (list(haar_boxes), list(haar_found))
         true = np.stack(truth)
         for key, (boxes, scores) in rows.items():
             summary_row = evaluation.detection_summary(np.stack(boxes), np.asarray(scores), true, np.ones(len(true), bool), 0.5)
