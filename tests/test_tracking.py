@@ -334,7 +334,25 @@ def test_a_cut_between_detection_frames_is_detected_at_once(gallery_file: Path, 
                      progress=False, track=TrackOptions(detect_every=3, embed_every=100, same_person=0.5))  # fmt: skip
     rows = read_csv(tmp_path / "out" / "recognitions.csv")
     assert [(r["name"], r["track"]) for r in rows] == [("red", "1")] * 4 + [("green", "2")] * 5
-    assert detector.calls == 4  # frames 0, 3, the cut at 4, and 7 (every third frame from the cut on)
+    assert detector.calls == 4  # frames 0, 3, the cut at 4, and 6
+
+
+def test_a_still_picture_that_changes_a_little_at_once_is_a_new_scene(gallery_file: Path, tmp_path: Path) -> None:
+    # Pictures on one background (a slideshow, composed scenes): red stands still, then green elsewhere. The
+    # whole frame changes by about 11 grey levels, under the cut's 20, but out of a still picture: detected at
+    # once, so red's box is not carried into green's picture until the next detection frame.
+    red, green = picture([(COLOURS["red"], 10, 20, 24)]), picture([(COLOURS["green"], 90, 50, 24)])
+    overview = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA).astype(float)
+                for f in (red, green)]  # fmt: skip
+    assert 8 < np.abs(overview[1] - overview[0]).mean() < 20  # a scene change, not a cut
+    detector = SquareDetector()
+    recognizer = Recognizer(ColourEmbedder(), detector, OpenSetMatcher(open_gallery(gallery_file), 0.9))
+    video = write_video(tmp_path / "slides.avi", [red] * 4 + [green] * 5)
+    recognize_source(recognizer, str(video), tmp_path / "out", fourcc="MJPG", progress=False,
+                     track=TrackOptions(detect_every=3, embed_every=100, same_person=0.5))  # fmt: skip
+    rows = [(int(r["frame"]), r["name"]) for r in read_csv(tmp_path / "out" / "recognitions.csv")]
+    assert rows == [(f, "red") for f in range(4)] + [(f, "green") for f in range(4, 9)]
+    assert detector.calls == 4  # frames 0, 3, the new scene at 4, and 6
 
 
 def test_one_unlike_face_without_a_cut_does_not_split_its_track(gallery_file: Path, tmp_path: Path) -> None:

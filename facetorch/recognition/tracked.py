@@ -3,7 +3,7 @@
 :func:`track_stream` is the loop behind ``gallery.py recognize`` for videos and cameras (unless
 ``--no_track``). For each frame of the source:
 
-- every ``detect_every``-th frame (and at once after a cut: the whole frame changed at once) the
+- every ``detect_every``-th frame (and at once after a cut or a new scene: the whole frame changed at once) the
   detector runs and :class:`~facetorch.recognition.tracking.FaceTracker` associates its boxes with
   the tracks; in between, the boxes move by optical flow, so every frame gets its rows;
 - at a detection frame, a track's face is embedded when the track is new, when its box grew or
@@ -47,6 +47,11 @@ SAME_PERSON_MARGIN = 0.05
 NEAR = 0.03  # an unknown track this close under the threshold is embedded at every detection frame
 CHANGED = 20.0  # grey levels of mean difference between a face's thumbnails that ask for a new embedding
 CUT = 2 * CHANGED  # a face unlike its track that also changed this much at once is split at once (a cut, not a blur)
+# A new scene that is not a cut (tracks are not split; the detector runs at once): the whole frame changed by
+# SCENE_JUMP grey levels and SCENE_RATIO times the change of the frame before, as one photo of a slideshow or
+# composed scene after another on the same background (16 to 20 levels, where a still picture changes by 0).
+SCENE_JUMP = 8.0
+SCENE_RATIO = 4.0
 REIDENTIFY_MARGIN = 0.04  # a lost track is given a new face only when it is this much more alike than same_person
 TRACK_FIELDS = ["track", "name", "named_from", "first_frame", "last_frame", "frames", "embeddings", "mean_quality",
                 "changes"]  # fmt: skip
@@ -162,6 +167,7 @@ class TrackedStream:
         self._points: dict[int, np.ndarray] = {}
         self._overview: Optional[np.ndarray] = None  # the last frame at 32x32 grey: a cut changes it at once
         self._cut = False  # the current frame is a cut
+        self._change = 0.0  # the last frame's change of the 32x32 grey picture (mean grey levels)
         self._backfill = Backfill(self.options.detect_every - 1)
         self._earlier: list[tuple[int, TrackedFace]] = []
 
@@ -173,17 +179,19 @@ class TrackedStream:
         self.tracker.predict()
         after_gap = self._previous is None or index != self._previous_index + self.step  # flow cannot bridge lost frames
         overview = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-        cut = self._overview is not None and float(np.abs(overview - self._overview).mean()) > CHANGED  # a new scene
-        self._overview = overview
+        change = 0.0 if self._overview is None else float(np.abs(overview - self._overview).mean())
+        cut = change > CHANGED  # a cut: tracks split at once where the face is unlike (below)
+        scene = cut or (change > SCENE_JUMP and change > SCENE_RATIO * self._change)
+        self._overview, self._change = overview, change
         self._cut = cut
-        detect = after_gap or cut or self._processed % self.options.detect_every == 0
+        detect = after_gap or scene or self._processed % self.options.detect_every == 0
         self._processed += 1
         embedded: dict[int, np.ndarray] = {}
         self._points = {}  # this frame's landmarks by detection, from the embedder's alignment
         self._grey = grey
         self.seconds["track"] += time.perf_counter() - start
         self._earlier = []
-        if after_gap or cut:
+        if after_gap or scene:
             self._backfill.forget()
         if detect:
             boxes, scores = self._detect(rgb)
