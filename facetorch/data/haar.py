@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facetorch.boxes import largest_box
+
 __all__ = ["HAND_BOX", "CascadeLoadError", "HaarFaceDetector", "haar_to_hand_box"]
 
 # A hand-drawn face box of face_boxes_dev against the Haar box of the same face, in Haar box widths
@@ -80,8 +82,7 @@ class HaarFaceDetector:
         boxes = self.detect(image)
         if len(boxes) == 0:
             return None
-        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        return tuple(float(v) for v in boxes[int(np.argmax(areas))])
+        return tuple(float(v) for v in boxes[largest_box(boxes)])
 
     def __repr__(self) -> str:
         return (

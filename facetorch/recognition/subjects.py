@@ -22,14 +22,12 @@ from typing import Optional
 
 import numpy as np
 
+from facetorch.boxes import box_area
+
 __all__ = ["DOMINANCE", "PICKS", "choose_faces", "pick_face", "subject_face"]
 
 DOMINANCE = 2.0  # a photo's subject is a face at least this many times larger than every other face in it
 PICKS = ("central", "largest", "ask")
-
-
-def _areas(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def subject_face(boxes: np.ndarray) -> tuple[Optional[int], str]:
@@ -39,7 +37,7 @@ def subject_face(boxes: np.ndarray) -> tuple[Optional[int], str]:
         return None, "no face found"
     if len(boxes) == 1:
         return 0, ""
-    areas = _areas(boxes)
+    areas = box_area(boxes)
     order = np.argsort(-areas, kind="stable")
     if areas[order[0]] >= DOMINANCE * areas[order[1]]:
         return int(order[0]), ""
@@ -53,7 +51,7 @@ def pick_face(boxes: np.ndarray, size: tuple[int, int], pick: str) -> Optional[i
         raise ValueError(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
     if pick == "ask" or not len(boxes):
         return None
-    areas = _areas(boxes)
+    areas = box_area(boxes)
     if pick == "largest":
         return int(np.argmax(areas))
     height, width = size
