@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, Optional
 
 import numpy as np  # noqa: F401 (test modules import it from here)
 import pytest
@@ -61,6 +67,73 @@ FIXTURE_FOR_LAYOUT = {"face_crops": "face_crops_dir", "identity_folders": "ident
 
 # Keep CPU tests predictable on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+RANKS_REGISTERED = "All distributed processes registered"  # Lightning's line once every rank joined the group
+# Runs that hung before their ranks met and were started again: shown at the end of the test session.
+HUNG_AT_START: list[str] = []
+
+
+def _run_with_stacks(args: list[str], cwd: Path, env: dict[str, str],
+                     timeout: float) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """``python ARGS`` in its own process group; past ``timeout``, every process prints its stacks and is killed.
+
+    Returns:
+        The finished process, and whether it was stopped for running past ``timeout``.
+    """
+    process = subprocess.Popen([sys.executable, *args], cwd=cwd, env={**env, "PYTHONFAULTHANDLER": "1"}, text=True,
+                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    hung = False
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        hung = True
+        with contextlib.suppress(ProcessLookupError):  # the fault handler prints every thread's stack on SIGABRT
+            os.killpg(process.pid, signal.SIGABRT)
+        try:
+            stdout, stderr = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # a rank or loader worker left behind would hold a core
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), hung
+
+
+def run_training_processes(args: list[str], *, cwd: Path, timeout: float = 100,
+                           env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS``, a training run of several processes (DDP), and fail with every process's stacks if it hangs.
+
+    pytest's own time limit would print the waiting test's stack only. Here, past ``timeout``,
+    every process of the run (ranks and loader workers) prints where each of its threads waits.
+    A run that hung before its ranks had all joined the process group (start-up and
+    torch.distributed's rendezvous, not facetorch's training) is started once more, and its
+    stacks are listed at the end of the session; a hang after the ranks met fails the test.
+    Two tries and their stack dumps stay under pytest's 300 s.
+    """
+    env = dict(env if env is not None else os.environ)
+    before = set(cwd.iterdir())
+    result, hung = _run_with_stacks(args, cwd, env, timeout)
+    if hung and RANKS_REGISTERED not in result.stderr:
+        HUNG_AT_START.append(f"{' '.join(args[:2])} (in {cwd}) hung before its ranks met:\n{result.stderr[-12000:]}")
+        for path in set(cwd.iterdir()) - before:  # the second try starts from the same folder (its run is version_0)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        result, hung = _run_with_stacks(args, cwd, env, timeout)
+    if hung:
+        pytest.fail(f"{' '.join(args[:2])} still ran after {timeout:.0f} s; every process's stacks:\n{result.stderr[-20000:]}")
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """List the training runs that hung at start-up and passed when started again (with their stacks)."""
+    # Test modules import this file as tests.conftest, pytest as its own plugin: read the list they filled.
+    hung = importlib.import_module("tests.conftest").HUNG_AT_START
+    if hung:
+        terminalreporter.section("training runs started again after hanging before their ranks met")
+        for report in hung:
+            terminalreporter.write_line(report)
 
 
 class DownloadAttempted(AssertionError):

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from facetorch import cli
-from tests.conftest import CONFIGS, FIXTURE_FOR_LAYOUT, REPO, SHRINK, write_face_crops
+from tests.conftest import CONFIGS, FIXTURE_FOR_LAYOUT, REPO, SHRINK, run_training_processes, write_face_crops
 
 TINY_FACE_VGG = str(REPO / "tests" / "configs" / "face_vgg.yaml")
 
@@ -134,11 +134,11 @@ def test_evaluate_prints_and_writes_flat_json(face_crops_dir: Path, in_tmp: Path
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(face_crops_dir: Path, in_tmp: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train.py"), "--config", TINY_FACE_VGG, "--data.root", str(face_crops_dir),
+    result = run_training_processes(
+        [str(REPO / "tools" / "train.py"), "--config", TINY_FACE_VGG, "--data.root", str(face_crops_dir),
          "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=1",
          "--trainer.enable_progress_bar=false", "--data.batch_size=4"],  # 12 training crops over 2 ranks: 6 each
-        cwd=in_tmp, capture_output=True, text=True, timeout=240, env=env,
+        cwd=in_tmp, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in result.stderr + result.stdout or "world_size=2" in result.stderr + result.stdout

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from facetorch import cli
 from facetorch.explain import ClassTarget, GradCAM, GuidedBackprop
 from facetorch.inference.checkpoint import load_task
 from facetorch.tasks import FaceTask
-from tests.conftest import CONFIGS, FIXTURE_FOR_LAYOUT, REPO, SHRINK
+from tests.conftest import CONFIGS, FIXTURE_FOR_LAYOUT, REPO, SHRINK, run_training_processes
 
 pytestmark = [
     pytest.mark.cuda,
@@ -88,11 +86,11 @@ def test_gradcam_and_guided_backprop_on_cuda_match_the_cpu() -> None:
 
 def test_ddp_on_every_visible_gpu(face_crops_dir: Path, in_tmp: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train.py"), "--config", str(REPO / "tests" / "configs" / "face_vgg.yaml"),
+    result = run_training_processes(
+        [str(REPO / "tools" / "train.py"), "--config", str(REPO / "tests" / "configs" / "face_vgg.yaml"),
          "--data.root", str(face_crops_dir), "--trainer.accelerator=gpu", "--trainer.devices=-1", "--trainer.strategy=ddp",
          "--trainer.precision=bf16-mixed", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"],
-        cwd=in_tmp, capture_output=True, text=True, timeout=600, env=env,
+        cwd=in_tmp, timeout=130, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(next(in_tmp.rglob("metrics.json")).read_text())

@@ -21,7 +21,7 @@ from facetorch.inference.embedder import Embedder
 from facetorch.recognition.database import open_gallery
 from facetorch.recognition.gallery import Gallery, GalleryError
 from facetorch.tasks import EmbeddingTask
-from tests.conftest import REPO, read_csv, write_identity_folders
+from tests.conftest import REPO, read_csv, run_training_processes, write_identity_folders
 
 TINY = str(REPO / "tests" / "configs" / "embedding_tiny.yaml")
 VERIFICATION_KEYS = {"pair_acc", "pair_acc_std", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "threshold", "num_samples"}
@@ -330,16 +330,14 @@ def test_ddp_training_verifies_like_one_process(tmp_path: Path, monkeypatch: pyt
     """Two CPU processes with P x K batches (use_distributed_sampler: false): every rank embeds the
     whole validation and test split, and the report matches a one-process test of the checkpoint."""
     import os
-    import subprocess
-    import sys
 
     people = write_identity_folders(tmp_path / "ids", identities=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train.py"), "--config", TINY, "--data.root", str(people),
+    result = run_training_processes(
+        [str(REPO / "tools" / "train.py"), "--config", TINY, "--data.root", str(people),
          "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=1",
          "--trainer.use_distributed_sampler=false", "--trainer.enable_progress_bar=false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env,
+        cwd=tmp_path, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "embedding_tiny" / "version_0"

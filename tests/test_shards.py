@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from facetorch.data import FaceDataModule
 from facetorch.data.shards import META_NAME, ShardIndex, _reader, read_meta, scan_shards
 from facetorch.inference.checkpoint import load_task
 from facetorch.tasks import EmbeddingTask
-from tests.conftest import REPO, write_face_crops, write_identity_folders
+from tests.conftest import REPO, run_training_processes, write_face_crops, write_identity_folders
 
 TINY = str(REPO / "tests" / "configs" / "embedding_tiny.yaml")
 PEOPLE, PER_PERSON = 40, 8  # 320 images
@@ -163,13 +161,13 @@ def test_ddp_from_shards_with_pk_batches_and_the_sharded_margin_head(shards: Pat
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Two CPU processes read their own P x K batches from the shards; each holds half the ArcFace centres."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train.py"), "--config", TINY, "--data.shards", str(shards),
+    result = run_training_processes(
+        [str(REPO / "tools" / "train.py"), "--config", TINY, "--data.shards", str(shards),
          "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=2",
          "--trainer.use_distributed_sampler=false", "--trainer.enable_progress_bar=false",
          "--model.init_args.loss=arcface", "--model.init_args.classification_weight=0", "--model.init_args.sample_rate=0.5",
          "--data.identities_per_batch=4", "--data.images_per_identity=2", "--data.num_workers=1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+        cwd=tmp_path, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "embedding_tiny" / "version_0"
