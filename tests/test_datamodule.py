@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from facetorch.data import Augmentation, FaceDataModule
-from facetorch.data.images import ImageReadError, read_image
+from facetorch.data.images import ImageReadError, decode_image, read_image
 from facetorch.data.splits import identity_split, stratified_split
 from tests.conftest import write_face_crops
 
@@ -103,6 +103,25 @@ def test_truncated_image_error_names_the_file(face_crops_dir: Path) -> None:
     data.setup("test")
     with pytest.raises(ImageReadError, match="n000.jpg"):
         next(iter(data.test_dataloader()))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_image_fails_even_when_pillow_is_told_to_pad(tmp_path: Path, suffix: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another library (face_recognition, on import) may set Pillow's process-wide switch: facetorch still refuses."""
+    from PIL import ImageFile
+
+    whole = tmp_path / f"whole{suffix}"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(whole)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(ImageReadError, match=f"cut{suffix}"):
+        read_image(cut, 3)
+    with pytest.raises(ImageReadError, match="the upload"):
+        decode_image(cut.read_bytes(), 3, "the upload")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the other library's setting is put back
+    assert read_image(whole, 3).shape == (64, 48, 3)
 
 
 def test_not_an_image_error_names_the_file(face_crops_dir: Path) -> None:

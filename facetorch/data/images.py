@@ -9,18 +9,21 @@ a file. A light module: Pillow and numpy only.
 - 16-bit images (PNG ``I;16``, TIFF) keep their high byte, and 32-bit integer and float images
   are scaled to [0, 255], instead of being clipped to white.
 - A file that cannot be decoded, for whatever reason Pillow gives, raises :class:`ImageReadError`
-  naming the file.
+  naming the file. A truncated file is one of them, even when another library in the process
+  (``face_recognition`` does, on import) has set Pillow's process-wide
+  ``ImageFile.LOAD_TRUNCATED_IMAGES``, which would pad the missing part with grey.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 from io import BytesIO
 from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 __all__ = ["ImageReadError", "decode_image", "read_image", "read_image_size"]
 
@@ -89,12 +92,31 @@ def decode_image(data: bytes, channels: Optional[Literal[1, 3]], name: str, chec
     return _decode(BytesIO(data), channels, name, check_only)
 
 
+_STRICT_LOAD = threading.Lock()
+
+
+def _load_whole(image: Image.Image) -> None:
+    """Decode every pixel now, so that a truncated file fails here, whatever Pillow's global setting says."""
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        image.load()
+        return
+    # Someone asked Pillow to pad truncated files, for the whole process: turn it off while this
+    # image loads, and put it back. The lock keeps two such loads from restoring each other's value.
+    with _STRICT_LOAD:
+        padding = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            image.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = padding
+
+
 def _decode(source: Path | BytesIO, channels: Optional[Literal[1, 3]], name: str, check_only: bool = False) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # a bomb is an error, not a warning
             with Image.open(source) as opened:
-                opened.load()  # decodes everything now, so a truncated file fails here, not later
+                _load_whole(opened)
                 if check_only:
                     return np.zeros(0, dtype=np.uint8)
                 image = ImageOps.exif_transpose(opened) or opened
