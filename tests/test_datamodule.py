@@ -184,3 +184,20 @@ def test_small_training_sets_are_drawn_up_to_min_batches_per_epoch(face_crops_di
     large = FaceDataModule(root=str(face_crops_dir), batch_size=4, min_batches_per_epoch=2)
     large.setup("fit")
     assert len(large.train_dataloader()) == len(large.splits["train"]) // 4  # already enough: unchanged
+
+
+def test_loader_workers_start_from_a_fork_server_only_in_a_rank_of_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DDP rank runs other threads when its workers start: forking it can hang (see worker_start_method)."""
+    from facetorch.data.datamodule import worker_start_method
+
+    assert worker_start_method(2) is None  # one process: the platform's default (fork on Linux, the shared cache)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    assert worker_start_method(2) == "forkserver" and worker_start_method(0) is None
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 1)
+    assert worker_start_method(2) is None
+    data = FaceDataModule(num_workers=1, batch_size=4)
+    data.setup("fit")
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    assert data.val_dataloader().multiprocessing_context is not None
+    assert data.val_dataloader().multiprocessing_context.get_start_method() == "forkserver"

@@ -33,7 +33,7 @@ SPLITS = ("train", "val", "test")
 # Folder names (any case) that mark a root as already split; shards keep the names tools/prepare_shards.py wrote.
 SPLIT_FOLDER_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
-__all__ = ["DATA_VALUES", "FaceDataModule", "builtin_face_crops"]
+__all__ = ["DATA_VALUES", "FaceDataModule", "builtin_face_crops", "worker_start_method"]
 
 # What each number of the data section means (facetorch.ranges): checked when the data module is built.
 DATA_VALUES = {
@@ -44,6 +44,23 @@ DATA_VALUES = {
     "batches_per_epoch": ranges.POSITIVE_INT, "verification_pairs": ranges.POSITIVE_INT,
     "cache_bytes": ranges.NONNEGATIVE_INT,
 }  # fmt: skip
+
+
+def worker_start_method(num_workers: int) -> Optional[str]:
+    """How loader workers start: ``"forkserver"`` in a rank of a multi-process run, else the platform's default.
+
+    Why: a DDP rank already runs other threads when its loaders start their workers (gloo's or
+    NCCL's, the validation loader's queue feeder), and a process forked while one of them holds
+    CPython's thread-state lock waits for it for ever, inside ``os.fork`` (Python 3.11,
+    ``PyOS_AfterFork_Child``; 3 of 707 two-rank CPU runs here, the training stopped with it). The
+    fork server is a fresh process without those threads, and forks the workers from there. The
+    price: workers get a pickled copy of the dataset (the image cache is then private to each
+    worker, see :mod:`facetorch.data.cache`) and the server starts once per rank (a few seconds).
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if num_workers > 0 and distributed and torch.distributed.get_world_size() > 1:
+        return "forkserver"
+    return None
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -462,6 +479,7 @@ class FaceDataModule(pl.LightningDataModule):
                 num_workers=self.num_workers,
                 persistent_workers=self.num_workers > 0,
                 pin_memory=torch.cuda.is_available(),
+                multiprocessing_context=worker_start_method(self.num_workers),
             )
         sampler = None
         if shuffle and self.extra_train:  # epochs of a fixed size, extra_share of them from the extra folders
@@ -480,6 +498,7 @@ class FaceDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            multiprocessing_context=worker_start_method(self.num_workers),
         )
 
     def train_dataloader(self) -> DataLoader:
