@@ -194,8 +194,9 @@ def test_loader_workers_start_from_a_fork_server_only_in_a_rank_of_several(monke
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
     assert worker_start_method(2) == "forkserver" and worker_start_method(0) is None
+    assert worker_start_method(2, "fork") == "fork"  # the user's choice wins (fork: the shared cache, and the risk)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 1)
-    assert worker_start_method(2) is None
+    assert worker_start_method(2) is None and worker_start_method(2, "spawn") == "spawn"
     data = FaceDataModule(num_workers=1, batch_size=4)
     data.setup("fit")
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)

@@ -18,7 +18,8 @@ Not chosen: ``/dev/shm`` files (containers often limit it to 64 MB, and a write 
 kills the process with SIGBUS), a memory-mapped file on disk (writes back to disk), and a
 ``multiprocessing.Manager`` (a server process and a pickle per image).
 
-When a DataLoader does not fork (``multiprocessing_context="spawn"``, macOS, Windows), the
+When a DataLoader does not fork (``multiprocessing_context="spawn"``, macOS, Windows, and the
+ranks of a DDP run, whose workers start from a fork server), the
 dataset is pickled into each worker; the cache then starts empty and private in each worker,
 with ``private_bytes`` (the budget divided among the workers).
 """

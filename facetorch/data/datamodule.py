@@ -46,8 +46,11 @@ DATA_VALUES = {
 }  # fmt: skip
 
 
-def worker_start_method(num_workers: int) -> Optional[str]:
-    """How loader workers start: ``"forkserver"`` in a rank of a multi-process run, else the platform's default.
+WorkerStart = Literal["auto", "fork", "forkserver", "spawn"]
+
+
+def worker_start_method(num_workers: int, choice: WorkerStart = "auto") -> Optional[str]:
+    """How loader workers start: ``choice``, or for ``"auto"``, ``"forkserver"`` in a rank of a multi-process run.
 
     Why: a DDP rank already runs other threads when its loaders start their workers (gloo's or
     NCCL's, the validation loader's queue feeder), and a process forked while one of them holds
@@ -56,11 +59,14 @@ def worker_start_method(num_workers: int) -> Optional[str]:
     fork server is a fresh process without those threads, and forks the workers from there. The
     price: workers get a pickled copy of the dataset (the image cache is then private to each
     worker, see :mod:`facetorch.data.cache`) and the server starts once per rank (a few seconds).
+    ``None``: the platform's default (fork on Linux).
     """
+    if num_workers == 0:
+        return None
+    if choice != "auto":
+        return choice
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if num_workers > 0 and distributed and torch.distributed.get_world_size() > 1:
-        return "forkserver"
-    return None
+    return "forkserver" if distributed and torch.distributed.get_world_size() > 1 else None
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -86,6 +92,10 @@ class FaceDataModule(pl.LightningDataModule):
         min_images_per_class: Identities with fewer images are dropped (and reported).
         cache_images: Keep prepared images (after the centre crop and resize that every epoch repeats)
             in memory after their first read, up to ``cache_bytes``.
+        worker_start: How loader workers start. ``auto``: forked (sharing one image cache), except
+            in the ranks of a multi-process (DDP) run, where they start from a fork server: a rank
+            forked while its other threads run can hang for ever (rarely). ``fork``, ``forkserver``,
+            ``spawn``: always so (``fork`` under DDP shares the cache again, and takes that risk).
         eval_all: Use every image under ``root`` as the test split (to evaluate a held-out folder).
         predict_dir: Folder (or file) of images for ``predict``.
         min_batches_per_epoch: A training set smaller than this many batches is drawn several
@@ -171,6 +181,7 @@ class FaceDataModule(pl.LightningDataModule):
         classes: Optional[list[str]] = None,
         extra_train: Optional[list[str]] = None,
         extra_share: float = 0.5,
+        worker_start: WorkerStart = "auto",
     ) -> None:
         super().__init__()
         check_values("data", locals(), DATA_VALUES)
@@ -220,6 +231,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.box_augmentation = box_augmentation
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.worker_start = worker_start
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_by = split_by
@@ -479,7 +491,7 @@ class FaceDataModule(pl.LightningDataModule):
                 num_workers=self.num_workers,
                 persistent_workers=self.num_workers > 0,
                 pin_memory=torch.cuda.is_available(),
-                multiprocessing_context=worker_start_method(self.num_workers),
+                multiprocessing_context=worker_start_method(self.num_workers, self.worker_start),
             )
         sampler = None
         if shuffle and self.extra_train:  # epochs of a fixed size, extra_share of them from the extra folders
@@ -498,7 +510,7 @@ class FaceDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            multiprocessing_context=worker_start_method(self.num_workers),
+            multiprocessing_context=worker_start_method(self.num_workers, self.worker_start),
         )
 
     def train_dataloader(self) -> DataLoader:
