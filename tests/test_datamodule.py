@@ -188,7 +188,7 @@ def test_small_training_sets_are_drawn_up_to_min_batches_per_epoch(face_crops_di
 
 def test_loader_workers_start_from_a_fork_server_only_in_a_rank_of_several(monkeypatch: pytest.MonkeyPatch) -> None:
     """A DDP rank runs other threads when its workers start: forking it can hang (see worker_start_method)."""
-    from facetorch.data.datamodule import worker_start_method
+    from facetorch.data.workers import worker_start_method
 
     assert worker_start_method(2) is None  # one process: the platform's default (fork on Linux, the shared cache)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)

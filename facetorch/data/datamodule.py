@@ -24,6 +24,7 @@ from facetorch.data.samplers import BalancedPairSampler, PairDataset, PKBatchSam
 from facetorch.data.shards import has_shards, join, read_meta, scan_shards
 from facetorch.data.splits import SplitIndices, identity_split, stratified_split
 from facetorch.data.transforms import Alignment, Augmentation, InputSpec, Normalization, check_alignment
+from facetorch.data.workers import WorkerStart, worker_loader
 from facetorch.io import first_few, notice
 from facetorch.ranges import check_values
 
@@ -33,7 +34,7 @@ SPLITS = ("train", "val", "test")
 # Folder names (any case) that mark a root as already split; shards keep the names tools/prepare_shards.py wrote.
 SPLIT_FOLDER_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
-__all__ = ["DATA_VALUES", "FaceDataModule", "builtin_face_crops", "worker_start_method"]
+__all__ = ["DATA_VALUES", "FaceDataModule", "builtin_face_crops"]
 
 # What each number of the data section means (facetorch.ranges): checked when the data module is built.
 DATA_VALUES = {
@@ -44,29 +45,6 @@ DATA_VALUES = {
     "batches_per_epoch": ranges.POSITIVE_INT, "verification_pairs": ranges.POSITIVE_INT,
     "cache_bytes": ranges.NONNEGATIVE_INT,
 }  # fmt: skip
-
-
-WorkerStart = Literal["auto", "fork", "forkserver", "spawn"]
-
-
-def worker_start_method(num_workers: int, choice: WorkerStart = "auto") -> Optional[str]:
-    """How loader workers start: ``choice``, or for ``"auto"``, ``"forkserver"`` in a rank of a multi-process run.
-
-    Why: a DDP rank already runs other threads when its loaders start their workers (gloo's or
-    NCCL's, the validation loader's queue feeder), and a process forked while one of them holds
-    CPython's thread-state lock waits for it for ever, inside ``os.fork`` (Python 3.11,
-    ``PyOS_AfterFork_Child``; 3 of 707 two-rank CPU runs here, the training stopped with it). The
-    fork server is a fresh process without those threads, and forks the workers from there. The
-    price: workers get a pickled copy of the dataset (the image cache is then private to each
-    worker, see :mod:`facetorch.data.cache`) and the server starts once per rank (a few seconds).
-    ``None``: the platform's default (fork on Linux).
-    """
-    if num_workers == 0:
-        return None
-    if choice != "auto":
-        return choice
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return "forkserver" if distributed and torch.distributed.get_world_size() > 1 else None
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -485,14 +463,7 @@ class FaceDataModule(pl.LightningDataModule):
         if batch_sampler is not None:
             if self.train_batches == "pairs":
                 dataset = PairDataset(dataset, with_labels=True)
-            return DataLoader(
-                dataset,
-                batch_sampler=batch_sampler,
-                num_workers=self.num_workers,
-                persistent_workers=self.num_workers > 0,
-                pin_memory=torch.cuda.is_available(),
-                multiprocessing_context=worker_start_method(self.num_workers, self.worker_start),
-            )
+            return worker_loader(dataset, self.num_workers, self.worker_start, batch_sampler=batch_sampler)
         sampler = None
         if shuffle and self.extra_train:  # epochs of a fixed size, extra_share of them from the extra folders
             weights = torch.as_tensor(mixed_weights(self._own_train, len(dataset) - self._own_train, self.extra_share))
@@ -500,17 +471,15 @@ class FaceDataModule(pl.LightningDataModule):
         elif shuffle and len(dataset) < self.min_batches_per_epoch * self.batch_size:
             # Without replacement and num_samples > len: whole permutations, every image equally often.
             sampler = RandomSampler(dataset, num_samples=self.min_batches_per_epoch * self.batch_size)
-        return DataLoader(
+        return worker_loader(
             dataset,
+            self.num_workers,
+            self.worker_start,
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
             # A last batch of one sample breaks BatchNorm in training; drop it when there is more.
             drop_last=shuffle and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            multiprocessing_context=worker_start_method(self.num_workers, self.worker_start),
         )
 
     def train_dataloader(self) -> DataLoader:
